@@ -1,0 +1,718 @@
+//! Typed configuration: `uag.toml`, `UAG__SECTION__KEY` environment overrides, embedded defaults.
+//!
+//! Loading goes file -> `toml::Value` -> environment overrides -> typed structs (every struct
+//! `deny_unknown_fields`) -> [`Config::validate`]. Errors name the file, the key path and what
+//! was expected. Credentials stay references (`env::NAME`, `file::PATH`) in this struct; their
+//! values are read by [`Credential::resolve`] into a [`SecretString`] when the registry is built.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Environment prefix for overrides: `UAG__SERVER__LISTEN=0.0.0.0:8080`.
+pub const ENV_PREFIX: &str = "UAG__";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read the config file: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: not valid TOML: {message}")]
+    Syntax { path: String, message: String },
+    #[error("{origin}: `{key}`: {message}")]
+    Invalid { origin: String, key: String, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+}
+
+/// Where the loaded configuration came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigOrigin {
+    File(PathBuf),
+    EmbeddedDefaults,
+}
+
+impl fmt::Display for ConfigOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigOrigin::File(p) => write!(f, "{}", p.display()),
+            ConfigOrigin::EmbeddedDefaults => f.write_str("embedded defaults"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub models: ModelsConfig,
+    pub log: LogConfig,
+    pub providers: Vec<ProviderConfig>,
+    pub routes: RoutesConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address and port to listen on.
+    pub listen: String,
+    /// How long in-flight HTTP and WebSocket work may take to finish after SIGTERM.
+    pub shutdown_grace_ms: u64,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Deadline for one inference request, fallbacks and retries included.
+    pub request_timeout_ms: u64,
+    /// Largest accepted WebSocket message.
+    pub ws_max_message_bytes: usize,
+    /// Interval of server pings on idle WebSockets; a peer silent for 3 intervals is dropped.
+    pub ws_ping_interval_ms: u64,
+    /// Requests one WebSocket connection may have in flight at once.
+    pub ws_max_in_flight: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            shutdown_grace_ms: 10_000,
+            max_body_bytes: 4 * 1024 * 1024,
+            request_timeout_ms: 120_000,
+            ws_max_message_bytes: 1024 * 1024,
+            ws_ping_interval_ms: 20_000,
+            ws_max_in_flight: 8,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Knowledge graph, indexes and caches live here.
+    pub data_dir: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { data_dir: default_state_dir() }
+    }
+}
+
+/// systemd's `StateDirectory`, else the XDG state dir, else `./uag-data`.
+fn default_state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
+        // systemd may pass several colon-separated directories; the first is ours.
+        let first = dir.to_string_lossy().split(':').next().unwrap_or_default().to_owned();
+        return PathBuf::from(first);
+    }
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("uag");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(home).join(".local/state/uag");
+    }
+    PathBuf::from("uag-data")
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelsConfig {
+    /// Model files; defaults to `<data_dir>/models`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter (`info`, `uag_gateway=debug,info`); `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+/// One `[[providers]]` entry. A closed set: an unknown `type` fails at load time.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum ProviderConfig {
+    #[serde(rename = "openai")]
+    OpenAi(RemoteProviderConfig),
+    #[serde(rename = "anthropic")]
+    Anthropic(RemoteProviderConfig),
+    #[serde(rename = "ollama")]
+    Ollama(RemoteProviderConfig),
+    #[serde(rename = "openai_compatible")]
+    OpenAiCompatible(RemoteProviderConfig),
+    #[serde(rename = "local")]
+    Local(LocalProviderConfig),
+}
+
+/// The kinds of provider, for display and capability checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    #[serde(rename = "openai")]
+    OpenAi,
+    Anthropic,
+    Ollama,
+    #[serde(rename = "openai_compatible")]
+    OpenAiCompatible,
+    Local,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Ollama => "ollama",
+            ProviderKind::OpenAiCompatible => "openai_compatible",
+            ProviderKind::Local => "local",
+        }
+    }
+
+    fn default_base_url(self) -> Option<&'static str> {
+        match self {
+            ProviderKind::OpenAi => Some("https://api.openai.com/v1"),
+            ProviderKind::Anthropic => Some("https://api.anthropic.com"),
+            ProviderKind::Ollama => Some("http://127.0.0.1:11434"),
+            ProviderKind::OpenAiCompatible | ProviderKind::Local => None,
+        }
+    }
+
+    fn requires_api_key(self) -> bool {
+        matches!(self, ProviderKind::OpenAi | ProviderKind::Anthropic)
+    }
+}
+
+impl ProviderConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            ProviderConfig::OpenAi(c) | ProviderConfig::Anthropic(c) | ProviderConfig::Ollama(c) | ProviderConfig::OpenAiCompatible(c) => {
+                &c.name
+            }
+            ProviderConfig::Local(c) => &c.name,
+        }
+    }
+
+    pub fn kind(&self) -> ProviderKind {
+        match self {
+            ProviderConfig::OpenAi(_) => ProviderKind::OpenAi,
+            ProviderConfig::Anthropic(_) => ProviderKind::Anthropic,
+            ProviderConfig::Ollama(_) => ProviderKind::Ollama,
+            ProviderConfig::OpenAiCompatible(_) => ProviderKind::OpenAiCompatible,
+            ProviderConfig::Local(_) => ProviderKind::Local,
+        }
+    }
+
+    pub fn remote(&self) -> Option<&RemoteProviderConfig> {
+        match self {
+            ProviderConfig::OpenAi(c) | ProviderConfig::Anthropic(c) | ProviderConfig::Ollama(c) | ProviderConfig::OpenAiCompatible(c) => {
+                Some(c)
+            }
+            ProviderConfig::Local(_) => None,
+        }
+    }
+}
+
+/// Settings shared by every provider that talks HTTP to an upstream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteProviderConfig {
+    /// Unique; used in `name/model` and in route chains.
+    pub name: String,
+    /// Upstream base URL; each type has a default except `openai_compatible`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// `env::NAME` or `file::PATH`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<Credential>,
+    /// Models offered; when empty they are discovered from the upstream.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
+    /// Timeout of one upstream attempt (connect to last byte, or to first event when streaming).
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Anthropic only: the `anthropic-version` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anthropic_version: Option<String>,
+    /// Used when a request gives no `max_tokens` and the upstream requires one (Anthropic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_max_tokens: Option<u32>,
+}
+
+fn default_timeout_ms() -> u64 {
+    30_000
+}
+
+impl RemoteProviderConfig {
+    /// The base URL with its type's default applied, without a trailing slash.
+    pub fn effective_base_url(&self, kind: ProviderKind) -> Option<String> {
+        self.base_url.clone().or_else(|| kind.default_base_url().map(str::to_owned)).map(|u| u.trim_end_matches('/').to_owned())
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalProviderConfig {
+    #[serde(default = "local_name")]
+    pub name: String,
+}
+
+fn local_name() -> String {
+    "local".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutesConfig {
+    /// Ordered fallback chain for requests that name no model; empty means `["local"]`.
+    pub default: Vec<String>,
+    /// Model alias -> ordered chain of targets (`provider` or `provider/model`).
+    pub aliases: BTreeMap<String, Vec<String>>,
+    /// Extra attempts on the same target after a transient failure, before moving on.
+    pub max_retries: u32,
+    /// Base of the exponential backoff between retries (full jitter).
+    pub retry_backoff_ms: u64,
+    pub circuit_breaker: CircuitBreakerConfig,
+}
+
+impl Default for RoutesConfig {
+    fn default() -> Self {
+        Self {
+            default: Vec::new(),
+            aliases: BTreeMap::new(),
+            max_retries: 1,
+            retry_backoff_ms: 100,
+            circuit_breaker: CircuitBreakerConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CircuitBreakerConfig {
+    /// Consecutive failures that open a provider's circuit.
+    pub failure_threshold: u32,
+    /// Time an open circuit waits before letting one probe request through.
+    pub cooldown_ms: u64,
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        Self { failure_threshold: 5, cooldown_ms: 30_000 }
+    }
+}
+
+/// A route target as written in config: `provider` or `provider/model`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetSpec {
+    pub provider: String,
+    pub model: Option<String>,
+}
+
+impl TargetSpec {
+    pub fn parse(s: &str) -> Self {
+        match s.split_once('/') {
+            Some((provider, model)) if !model.is_empty() => TargetSpec { provider: provider.to_owned(), model: Some(model.to_owned()) },
+            _ => TargetSpec { provider: s.trim_end_matches('/').to_owned(), model: None },
+        }
+    }
+}
+
+/// A reference to a secret: `env::NAME` or `file::PATH` (a systemd `LoadCredential` file works).
+/// Raw keys are refused so that config files and their backups never hold secrets.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Credential {
+    Env(String),
+    File(PathBuf),
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from(self.clone()))
+    }
+}
+
+impl TryFrom<String> for Credential {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if let Some(name) = s.strip_prefix("env::") {
+            if name.is_empty() {
+                return Err("`env::` needs a variable name, e.g. `env::OPENAI_API_KEY`".into());
+            }
+            Ok(Credential::Env(name.to_owned()))
+        } else if let Some(path) = s.strip_prefix("file::") {
+            if path.is_empty() {
+                return Err("`file::` needs a path, e.g. `file::/run/credentials/uag.service/openai`".into());
+            }
+            Ok(Credential::File(PathBuf::from(path)))
+        } else {
+            Err("expected `env::VARIABLE` or `file::PATH`; raw keys are not accepted in config \
+                 (put the key in an environment variable or a credentials file)"
+                .into())
+        }
+    }
+}
+
+impl From<Credential> for String {
+    fn from(c: Credential) -> String {
+        match c {
+            Credential::Env(name) => format!("env::{name}"),
+            Credential::File(path) => format!("file::{}", path.display()),
+        }
+    }
+}
+
+impl Credential {
+    /// Reads the secret. The error says where it looked, never what it found.
+    pub fn resolve(&self) -> Result<SecretString, String> {
+        let value = match self {
+            Credential::Env(name) => std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?,
+            Credential::File(path) => {
+                std::fs::read_to_string(path).map_err(|e| format!("cannot read credential file {}: {e}", path.display()))?
+            }
+        };
+        let value = value.trim().to_owned();
+        if value.is_empty() {
+            return Err(format!("{} is empty", String::from(self.clone())));
+        }
+        Ok(SecretString(value))
+    }
+}
+
+/// A secret that never appears in `Debug` or `Display` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretString(String);
+
+impl SecretString {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl Config {
+    /// Loads `path`, or the embedded defaults when `None`, then applies `UAG__*` overrides from
+    /// the process environment and validates.
+    pub fn load(path: Option<&Path>) -> Result<(Config, ConfigOrigin), ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+        Self::load_with_env(path, &env)
+    }
+
+    /// [`Config::load`] with the overrides given explicitly (tests use this).
+    pub fn load_with_env(path: Option<&Path>, env: &[(String, String)]) -> Result<(Config, ConfigOrigin), ConfigError> {
+        let (text, origin) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.display().to_string(), source })?;
+                (text, ConfigOrigin::File(p.to_path_buf()))
+            }
+            None => (String::new(), ConfigOrigin::EmbeddedDefaults),
+        };
+        let config = Self::from_toml_str(&text, &origin, env)?;
+        Ok((config, origin))
+    }
+
+    /// Parses, applies overrides and validates `text`.
+    pub fn from_toml_str(text: &str, origin: &ConfigOrigin, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        let origin_name = origin.to_string();
+        let mut value: toml::Value = toml::from_str::<toml::Table>(text)
+            .map(toml::Value::Table)
+            .map_err(|e| ConfigError::Syntax { path: origin_name.clone(), message: e.to_string().trim().to_owned() })?;
+        for (var, raw) in env {
+            apply_env_override(&mut value, var, raw)?;
+        }
+        let snapshot = value.clone();
+        let mut config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let key = e.path().to_string();
+            let key = describe_key(&snapshot, &key);
+            // toml appends its own "in `a.b`" path, without array indexes; ours is better.
+            let message = e.into_inner().to_string();
+            let message = message.split("\nin `").next().unwrap_or_default().trim().to_owned();
+            ConfigError::Invalid { origin: origin_name.clone(), key, message }
+        })?;
+        config.apply_implicit_defaults();
+        config.validate().map_err(|(key, message)| ConfigError::Invalid { origin: origin_name, key, message })?;
+        Ok(config)
+    }
+
+    /// The local engine is part of the binary, so it is always a provider; the default chain
+    /// is `["local"]` unless configured.
+    fn apply_implicit_defaults(&mut self) {
+        if !self.providers.iter().any(|p| p.kind() == ProviderKind::Local) {
+            self.providers.push(ProviderConfig::Local(LocalProviderConfig { name: local_name() }));
+        }
+        if self.routes.default.is_empty() {
+            let local = self.providers.iter().find(|p| p.kind() == ProviderKind::Local).map(|p| p.name().to_owned());
+            self.routes.default = local.into_iter().collect();
+        }
+    }
+
+    pub fn models_dir(&self) -> PathBuf {
+        self.models.dir.clone().unwrap_or_else(|| self.storage.data_dir.join("models"))
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, String> {
+        self.server.listen.parse().map_err(|_| format!("`{}` is not an address:port", self.server.listen))
+    }
+
+    /// Checks what types cannot; the error is (key path, message).
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        self.listen_addr().map_err(|m| ("server.listen".to_owned(), m))?;
+        if self.server.max_body_bytes < 1024 {
+            return Err(("server.max_body_bytes".into(), "must be at least 1024".into()));
+        }
+        if self.server.ws_max_in_flight == 0 {
+            return Err(("server.ws_max_in_flight".into(), "must be at least 1".into()));
+        }
+        if self.log.level.trim().is_empty() {
+            return Err(("log.level".into(), "must not be empty (e.g. \"info\")".into()));
+        }
+        let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, p) in self.providers.iter().enumerate() {
+            let at = |field: &str| format!("providers[{i}].{field} (provider \"{}\")", p.name());
+            let name = p.name();
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+                return Err((at("name"), "must be non-empty and use only letters, digits, `-`, `_`, `.`".into()));
+            }
+            if let Some(first) = names.insert(name, i) {
+                return Err((at("name"), format!("duplicate provider name; providers[{first}] already uses it")));
+            }
+            if let Some(remote) = p.remote() {
+                let kind = p.kind();
+                let Some(base) = remote.effective_base_url(kind) else {
+                    return Err((at("base_url"), format!("required for type = \"{}\"", kind.as_str())));
+                };
+                match url::Url::parse(&base) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                    Ok(_) => return Err((at("base_url"), format!("`{base}` must be an http:// or https:// URL with a host"))),
+                    Err(e) => return Err((at("base_url"), format!("`{base}` is not a valid URL: {e}"))),
+                }
+                match &remote.api_key {
+                    Some(cred) => {
+                        cred.resolve().map_err(|m| (at("api_key"), m))?;
+                    }
+                    None if kind.requires_api_key() => {
+                        return Err((
+                            at("api_key"),
+                            format!("required for type = \"{}\" (e.g. \"env::{}_API_KEY\")", kind.as_str(), kind.as_str().to_uppercase()),
+                        ));
+                    }
+                    None => {}
+                }
+                if remote.timeout_ms == 0 {
+                    return Err((at("timeout_ms"), "must be greater than 0".into()));
+                }
+                if remote.anthropic_version.is_some() && kind != ProviderKind::Anthropic {
+                    return Err((at("anthropic_version"), "only applies to type = \"anthropic\"".into()));
+                }
+            }
+        }
+        let check_chain = |key: String, chain: &[String]| -> Result<(), (String, String)> {
+            if chain.is_empty() {
+                return Err((key, "a route needs at least one target".into()));
+            }
+            for (j, target) in chain.iter().enumerate() {
+                let spec = TargetSpec::parse(target);
+                if !names.contains_key(spec.provider.as_str()) {
+                    let known: Vec<&str> = names.keys().copied().collect();
+                    return Err((format!("{key}[{j}]"), format!("unknown provider `{}` (known: {})", spec.provider, known.join(", "))));
+                }
+            }
+            Ok(())
+        };
+        check_chain("routes.default".into(), &self.routes.default)?;
+        for (alias, chain) in &self.routes.aliases {
+            if alias.is_empty() {
+                return Err(("routes.aliases".into(), "an alias name must not be empty".into()));
+            }
+            check_chain(format!("routes.aliases.{alias}"), chain)?;
+        }
+        Ok(())
+    }
+
+    /// The resolved config as TOML. Credentials print as their references (`env::NAME`), so
+    /// no secret value can appear.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut text = toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}"));
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text
+    }
+}
+
+/// Adds the provider's name to a `providers[N]...` key path, so errors name the entry.
+fn describe_key(value: &toml::Value, path: &str) -> String {
+    let Some(rest) = path.strip_prefix("providers[") else { return path.to_owned() };
+    let Some((index, _)) = rest.split_once(']') else { return path.to_owned() };
+    let name = index.parse::<usize>().ok().and_then(|i| value.get("providers")?.get(i)?.get("name")?.as_str().map(str::to_owned));
+    match name {
+        Some(name) => format!("{path} (provider \"{name}\")"),
+        None => path.to_owned(),
+    }
+}
+
+/// `UAG__SERVER__LISTEN=0.0.0.0:80` sets `server.listen`; `UAG__PROVIDERS__0__TIMEOUT_MS=5`
+/// indexes arrays. The value is read as a TOML value when it parses as one (numbers, booleans,
+/// arrays), else as a string.
+fn apply_env_override(root: &mut toml::Value, var: &str, raw: &str) -> Result<(), ConfigError> {
+    let Some(path) = var.strip_prefix(ENV_PREFIX) else { return Ok(()) };
+    let segments: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+    if segments.iter().any(String::is_empty) {
+        return Err(ConfigError::Env { var: var.into(), message: "empty key segment (use UAG__SECTION__KEY)".into() });
+    }
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()));
+    let mut node = root;
+    let (last, parents) = segments.split_last().ok_or_else(|| ConfigError::Env { var: var.into(), message: "no key".into() })?;
+    for seg in parents {
+        node = match node {
+            toml::Value::Table(t) => t.entry(seg.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new())),
+            toml::Value::Array(a) => {
+                let i: usize =
+                    seg.parse().map_err(|_| ConfigError::Env { var: var.into(), message: format!("`{seg}` is not an array index") })?;
+                a.get_mut(i)
+                    .ok_or_else(|| ConfigError::Env { var: var.into(), message: format!("index {i} is past the end of the array") })?
+            }
+            _ => return Err(ConfigError::Env { var: var.into(), message: format!("`{seg}` is inside a value that is not a table") }),
+        };
+    }
+    match node {
+        toml::Value::Table(t) => {
+            t.insert(last.clone(), parsed);
+        }
+        toml::Value::Array(a) => {
+            let i: usize =
+                last.parse().map_err(|_| ConfigError::Env { var: var.into(), message: format!("`{last}` is not an array index") })?;
+            let slot = a
+                .get_mut(i)
+                .ok_or_else(|| ConfigError::Env { var: var.into(), message: format!("index {i} is past the end of the array") })?;
+            *slot = parsed;
+        }
+        _ => return Err(ConfigError::Env { var: var.into(), message: "the key's parent is not a table".into() }),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str(text, &ConfigOrigin::File("uag.toml".into()), &[])
+    }
+
+    #[test]
+    fn empty_file_gives_working_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:8080");
+        assert_eq!(c.routes.default, vec!["local".to_owned()]);
+        assert_eq!(c.providers.len(), 1);
+        assert_eq!(c.models_dir(), c.storage.data_dir.join("models"));
+    }
+
+    #[test]
+    fn unknown_key_names_the_path() {
+        let err = parse("[server]\nlisten = \"127.0.0.1:1\"\nlistne = 3\n").unwrap_err().to_string();
+        assert!(err.contains("uag.toml"), "{err}");
+        assert!(err.contains("listne"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let err = parse("[server]\nshutdown_grace_ms = \"soon\"\n").unwrap_err().to_string();
+        assert!(err.contains("server.shutdown_grace_ms"), "{err}");
+    }
+
+    #[test]
+    fn unknown_provider_type_names_the_entry() {
+        let err = parse("[[providers]]\nname = \"x\"\ntype = \"gemini\"\n").unwrap_err().to_string();
+        assert!(err.contains("providers[0]"), "{err}");
+        assert!(err.contains("provider \"x\""), "{err}");
+        assert!(err.contains("gemini"), "{err}");
+    }
+
+    #[test]
+    fn missing_credential_and_bad_url_stop_loading() {
+        let err =
+            parse("[[providers]]\nname = \"oa\"\ntype = \"openai\"\napi_key = \"env::UAG_TEST_SURELY_UNSET\"\n").unwrap_err().to_string();
+        assert!(err.contains("providers[0].api_key (provider \"oa\")"), "{err}");
+        assert!(err.contains("UAG_TEST_SURELY_UNSET"), "{err}");
+        let err =
+            parse("[[providers]]\nname = \"vllm\"\ntype = \"openai_compatible\"\nbase_url = \"not a url\"\n").unwrap_err().to_string();
+        assert!(err.contains("base_url"), "{err}");
+        let err = parse("[[providers]]\nname = \"oa\"\ntype = \"openai\"\napi_key = \"sk-raw\"\n").unwrap_err().to_string();
+        assert!(err.contains("env::VARIABLE"), "{err}");
+    }
+
+    #[test]
+    fn routes_must_name_known_providers() {
+        let err = parse("[routes]\ndefault = [\"local\", \"nope/model\"]\n").unwrap_err().to_string();
+        assert!(err.contains("routes.default[1]"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_reach_nested_keys_and_arrays() {
+        let text = "[[providers]]\nname = \"ol\"\ntype = \"ollama\"\n";
+        let env = vec![
+            ("UAG__SERVER__LISTEN".to_owned(), "0.0.0.0:9000".to_owned()),
+            ("UAG__PROVIDERS__0__TIMEOUT_MS".to_owned(), "1234".to_owned()),
+            ("UAG__ROUTES__DEFAULT".to_owned(), "[\"ol\", \"local\"]".to_owned()),
+        ];
+        let c = Config::from_toml_str(text, &ConfigOrigin::EmbeddedDefaults, &env).unwrap();
+        assert_eq!(c.server.listen, "0.0.0.0:9000");
+        assert_eq!(c.providers[0].remote().unwrap().timeout_ms, 1234);
+        assert_eq!(c.routes.default, vec!["ol".to_owned(), "local".to_owned()]);
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = SecretString::new("sk-live-123");
+        assert_eq!(format!("{s:?}"), "[redacted]");
+        let c = parse("[[providers]]\nname = \"ol\"\ntype = \"ollama\"\napi_key = \"env::PATH\"\n").unwrap();
+        let shown = c.to_redacted_toml();
+        assert!(shown.contains("env::PATH"), "{shown}");
+        assert!(!shown.contains(&std::env::var("PATH").unwrap()), "{shown}");
+    }
+}

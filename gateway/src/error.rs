@@ -1,0 +1,282 @@
+//! Error categories and the one place where they become HTTP responses.
+//!
+//! Every route answers failures with an OpenAI-shaped body
+//! `{"error":{"message","type","code","param"}}`. Internal detail (upstream bodies, I/O errors,
+//! file paths) goes to the log, never to the client.
+
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// How a provider call failed. The variants drive fallback: see [`ProviderError::is_retryable`].
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProviderError {
+    /// The upstream could not be reached (DNS, refused, TLS, reset before a response).
+    #[error("could not connect to the upstream: {0}")]
+    Connect(String),
+    /// The provider's timeout or the request deadline passed.
+    #[error("the upstream did not answer in time")]
+    Timeout,
+    /// The upstream said 429.
+    #[error("the upstream is rate limiting requests")]
+    RateLimited { retry_after: Option<Duration> },
+    /// The upstream failed on its side (5xx).
+    #[error("the upstream failed with status {status}")]
+    Upstream { status: u16, detail: String },
+    /// The upstream refused our credentials (401/403): a gateway configuration problem.
+    #[error("the upstream rejected the gateway's credentials (status {status})")]
+    Unauthorized { status: u16, detail: String },
+    /// The upstream rejected the request itself (other 4xx): the client's to fix.
+    #[error("the upstream rejected the request: {message}")]
+    Rejected { status: u16, message: String },
+    /// The upstream does not know the model.
+    #[error("model `{model}` is not available at the upstream")]
+    ModelNotFound { model: String },
+    /// The upstream answered something we could not parse.
+    #[error("the upstream sent an invalid response: {0}")]
+    InvalidResponse(String),
+    /// A stream ended before its final event.
+    #[error("the upstream stream ended early: {0}")]
+    StreamInterrupted(String),
+    /// The provider's component is not part of this installation.
+    #[error("{what} is not installed: {hint}")]
+    NotInstalled { what: String, hint: String },
+    /// The provider's circuit breaker is open.
+    #[error("provider `{provider}` is temporarily disabled after repeated failures")]
+    CircuitOpen { provider: String },
+    /// The client went away or cancelled.
+    #[error("the request was cancelled")]
+    Cancelled,
+}
+
+impl ProviderError {
+    /// Whether the router may retry or move to the next target: connect errors, timeouts,
+    /// 429 and 5xx, never other 4xx.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ProviderError::Connect(_)
+                | ProviderError::Timeout
+                | ProviderError::RateLimited { .. }
+                | ProviderError::Upstream { .. }
+                | ProviderError::StreamInterrupted(_)
+                | ProviderError::CircuitOpen { .. }
+                | ProviderError::NotInstalled { .. }
+        )
+    }
+
+    /// Whether this failure says something about the provider's health (feeds the breaker).
+    pub fn counts_against_provider(&self) -> bool {
+        matches!(
+            self,
+            ProviderError::Connect(_)
+                | ProviderError::Timeout
+                | ProviderError::Upstream { .. }
+                | ProviderError::StreamInterrupted(_)
+                | ProviderError::InvalidResponse(_)
+        )
+    }
+
+    /// A short, stable code for events and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProviderError::Connect(_) => "upstream_unreachable",
+            ProviderError::Timeout => "upstream_timeout",
+            ProviderError::RateLimited { .. } => "upstream_rate_limited",
+            ProviderError::Upstream { .. } => "upstream_error",
+            ProviderError::Unauthorized { .. } => "upstream_unauthorized",
+            ProviderError::Rejected { .. } => "upstream_rejected_request",
+            ProviderError::ModelNotFound { .. } => "model_not_found",
+            ProviderError::InvalidResponse(_) => "upstream_invalid_response",
+            ProviderError::StreamInterrupted(_) => "upstream_stream_interrupted",
+            ProviderError::NotInstalled { .. } => "not_installed",
+            ProviderError::CircuitOpen { .. } => "provider_unavailable",
+            ProviderError::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// An error as the client sees it: status, type, code, message, and the field at fault.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub code: &'static str,
+    pub message: String,
+    pub param: Option<String>,
+    pub retry_after: Option<Duration>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorObject<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorObject<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    code: &'a str,
+    param: Option<&'a str>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, kind, code, message: message.into(), param: None, retry_after: None }
+    }
+
+    pub fn invalid_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", code, message)
+    }
+
+    pub fn invalid_field(param: impl Into<String>, message: impl Into<String>) -> Self {
+        let mut e = Self::invalid_request("invalid_request", message);
+        e.param = Some(param.into());
+        e
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found_error", code, message)
+    }
+
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            "request_too_large",
+            format!("the request body is larger than the limit of {limit} bytes"),
+        )
+    }
+
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            "method_not_allowed",
+            "this route does not accept that HTTP method",
+        )
+    }
+
+    pub fn unsupported_media_type(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request_error", "unsupported_media_type", message)
+    }
+
+    pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", code, message)
+    }
+
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "internal_error",
+            "the gateway failed to handle this request; see its log",
+        )
+    }
+
+    /// The JSON body, also used for WebSocket and SSE error events.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::to_value(ErrorBody {
+            error: ErrorObject { message: &self.message, kind: self.kind, code: self.code, param: self.param.as_deref() },
+        })
+        .unwrap_or_default()
+    }
+}
+
+impl From<&ProviderError> for ApiError {
+    fn from(err: &ProviderError) -> Self {
+        let code = err.code();
+        match err {
+            ProviderError::Connect(_)
+            | ProviderError::Upstream { .. }
+            | ProviderError::InvalidResponse(_)
+            | ProviderError::StreamInterrupted(_) => Self::new(StatusCode::BAD_GATEWAY, "upstream_error", code, err.to_string_public()),
+            ProviderError::Unauthorized { .. } => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                code,
+                "the upstream provider rejected the gateway's credentials; the operator must check its api_key",
+            ),
+            ProviderError::Timeout => Self::new(StatusCode::GATEWAY_TIMEOUT, "upstream_error", code, err.to_string()),
+            ProviderError::RateLimited { retry_after } => {
+                let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", code, err.to_string());
+                e.retry_after = *retry_after;
+                e
+            }
+            ProviderError::Rejected { status, message } => {
+                let status = StatusCode::from_u16(*status).ok().filter(|s| s.is_client_error()).unwrap_or(StatusCode::BAD_REQUEST);
+                Self::new(status, "invalid_request_error", code, format!("the upstream rejected the request: {message}"))
+            }
+            ProviderError::ModelNotFound { .. } => Self::new(StatusCode::NOT_FOUND, "not_found_error", code, err.to_string()),
+            ProviderError::NotInstalled { .. } => Self::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", code, err.to_string()),
+            ProviderError::CircuitOpen { .. } => {
+                let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", code, err.to_string());
+                e.retry_after = Some(Duration::from_secs(5));
+                e
+            }
+            // 499 is what proxies log for a client that went away; nobody reads this body.
+            ProviderError::Cancelled => Self::new(
+                StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+                "invalid_request_error",
+                code,
+                "the request was cancelled",
+            ),
+        }
+    }
+}
+
+impl ProviderError {
+    /// The message shown to clients: the category without upstream internals.
+    fn to_string_public(&self) -> String {
+        match self {
+            ProviderError::Connect(_) => "could not reach the upstream provider".into(),
+            ProviderError::Upstream { status, .. } => format!("the upstream provider failed (status {status})"),
+            ProviderError::InvalidResponse(_) => "the upstream provider sent a response the gateway could not read".into(),
+            ProviderError::StreamInterrupted(_) => "the upstream provider's stream ended early".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl From<ProviderError> for ApiError {
+    fn from(err: ProviderError) -> Self {
+        ApiError::from(&err)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        if let Some(after) = self.retry_after {
+            let secs = after.as_secs_f64().ceil().max(1.0) as u64;
+            if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fallback_only_on_transient_failures() {
+        assert!(ProviderError::Timeout.is_retryable());
+        assert!(ProviderError::Upstream { status: 503, detail: String::new() }.is_retryable());
+        assert!(ProviderError::RateLimited { retry_after: None }.is_retryable());
+        assert!(!ProviderError::Rejected { status: 400, message: String::new() }.is_retryable());
+        assert!(!ProviderError::Unauthorized { status: 401, detail: String::new() }.is_retryable());
+    }
+
+    #[test]
+    fn upstream_detail_stays_out_of_the_body() {
+        let e = ApiError::from(ProviderError::Upstream { status: 500, detail: "secret stack trace".into() });
+        assert_eq!(e.status, StatusCode::BAD_GATEWAY);
+        assert!(!e.body().to_string().contains("secret"));
+    }
+}

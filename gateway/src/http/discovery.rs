@@ -1,0 +1,53 @@
+//! Liveness, readiness and the provider overview.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::AppState;
+use crate::provider::Health;
+
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// `GET /healthz`: the process answers.
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: 200 while serving, 503 once shutdown began (load balancers stop sending).
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let providers: Vec<Value> =
+        state.router.registry().entries().iter().map(|e| json!({"name": e.provider.name(), "circuit": e.breaker.state()})).collect();
+    if state.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "shutting_down", "providers": providers}))).into_response();
+    }
+    Json(json!({"status": "ready", "providers": providers})).into_response()
+}
+
+/// `GET /v1/providers`: each provider's type, capabilities, health, circuit state and models.
+pub async fn providers(State(state): State<AppState>) -> Json<Value> {
+    let registry = state.router.registry();
+    let rows = futures::future::join_all(registry.entries().iter().map(|entry| async move {
+        let p = &entry.provider;
+        let health = tokio::time::timeout(HEALTH_TIMEOUT, p.health()).await.unwrap_or_else(|_| Health::down("health check timed out"));
+        let models = match tokio::time::timeout(HEALTH_TIMEOUT, p.list_models()).await {
+            Ok(Ok(models)) => json!(models),
+            _ => json!([]),
+        };
+        json!({
+            "name": p.name(),
+            "type": p.kind(),
+            "capabilities": p.capabilities(),
+            "health": health,
+            "circuit": {"state": entry.breaker.state(), "consecutive_failures": entry.breaker.consecutive_failures()},
+            "timeout_ms": entry.timeout.as_millis() as u64,
+            "models": models,
+        })
+    }))
+    .await;
+    Json(json!({"object": "list", "data": rows}))
+}

@@ -1,0 +1,81 @@
+//! `POST /v1/inference`: the native API. JSON in, [`InferenceResponse`] out, or with
+//! `"stream": true` a Server-Sent Events stream of [`Event`]s (`event:` is the event type).
+
+use std::convert::Infallible;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{self, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::{Stream, StreamExt};
+
+use super::AppState;
+use super::extract::JsonBody;
+use crate::error::{ApiError, ProviderError};
+use crate::provider::RequestContext;
+use crate::routing::RouteError;
+use crate::types::{Event, InferenceRequest};
+
+impl From<RouteError> for ApiError {
+    fn from(err: RouteError) -> Self {
+        match err {
+            RouteError::UnknownProvider(_) => ApiError::not_found("provider_not_found", err.to_string()),
+            RouteError::UnknownModel(_) => ApiError::not_found("model_not_found", err.to_string()),
+            RouteError::NoModel(_) => ApiError::invalid_field("model", err.to_string()),
+        }
+    }
+}
+
+/// Validates `req` and opens its context: the request id (the client's, else the one the
+/// request-id layer assigned) and the deadline.
+pub(crate) fn prepare(state: &AppState, headers: &HeaderMap, req: &InferenceRequest) -> Result<RequestContext, ApiError> {
+    req.validate().map_err(|e| ApiError::invalid_field(e.field, e.message))?;
+    let id = req.id.clone().unwrap_or_else(|| super::request_id(headers));
+    Ok(RequestContext::new(id, state.config.server.request_timeout()))
+}
+
+pub async fn infer(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<InferenceRequest>,
+) -> Result<Response, ApiError> {
+    let ctx = prepare(&state, &headers, &req)?;
+    let targets = state.router.plan(&req).await?;
+    // Dropping the guard (client gone, handler future dropped) cancels upstream work.
+    let cancel_on_drop = ctx.cancel.clone().drop_guard();
+    if req.stream {
+        let events = state.router.stream(targets, req, ctx).await?;
+        let frames = events.map(move |item| {
+            let _keep = &cancel_on_drop;
+            Ok::<_, Infallible>(sse_frame(&into_event(item)))
+        });
+        return Ok(sse_response(frames));
+    }
+    let response = state.router.infer(&targets, &req, &ctx).await?;
+    drop(cancel_on_drop.disarm());
+    Ok(Json(response).into_response())
+}
+
+/// A stream item as the client sees it: failures become an `error` event with the public
+/// message of [`ApiError`].
+pub(crate) fn into_event(item: Result<Event, ProviderError>) -> Event {
+    item.unwrap_or_else(|err| {
+        let api = ApiError::from(&err);
+        Event::Error { code: api.code.to_owned(), message: api.message }
+    })
+}
+
+fn sse_frame(event: &Event) -> sse::Event {
+    sse::Event::default().event(event.kind()).data(serde_json::to_string(event).unwrap_or_default())
+}
+
+/// SSE with keep-alive comments, and a header that stops NGINX from buffering the stream.
+pub(crate) fn sse_response<S>(frames: S) -> Response
+where
+    S: Stream<Item = Result<sse::Event, Infallible>> + Send + 'static,
+{
+    let mut response = Sse::new(frames).keep_alive(KeepAlive::default()).into_response();
+    response.headers_mut().insert("x-accel-buffering", axum::http::HeaderValue::from_static("no"));
+    response
+}

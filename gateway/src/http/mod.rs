@@ -1,0 +1,160 @@
+//! The HTTP edge: routes, the layer stack, and the server loop with graceful shutdown.
+//!
+//! - [`inference`]: `POST /v1/inference` (JSON, or SSE when `"stream": true`)
+//! - [`ws`]: `GET /v1/inference/stream` (WebSocket, several requests per connection)
+//! - [`openai`]: OpenAI-compatible `POST /v1/chat/completions` and `GET /v1/models`
+//! - [`discovery`]: `GET /v1/providers`, `/healthz`, `/readyz`
+//! - [`extract`]: the JSON body extractor whose errors name the offending field
+
+pub mod discovery;
+pub mod extract;
+pub mod inference;
+pub mod openai;
+pub mod ws;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, Request, Uri};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::registry::{Registry, RegistryError};
+use crate::routing::FallbackRouter;
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub router: Arc<FallbackRouter>,
+    /// Fired once on SIGTERM/SIGINT: WebSockets drain and close, `/readyz` turns 503.
+    pub shutdown: CancellationToken,
+    /// Work that outlives its HTTP request (upgraded WebSockets); shutdown waits for it.
+    pub tasks: TaskTracker,
+}
+
+impl AppState {
+    /// Builds the providers from `config`.
+    pub fn new(config: Config) -> Result<Self, RegistryError> {
+        let registry = Registry::from_config(&config)?;
+        Ok(Self::with_registry(config, registry))
+    }
+
+    /// State over a ready-made registry (tests plug in their own providers).
+    pub fn with_registry(config: Config, registry: Registry) -> Self {
+        let router = FallbackRouter::new(Arc::new(registry), &config.routes);
+        Self { config: Arc::new(config), router: Arc::new(router), shutdown: CancellationToken::new(), tasks: TaskTracker::new() }
+    }
+}
+
+/// The whole HTTP application, without a socket (tests drive it with `oneshot`).
+pub fn app(state: AppState) -> Router {
+    let max_body = state.config.server.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(discovery::healthz))
+        .route("/readyz", get(discovery::readyz))
+        .route("/v1/inference", post(inference::infer))
+        .route("/v1/inference/stream", get(ws::upgrade))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/models", get(openai::models))
+        .route("/v1/providers", get(discovery::providers))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(
+            ServiceBuilder::new()
+                // 1. Tag every request first, so every later layer's log lines carry the id.
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                // 2. One span per request: method, path, id; the response line at INFO.
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(|req: &Request<_>| {
+                            let id = req.extensions().get::<RequestId>().and_then(|id| id.header_value().to_str().ok()).unwrap_or("-");
+                            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                        })
+                        .on_request(())
+                        .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                )
+                // 3. Echo the id so clients can quote it in bug reports.
+                .layer(PropagateRequestIdLayer::x_request_id())
+                // 4. A handler that panics answers a JSON 500 and the server keeps serving.
+                .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| ApiError::internal().into_response()))
+                // 5. Bodies over the limit are refused (413) while being read, never buffered whole.
+                .layer(DefaultBodyLimit::max(max_body)),
+        )
+        .with_state(state)
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found("route_not_found", format!("no route for {method} {}", uri.path()))
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
+}
+
+/// Runs the server on `listener` until `shutdown` resolves, then stops accepting, lets
+/// in-flight HTTP and WebSocket work finish within `server.shutdown_grace_ms` (WebSockets get
+/// a close frame), and returns.
+pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    let grace = state.config.server.shutdown_grace();
+    let token = state.shutdown.clone();
+    let tasks = state.tasks.clone();
+    let stopping_since = Arc::new(std::sync::OnceLock::<Instant>::new());
+    let signal = {
+        let token = token.clone();
+        let stopping_since = Arc::clone(&stopping_since);
+        async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = token.cancelled() => {}
+            }
+            stopping_since.get_or_init(Instant::now);
+            token.cancel();
+            tracing::info!("shutting down: no new connections; draining in-flight work");
+        }
+    };
+    let server =
+        axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(signal).into_future();
+    tokio::pin!(server);
+    let forced = tokio::select! {
+        result = &mut server => {
+            result?;
+            false
+        }
+        () = async {
+            token.cancelled().await;
+            tokio::time::sleep(grace).await;
+        } => true,
+    };
+    if forced {
+        tracing::warn!(grace_ms = grace.as_millis() as u64, "grace period over; closing remaining HTTP connections");
+    }
+    // WebSocket sessions drained alongside the HTTP connections; they get what is left.
+    tasks.close();
+    let elapsed = stopping_since.get().map_or(Duration::ZERO, Instant::elapsed);
+    let left = if forced { Duration::ZERO } else { grace.saturating_sub(elapsed) };
+    if tokio::time::timeout(left, tasks.wait()).await.is_err() {
+        tracing::warn!(open = tasks.len(), "grace period over; dropping remaining WebSocket sessions");
+    }
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+/// The `x-request-id` the first layer assigned.
+pub(crate) fn request_id(headers: &axum::http::HeaderMap) -> String {
+    headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned).unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}

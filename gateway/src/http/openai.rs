@@ -1,0 +1,331 @@
+//! OpenAI-compatible routes, so existing SDKs and tools work unchanged:
+//! `POST /v1/chat/completions` (JSON, or SSE chunks ending in `data: [DONE]`, with
+//! `stream_options.include_usage`) and `GET /v1/models`.
+//!
+//! Requests are translated to [`InferenceRequest`] and answers back; fields the SDKs send that
+//! uag does not use are ignored, fields it cannot honour (`n > 1`, tools, images) are refused
+//! with a 400 naming them. Status events travel as SSE comments, which SDKs skip.
+
+use std::convert::Infallible;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse;
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::extract::JsonBody;
+use super::inference::{into_event, prepare, sse_response};
+use crate::error::ApiError;
+use crate::types::{Event, FinishReason, InferenceRequest, Message, Params, Role, Source, Usage};
+
+/// Models discovery waits this long for any one upstream.
+const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(4);
+
+#[derive(Debug, Deserialize)]
+pub struct ChatCompletionRequest {
+    #[serde(default)]
+    pub model: String,
+    pub messages: Vec<ChatMessage>,
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+    #[serde(default)]
+    pub max_completion_tokens: Option<u32>,
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    #[serde(default)]
+    pub top_p: Option<f32>,
+    #[serde(default)]
+    pub stop: Option<StopField>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub stream: bool,
+    #[serde(default)]
+    pub stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    pub n: Option<u32>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub tools: Option<Vec<Value>>,
+    #[serde(default)]
+    pub metadata: Option<serde_json::Map<String, Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum StopField {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChatMessage {
+    pub role: String,
+    #[serde(default)]
+    pub content: Option<Content>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ContentPart {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+impl ChatCompletionRequest {
+    /// The native request, or a 400 naming the OpenAI field that uag cannot honour.
+    fn into_inference(self) -> Result<(InferenceRequest, bool), ApiError> {
+        if self.n.is_some_and(|n| n != 1) {
+            return Err(ApiError::invalid_field("n", "only n = 1 is supported"));
+        }
+        if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+            return Err(ApiError::invalid_field("tools", "tool calling is not supported by this gateway"));
+        }
+        let mut messages = Vec::with_capacity(self.messages.len());
+        for (i, m) in self.messages.into_iter().enumerate() {
+            let role = match m.role.as_str() {
+                "system" | "developer" => Role::System,
+                "user" => Role::User,
+                "assistant" => Role::Assistant,
+                other => {
+                    return Err(ApiError::invalid_field(
+                        format!("messages[{i}].role"),
+                        format!("role `{other}` is not supported (use system, developer, user or assistant)"),
+                    ));
+                }
+            };
+            let content = match m.content {
+                Some(Content::Text(t)) => t,
+                Some(Content::Parts(parts)) => {
+                    let mut text = String::new();
+                    for (j, part) in parts.into_iter().enumerate() {
+                        match (part.kind.as_str(), part.text) {
+                            ("text", Some(t)) => text.push_str(&t),
+                            (kind, _) => {
+                                return Err(ApiError::invalid_field(
+                                    format!("messages[{i}].content[{j}]"),
+                                    format!("content part `{kind}` is not supported; send text"),
+                                ));
+                            }
+                        }
+                    }
+                    text
+                }
+                None => return Err(ApiError::invalid_field(format!("messages[{i}].content"), "content is required")),
+            };
+            messages.push(Message { role, content });
+        }
+        let stop = match self.stop {
+            None => Vec::new(),
+            Some(StopField::One(s)) => vec![s],
+            Some(StopField::Many(v)) => v,
+        };
+        let mut metadata = self.metadata.unwrap_or_default();
+        if let Some(user) = self.user {
+            metadata.insert("user".into(), Value::String(user));
+        }
+        let include_usage = self.stream_options.is_some_and(|o| o.include_usage);
+        let request = InferenceRequest {
+            id: None,
+            provider: None,
+            model: Some(self.model).filter(|m| !m.trim().is_empty()),
+            messages,
+            input: None,
+            params: Params {
+                max_tokens: self.max_completion_tokens.or(self.max_tokens),
+                temperature: self.temperature,
+                top_p: self.top_p,
+                stop,
+                seed: self.seed,
+            },
+            stream: self.stream,
+            metadata,
+        };
+        Ok((request, include_usage))
+    }
+}
+
+fn finish_reason(reason: FinishReason) -> &'static str {
+    match reason {
+        FinishReason::Stop | FinishReason::Other => "stop",
+        FinishReason::Length => "length",
+        FinishReason::ContentFilter => "content_filter",
+    }
+}
+
+fn usage_json(u: Usage) -> Value {
+    json!({"prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens, "total_tokens": u.total()})
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The uag extension object: which provider answered, and the citations.
+fn extension(provider: &str, sources: &[Source]) -> Value {
+    json!({"provider": provider, "sources": sources})
+}
+
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<ChatCompletionRequest>,
+) -> Result<Response, ApiError> {
+    let (req, include_usage) = body.into_inference()?;
+    // Native validation errors say `params.temperature`; OpenAI clients know `temperature`.
+    let ctx = prepare(&state, &headers, &req).map_err(|mut e| {
+        e.param = e.param.map(|p| p.trim_start_matches("params.").to_owned());
+        e.message = e.message.replace("`input`", "`messages`");
+        e
+    })?;
+    let targets = state.router.plan(&req).await?;
+    let requested_model = req.model.clone().unwrap_or_else(|| "default".into());
+    let id = format!("chatcmpl-{}", ctx.request_id);
+    let created = unix_now();
+    let cancel_on_drop = ctx.cancel.clone().drop_guard();
+
+    if !req.stream {
+        let answer = state.router.infer(&targets, &req, &ctx).await?;
+        drop(cancel_on_drop.disarm());
+        return Ok(Json(json!({
+            "id": id,
+            "object": "chat.completion",
+            "created": created,
+            "model": answer.model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": answer.output, "refusal": null},
+                "logprobs": null,
+                "finish_reason": finish_reason(answer.finish_reason),
+            }],
+            "usage": usage_json(answer.usage),
+            "system_fingerprint": null,
+            "uag": extension(&answer.provider, &answer.sources),
+        }))
+        .into_response());
+    }
+
+    let events = state.router.stream(targets, req, ctx).await?;
+    let chunk = move |model: &str, delta: Value, finish: Option<&str>, extra: Option<Value>| {
+        let mut c = json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "system_fingerprint": null,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+        });
+        if include_usage {
+            c["usage"] = Value::Null;
+        }
+        if let Some(extra) = extra {
+            c["uag"] = extra;
+        }
+        c
+    };
+    let frames = async_stream::stream! {
+        let _keep = cancel_on_drop;
+        let mut events = events;
+        let mut sources: Vec<Source> = Vec::new();
+        yield data(&chunk(&requested_model, json!({"role": "assistant", "content": ""}), None, None));
+        while let Some(item) = events.next().await {
+            match into_event(item) {
+                Event::Status { stage, message } => yield Ok(sse::Event::default().comment(format!("status {stage}: {message}"))),
+                Event::Delta { text } => yield data(&chunk(&requested_model, json!({"content": text}), None, None)),
+                Event::Sources { sources: s } => sources = s,
+                Event::Done { finish_reason: reason, usage, provider, model, .. } => {
+                    let model = model.unwrap_or_else(|| requested_model.clone());
+                    let ext = extension(provider.as_deref().unwrap_or_default(), &sources);
+                    yield data(&chunk(&model, json!({}), Some(finish_reason(reason)), Some(ext)));
+                    if include_usage {
+                        let mut last = chunk(&model, json!({}), None, None);
+                        last["choices"] = json!([]);
+                        last["usage"] = usage_json(usage);
+                        yield data(&last);
+                    }
+                    yield Ok(sse::Event::default().data("[DONE]"));
+                    return;
+                }
+                Event::Error { code, message } => {
+                    // The SDKs raise on an `error` object in the stream.
+                    yield data(&json!({"error": {"message": message, "type": "upstream_error", "code": code, "param": null}}));
+                    return;
+                }
+            }
+        }
+    };
+    Ok(sse_response(frames))
+}
+
+fn data(value: &Value) -> Result<sse::Event, Infallible> {
+    Ok(sse::Event::default().data(value.to_string()))
+}
+
+#[derive(Serialize)]
+struct ModelObject {
+    id: String,
+    object: &'static str,
+    created: u64,
+    owned_by: String,
+}
+
+/// `GET /v1/models`: every provider's models as `provider/model`, then the route aliases.
+/// Upstream lists are fetched concurrently, cached by each provider, and skipped (with a
+/// log line) when an upstream does not answer in time.
+pub async fn models(State(state): State<AppState>) -> Json<Value> {
+    let registry = state.router.registry();
+    let lists = futures::future::join_all(registry.entries().iter().map(|entry| async move {
+        let name = entry.provider.name().to_owned();
+        match tokio::time::timeout(DISCOVERY_TIMEOUT, entry.provider.list_models()).await {
+            Ok(Ok(models)) => (name, models),
+            Ok(Err(e)) => {
+                tracing::warn!(provider = %name, error = %e, "model discovery failed");
+                (name, Vec::new())
+            }
+            Err(_) => {
+                tracing::warn!(provider = %name, "model discovery timed out");
+                (name, Vec::new())
+            }
+        }
+    }))
+    .await;
+    let mut data: Vec<ModelObject> = lists
+        .into_iter()
+        .flat_map(|(provider, models)| {
+            models.into_iter().map(move |m| ModelObject {
+                id: format!("{provider}/{m}"),
+                object: "model",
+                created: 0,
+                owned_by: provider.clone(),
+            })
+        })
+        .collect();
+    data.extend(state.router.aliases().map(|a| ModelObject {
+        id: a.to_owned(),
+        object: "model",
+        created: 0,
+        owned_by: "uag-route".into(),
+    }));
+    Json(json!({"object": "list", "data": data}))
+}

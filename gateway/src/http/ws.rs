@@ -1,0 +1,252 @@
+//! `GET /v1/inference/stream`: the WebSocket API (protocol in docs/PROTOCOL.md).
+//!
+//! The client sends JSON text messages: `{"type":"request","request":{..InferenceRequest..}}`,
+//! `{"type":"cancel","id":"..."}` and `{"type":"ping"}`. The server answers with the request's
+//! [`Event`]s, each tagged with the request id (`{"id":"r1","type":"delta","text":"..."}`).
+//! Several requests run concurrently on one connection. A bad message gets an `error` event
+//! and the connection lives on. The server pings idle peers and drops silent ones; on
+//! shutdown it lets in-flight requests finish, then closes with 1001.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use futures::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::AppState;
+use super::inference::into_event;
+use crate::error::ApiError;
+use crate::provider::RequestContext;
+use crate::types::{Event, InferenceRequest};
+
+/// Messages a client may send.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum ClientMessage {
+    Request { request: InferenceRequest },
+    Cancel { id: String },
+    Ping {},
+}
+
+/// One server message: an event tagged with the request it belongs to.
+#[derive(Serialize)]
+struct Tagged<'a> {
+    id: Option<&'a str>,
+    #[serde(flatten)]
+    event: &'a Event,
+}
+
+fn encode(id: Option<&str>, event: &Event) -> String {
+    serde_json::to_string(&Tagged { id, event }).unwrap_or_default()
+}
+
+fn error_message(id: Option<&str>, code: &str, message: impl Into<String>) -> String {
+    encode(id, &Event::Error { code: code.to_owned(), message: message.into() })
+}
+
+pub async fn upgrade(State(state): State<AppState>, ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(_) => {
+            let mut e =
+                ApiError::invalid_request("websocket_required", "this endpoint needs a WebSocket upgrade (GET with `Upgrade: websocket`)");
+            e.status = StatusCode::UPGRADE_REQUIRED;
+            return e.into_response();
+        }
+    };
+    if state.shutdown.is_cancelled() {
+        return ApiError::unavailable("shutting_down", "the server is shutting down").into_response();
+    }
+    let tasks = state.tasks.clone();
+    ws.max_message_size(state.config.server.ws_max_message_bytes)
+        .on_upgrade(move |socket| tasks.track_future(Session::new(state).run(socket)))
+}
+
+struct Session {
+    state: AppState,
+    in_flight: HashMap<String, CancellationToken>,
+    requests: JoinSet<String>,
+    out_tx: mpsc::Sender<String>,
+    out_rx: mpsc::Receiver<String>,
+}
+
+enum Flow {
+    Continue,
+    Close(Option<CloseFrame>),
+}
+
+impl Session {
+    fn new(state: AppState) -> Self {
+        let (out_tx, out_rx) = mpsc::channel(256);
+        Self { state, in_flight: HashMap::new(), requests: JoinSet::new(), out_tx, out_rx }
+    }
+
+    async fn run(mut self, socket: WebSocket) {
+        let (mut sink, mut incoming) = socket.split();
+        let ping_every = Duration::from_millis(self.state.config.server.ws_ping_interval_ms.max(100));
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+        let mut last_heard = Instant::now();
+        let shutdown = self.state.shutdown.clone();
+        let mut draining = false;
+
+        let close = loop {
+            if draining && self.in_flight.is_empty() && self.out_rx.is_empty() {
+                break Some(CloseFrame { code: close_code::AWAY, reason: "server shutting down".into() });
+            }
+            tokio::select! {
+                () = shutdown.cancelled(), if !draining => draining = true,
+                Some(text) = self.out_rx.recv() => {
+                    if sink.send(Message::Text(text.into())).await.is_err() {
+                        break None;
+                    }
+                }
+                Some(done) = self.requests.join_next(), if !self.requests.is_empty() => {
+                    if let Ok(id) = done {
+                        self.in_flight.remove(&id);
+                    }
+                }
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > ping_every * 3 {
+                        tracing::info!("websocket peer silent for three ping intervals; dropping it");
+                        break None;
+                    }
+                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                        break None;
+                    }
+                }
+                message = incoming.next() => {
+                    last_heard = Instant::now();
+                    match message {
+                        None => break None,
+                        Some(Err(e)) => {
+                            let too_big = e.to_string().to_ascii_lowercase().contains("too long")
+                                || e.to_string().to_ascii_lowercase().contains("size");
+                            tracing::debug!(error = %e, "websocket read failed");
+                            break too_big.then(|| CloseFrame { code: close_code::SIZE, reason: "message too big".into() });
+                        }
+                        Some(Ok(message)) => match self.on_message(message, draining) {
+                            Flow::Continue => {}
+                            Flow::Close(frame) => break frame,
+                        },
+                    }
+                }
+            }
+        };
+
+        for token in self.in_flight.values() {
+            token.cancel();
+        }
+        self.requests.abort_all();
+        if let Some(frame) = close {
+            // Flush what the finished requests already queued before saying goodbye.
+            while let Ok(text) = self.out_rx.try_recv() {
+                if sink.send(Message::Text(text.into())).await.is_err() {
+                    return;
+                }
+            }
+            let _ = sink.send(Message::Close(Some(frame))).await;
+        }
+        let _ = sink.close().await;
+    }
+
+    fn reply(&self, text: String) {
+        // A full queue means the client is not reading; dropping a reply to a bad message is
+        // better than blocking the session.
+        let _ = self.out_tx.try_send(text);
+    }
+
+    fn on_message(&mut self, message: Message, draining: bool) -> Flow {
+        let text = match message {
+            Message::Text(text) => text,
+            Message::Binary(_) => {
+                self.reply(error_message(None, "unsupported_message", "binary frames are not accepted here; send JSON text messages"));
+                return Flow::Continue;
+            }
+            Message::Ping(_) | Message::Pong(_) => return Flow::Continue,
+            Message::Close(_) => return Flow::Close(None),
+        };
+        let parsed: ClientMessage = match super::extract::parse_json(text.as_bytes()) {
+            Ok(m) => m,
+            Err(e) => {
+                self.reply(error_message(None, "invalid_message", e.message));
+                return Flow::Continue;
+            }
+        };
+        match parsed {
+            ClientMessage::Ping {} => self.reply(r#"{"id":null,"type":"pong"}"#.to_owned()),
+            ClientMessage::Cancel { id } => match self.in_flight.get(&id) {
+                Some(token) => token.cancel(),
+                None => self.reply(error_message(Some(&id), "unknown_request", "no request with this id is in flight")),
+            },
+            ClientMessage::Request { request } => self.start(request, draining),
+        }
+        Flow::Continue
+    }
+
+    fn start(&mut self, mut request: InferenceRequest, draining: bool) {
+        let id = request.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        request.id = Some(id.clone());
+        let config = &self.state.config.server;
+        if draining {
+            return self.reply(error_message(Some(&id), "shutting_down", "the server is shutting down"));
+        }
+        if self.in_flight.contains_key(&id) {
+            return self.reply(error_message(Some(&id), "duplicate_request_id", "a request with this id is already in flight"));
+        }
+        if self.in_flight.len() >= config.ws_max_in_flight {
+            let msg = format!("at most {} requests may be in flight on one connection", config.ws_max_in_flight);
+            return self.reply(error_message(Some(&id), "too_many_requests", msg));
+        }
+        if let Err(e) = request.validate() {
+            return self.reply(error_message(Some(&id), "invalid_request", format!("{}: {}", e.field, e.message)));
+        }
+        let ctx = RequestContext::new(id.clone(), config.request_timeout());
+        self.in_flight.insert(id.clone(), ctx.cancel.clone());
+        let state = self.state.clone();
+        let tx = self.out_tx.clone();
+        self.requests.spawn(async move {
+            run_request(state, request, ctx, tx).await;
+            id
+        });
+    }
+}
+
+async fn run_request(state: AppState, request: InferenceRequest, ctx: RequestContext, tx: mpsc::Sender<String>) {
+    let id = ctx.request_id.clone();
+    let send = |event: Event| {
+        let tx = tx.clone();
+        let text = encode(Some(&id), &event);
+        async move { tx.send(text).await.is_ok() }
+    };
+    if !send(Event::status("accepted", "request accepted")).await {
+        return;
+    }
+    let targets = match state.router.plan(&request).await {
+        Ok(t) => t,
+        Err(e) => {
+            let api = ApiError::from(e);
+            send(Event::Error { code: api.code.to_owned(), message: api.message }).await;
+            return;
+        }
+    };
+    let mut events = match state.router.stream(targets, request, ctx).await {
+        Ok(events) => events,
+        Err(e) => {
+            send(into_event(Err(e))).await;
+            return;
+        }
+    };
+    while let Some(item) = events.next().await {
+        if !send(into_event(item)).await {
+            return;
+        }
+    }
+}

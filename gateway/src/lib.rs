@@ -1,0 +1,27 @@
+//! uag-gateway: the HTTP and WebSocket front door of uag, and the only crate that knows wire
+//! formats (HTTP, WebSocket, SSE, NDJSON, JSON shapes of the APIs it speaks and calls).
+//!
+//! A request flows: [`http`] (layers, extractors, handlers) -> [`routing`] (target chain,
+//! retries, fallback, [`circuit`] breakers) -> a [`provider::Provider`] from the
+//! [`registry`] -> an upstream, or the in-process engine. Every provider streams the same
+//! [`types::Event`]s; only [`http`] frames them as SSE or WebSocket messages.
+//!
+//! - [`config`]: `uag.toml`, environment overrides, validation, typed credentials
+//! - [`types`]: `InferenceRequest`, `InferenceResponse`, `Event`
+//! - [`error`]: error categories and their single mapping to HTTP
+//! - [`codec`]: incremental SSE and NDJSON decoders for upstream streams
+//! - [`telemetry`]: logging set-up (text or JSON)
+
+pub mod circuit;
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod provider;
+pub mod registry;
+pub mod routing;
+pub mod telemetry;
+pub mod types;
+
+pub use config::Config;
+pub use http::{AppState, app, serve};

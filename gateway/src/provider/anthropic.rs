@@ -1,0 +1,317 @@
+//! Anthropic Messages API (`POST {base}/v1/messages`): `x-api-key` and `anthropic-version`
+//! headers, the system prompt as a top-level field, and typed SSE events
+//! (`message_start`, `content_block_delta`, `message_delta`, `message_stop`, `ping`, `error`).
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::openai::{DISCOVERY_TTL, HEALTH_TTL, PROBE_TIMEOUT, finish_reason};
+use super::upstream::{self, Cached};
+use super::{Capabilities, EventStream, Health, Provider, ProviderCall};
+use crate::config::{ProviderKind, RemoteProviderConfig, SecretString};
+use crate::error::ProviderError;
+use crate::types::{Event, InferenceResponse, Role, Timings, Usage};
+
+const DEFAULT_VERSION: &str = "2023-06-01";
+/// Anthropic requires `max_tokens`; used when neither the request nor the config gives one.
+const FALLBACK_MAX_TOKENS: u32 = 1024;
+
+#[derive(Debug)]
+pub struct AnthropicProvider {
+    name: String,
+    base_url: String,
+    api_key: SecretString,
+    version: String,
+    default_max_tokens: u32,
+    models: Vec<String>,
+    client: reqwest::Client,
+    discovered: Cached<Result<Vec<String>, ProviderError>>,
+    health: Cached<Health>,
+}
+
+impl AnthropicProvider {
+    pub fn new(config: &RemoteProviderConfig, base_url: String, api_key: SecretString, client: reqwest::Client) -> Self {
+        Self {
+            name: config.name.clone(),
+            base_url,
+            api_key,
+            version: config.anthropic_version.clone().unwrap_or_else(|| DEFAULT_VERSION.into()),
+            default_max_tokens: config.default_max_tokens.unwrap_or(FALLBACK_MAX_TOKENS),
+            models: config.models.clone(),
+            client,
+            discovered: Cached::new(),
+            health: Cached::new(),
+        }
+    }
+
+    fn request(&self, builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        builder.header("x-api-key", self.api_key.expose()).header("anthropic-version", &self.version)
+    }
+
+    fn body<'a>(&self, call: &'a ProviderCall, stream: bool) -> MessagesRequest<'a> {
+        let p = &call.request.params;
+        let conversation = call.request.conversation();
+        // The Messages API takes the system prompt as a field, not as a message.
+        let system: Vec<String> = conversation.iter().filter(|m| m.role == Role::System).map(|m| m.content.clone()).collect();
+        let messages = conversation
+            .into_iter()
+            .filter(|m| m.role != Role::System)
+            .map(|m| WireMessage { role: if m.role == Role::Assistant { "assistant" } else { "user" }, content: m.content })
+            .collect();
+        MessagesRequest {
+            model: &call.model,
+            max_tokens: p.max_tokens.unwrap_or(self.default_max_tokens),
+            system: (!system.is_empty()).then(|| system.join("\n\n")),
+            messages,
+            temperature: p.temperature.map(|t| t.min(1.0)),
+            top_p: p.top_p,
+            stop_sequences: &p.stop,
+            stream,
+            metadata: call.ctx.identity.as_ref().map(|i| Metadata { user_id: &i.subject }),
+        }
+    }
+
+    async fn fetch_models(&self) -> Result<Vec<String>, ProviderError> {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let request = self.request(self.client.get(format!("{}/v1/models", self.base_url))).timeout(PROBE_TIMEOUT);
+        let response = upstream::send(request, PROBE_TIMEOUT, &cancel, "").await?;
+        let list: ModelList = upstream::read_json(response, &cancel).await?;
+        Ok(list.data.into_iter().map(|m| m.id).collect())
+    }
+}
+
+#[derive(Serialize)]
+struct MessagesRequest<'a> {
+    model: &'a str,
+    max_tokens: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system: Option<String>,
+    messages: Vec<WireMessage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f32>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop_sequences: &'a [String],
+    stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<Metadata<'a>>,
+}
+
+#[derive(Serialize)]
+struct Metadata<'a> {
+    user_id: &'a str,
+}
+
+#[derive(Serialize)]
+struct WireMessage {
+    role: &'static str,
+    content: String,
+}
+
+#[derive(Deserialize)]
+struct MessagesResponse {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    content: Vec<ContentBlock>,
+    #[serde(default)]
+    stop_reason: Option<String>,
+    #[serde(default)]
+    usage: WireUsage,
+}
+
+#[derive(Deserialize)]
+struct ContentBlock {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+struct WireUsage {
+    #[serde(default)]
+    input_tokens: Option<u32>,
+    #[serde(default)]
+    output_tokens: Option<u32>,
+}
+
+/// The SSE payloads the gateway reads; the `type` field repeats the SSE `event:` name.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum StreamEvent {
+    MessageStart {
+        message: StartMessage,
+    },
+    ContentBlockStart {},
+    ContentBlockDelta {
+        delta: BlockDelta,
+    },
+    ContentBlockStop {},
+    MessageDelta {
+        delta: MessageDeltaBody,
+        #[serde(default)]
+        usage: WireUsage,
+    },
+    MessageStop {},
+    Ping {},
+    Error {
+        error: ErrorBody,
+    },
+    #[serde(other)]
+    Unknown,
+}
+
+#[derive(Deserialize)]
+struct StartMessage {
+    #[serde(default)]
+    usage: WireUsage,
+}
+
+#[derive(Deserialize)]
+struct BlockDelta {
+    #[serde(default)]
+    text: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct MessageDeltaBody {
+    #[serde(default)]
+    stop_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(rename = "type", default)]
+    kind: String,
+    #[serde(default)]
+    message: String,
+}
+
+#[derive(Deserialize)]
+struct ModelList {
+    data: Vec<ModelEntry>,
+}
+
+#[derive(Deserialize)]
+struct ModelEntry {
+    id: String,
+}
+
+#[async_trait]
+impl Provider for AnthropicProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Anthropic
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { streaming: true, citations: false, model_discovery: self.models.is_empty() }
+    }
+
+    fn default_model(&self) -> Option<String> {
+        self.models.first().cloned()
+    }
+
+    async fn infer(&self, call: ProviderCall) -> Result<InferenceResponse, ProviderError> {
+        let url = format!("{}/v1/messages", self.base_url);
+        let request = self.request(self.client.post(url)).json(&self.body(&call, false)).timeout(call.timeout);
+        let response = upstream::send(request, call.timeout, &call.ctx.cancel, &call.model).await?;
+        let body: MessagesResponse = upstream::read_json(response, &call.ctx.cancel).await?;
+        let output: String = body.content.iter().filter(|b| b.kind == "text").filter_map(|b| b.text.as_deref()).collect();
+        Ok(InferenceResponse {
+            id: call.ctx.request_id.clone(),
+            provider: self.name.clone(),
+            model: body.model.unwrap_or(call.model),
+            output,
+            sources: Vec::new(),
+            finish_reason: body.stop_reason.as_deref().map(finish_reason).unwrap_or_default(),
+            usage: Usage { input_tokens: body.usage.input_tokens.unwrap_or(0), output_tokens: body.usage.output_tokens.unwrap_or(0) },
+            timings: Timings::default(),
+        })
+    }
+
+    async fn stream_infer(&self, call: ProviderCall) -> Result<EventStream, ProviderError> {
+        let url = format!("{}/v1/messages", self.base_url);
+        let request = self.request(self.client.post(url)).json(&self.body(&call, true));
+        let response = upstream::send(request, call.timeout, &call.ctx.cancel, &call.model).await?;
+        let name = self.name.clone();
+        Ok(Box::pin(async_stream::stream! {
+            yield Ok(Event::status("generating", format!("{name} is answering")));
+            let mut events = std::pin::pin!(upstream::sse_events(response));
+            let mut usage = Usage::default();
+            let mut finish = None;
+            while let Some(item) = events.next().await {
+                let sse = match item {
+                    Ok(sse) => sse,
+                    Err(e) => { yield Err(e); return; }
+                };
+                let event: StreamEvent = match upstream::parse_chunk(&sse.data) {
+                    Ok(e) => e,
+                    Err(e) => { yield Err(e); return; }
+                };
+                match event {
+                    StreamEvent::MessageStart { message } => {
+                        usage.input_tokens = message.usage.input_tokens.unwrap_or(0);
+                        usage.output_tokens = message.usage.output_tokens.unwrap_or(0);
+                    }
+                    StreamEvent::ContentBlockDelta { delta } => {
+                        if let Some(text) = delta.text.filter(|t| !t.is_empty()) {
+                            yield Ok(Event::delta(text));
+                        }
+                    }
+                    StreamEvent::MessageDelta { delta, usage: u } => {
+                        if let Some(out) = u.output_tokens { usage.output_tokens = out; }
+                        if let Some(inp) = u.input_tokens { usage.input_tokens = inp; }
+                        if let Some(r) = delta.stop_reason { finish = Some(finish_reason(&r)); }
+                    }
+                    StreamEvent::MessageStop {} => {
+                        yield Ok(Event::Done {
+                            finish_reason: finish.unwrap_or_default(),
+                            usage,
+                            timings: Timings::default(),
+                            provider: None,
+                            model: None,
+                        });
+                        return;
+                    }
+                    StreamEvent::Error { error } => {
+                        // `overloaded_error` and `api_error` are Anthropic's 529 and 500.
+                        let status = if error.kind == "overloaded_error" { 529 } else { 500 };
+                        yield Err(ProviderError::Upstream { status, detail: format!("{}: {}", error.kind, error.message) });
+                        return;
+                    }
+                    StreamEvent::ContentBlockStart {} | StreamEvent::ContentBlockStop {} | StreamEvent::Ping {} | StreamEvent::Unknown => {}
+                }
+            }
+            yield Err(ProviderError::StreamInterrupted("the stream ended before `message_stop`".into()));
+        }))
+    }
+
+    async fn list_models(&self) -> Result<Vec<String>, ProviderError> {
+        if !self.models.is_empty() {
+            return Ok(self.models.clone());
+        }
+        self.discovered.get_or_fetch(DISCOVERY_TTL, Result::is_ok, || self.fetch_models()).await
+    }
+
+    async fn health(&self) -> Health {
+        self.health
+            .get_or_fetch(
+                HEALTH_TTL,
+                |_| true,
+                || async {
+                    match self.fetch_models().await {
+                        Ok(_) => Health::ok(),
+                        Err(e) => Health::down(e.code()),
+                    }
+                },
+            )
+            .await
+    }
+}

@@ -1,0 +1,323 @@
+//! OpenAI Chat Completions (`POST {base}/chat/completions`, SSE streaming ending in
+//! `data: [DONE]`), shared by the `openai` and `openai_compatible` provider types.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::upstream::{self, Cached};
+use super::{Capabilities, EventStream, Health, Provider, ProviderCall};
+use crate::config::{ProviderKind, RemoteProviderConfig, SecretString};
+use crate::error::ProviderError;
+use crate::types::{Event, FinishReason, InferenceResponse, Role, Timings, Usage};
+
+/// How long a discovered model list or a health probe stays fresh.
+pub(crate) const DISCOVERY_TTL: Duration = Duration::from_secs(300);
+pub(crate) const HEALTH_TTL: Duration = Duration::from_secs(15);
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Debug)]
+pub struct OpenAiProvider {
+    name: String,
+    kind: ProviderKind,
+    base_url: String,
+    api_key: Option<SecretString>,
+    models: Vec<String>,
+    client: reqwest::Client,
+    discovered: Cached<Result<Vec<String>, ProviderError>>,
+    health: Cached<Health>,
+}
+
+impl OpenAiProvider {
+    pub fn new(
+        kind: ProviderKind,
+        config: &RemoteProviderConfig,
+        base_url: String,
+        api_key: Option<SecretString>,
+        client: reqwest::Client,
+    ) -> Self {
+        Self {
+            name: config.name.clone(),
+            kind,
+            base_url,
+            api_key,
+            models: config.models.clone(),
+            client,
+            discovered: Cached::new(),
+            health: Cached::new(),
+        }
+    }
+
+    fn post(&self, body: &ChatRequest<'_>) -> reqwest::RequestBuilder {
+        self.authorized(self.client.post(format!("{}/chat/completions", self.base_url))).json(body)
+    }
+
+    fn authorized(&self, builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.api_key {
+            Some(key) => builder.bearer_auth(key.expose()),
+            None => builder,
+        }
+    }
+
+    fn body<'a>(&self, call: &'a ProviderCall, stream: bool) -> ChatRequest<'a> {
+        let p = &call.request.params;
+        // OpenAI itself deprecated `max_tokens` for `max_completion_tokens`; compatible servers
+        // (vLLM, llama.cpp, LocalAI) only know `max_tokens`.
+        let (max_tokens, max_completion_tokens) = match self.kind {
+            ProviderKind::OpenAi => (None, p.max_tokens),
+            _ => (p.max_tokens, None),
+        };
+        ChatRequest {
+            model: &call.model,
+            messages: call
+                .request
+                .conversation()
+                .into_iter()
+                .map(|m| WireMessage { role: role_name(m.role), content: m.content })
+                .collect(),
+            max_tokens,
+            max_completion_tokens,
+            temperature: p.temperature,
+            top_p: p.top_p,
+            stop: &p.stop,
+            seed: p.seed,
+            stream,
+            stream_options: stream.then_some(StreamOptions { include_usage: true }),
+            user: call.ctx.identity.as_ref().map(|i| i.subject.as_str()),
+        }
+    }
+
+    async fn fetch_models(&self) -> Result<Vec<String>, ProviderError> {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let request = self.authorized(self.client.get(format!("{}/models", self.base_url))).timeout(PROBE_TIMEOUT);
+        let response = upstream::send(request, PROBE_TIMEOUT, &cancel, "").await?;
+        let list: ModelList = upstream::read_json(response, &cancel).await?;
+        Ok(list.data.into_iter().map(|m| m.id).collect())
+    }
+}
+
+pub(crate) fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::System => "system",
+        Role::User => "user",
+        Role::Assistant => "assistant",
+    }
+}
+
+pub(crate) fn finish_reason(reason: &str) -> FinishReason {
+    match reason {
+        "stop" | "end_turn" | "stop_sequence" => FinishReason::Stop,
+        "length" | "max_tokens" => FinishReason::Length,
+        "content_filter" => FinishReason::ContentFilter,
+        _ => FinishReason::Other,
+    }
+}
+
+#[derive(Serialize)]
+struct ChatRequest<'a> {
+    model: &'a str,
+    messages: Vec<WireMessage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_completion_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f32>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<u64>,
+    stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct WireMessage {
+    role: &'static str,
+    content: String,
+}
+
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
+#[derive(Deserialize)]
+struct ChatResponse {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    choices: Vec<Choice>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    #[serde(default)]
+    message: Option<ChoiceContent>,
+    #[serde(default)]
+    delta: Option<ChoiceContent>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceContent {
+    #[serde(default)]
+    content: Option<String>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: u32,
+    #[serde(default)]
+    completion_tokens: u32,
+}
+
+impl From<WireUsage> for Usage {
+    fn from(u: WireUsage) -> Self {
+        Usage { input_tokens: u.prompt_tokens, output_tokens: u.completion_tokens }
+    }
+}
+
+#[derive(Deserialize)]
+struct StreamChunk {
+    #[serde(default)]
+    choices: Vec<Choice>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct ModelList {
+    data: Vec<ModelEntry>,
+}
+
+#[derive(Deserialize)]
+struct ModelEntry {
+    id: String,
+}
+
+#[async_trait]
+impl Provider for OpenAiProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> ProviderKind {
+        self.kind
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { streaming: true, citations: false, model_discovery: self.models.is_empty() }
+    }
+
+    fn default_model(&self) -> Option<String> {
+        self.models.first().cloned()
+    }
+
+    async fn infer(&self, call: ProviderCall) -> Result<InferenceResponse, ProviderError> {
+        let request = self.post(&self.body(&call, false)).timeout(call.timeout);
+        let response = upstream::send(request, call.timeout, &call.ctx.cancel, &call.model).await?;
+        let body: ChatResponse = upstream::read_json(response, &call.ctx.cancel).await?;
+        let choice = body.choices.into_iter().next().ok_or_else(|| ProviderError::InvalidResponse("no choices in the response".into()))?;
+        Ok(InferenceResponse {
+            id: call.ctx.request_id.clone(),
+            provider: self.name.clone(),
+            model: body.model.unwrap_or(call.model),
+            output: choice.message.and_then(|m| m.content).unwrap_or_default(),
+            sources: Vec::new(),
+            finish_reason: choice.finish_reason.as_deref().map(finish_reason).unwrap_or_default(),
+            usage: body.usage.map(Usage::from).unwrap_or_default(),
+            timings: Timings::default(),
+        })
+    }
+
+    async fn stream_infer(&self, call: ProviderCall) -> Result<EventStream, ProviderError> {
+        let request = self.post(&self.body(&call, true));
+        let response = upstream::send(request, call.timeout, &call.ctx.cancel, &call.model).await?;
+        let name = self.name.clone();
+        Ok(Box::pin(async_stream::stream! {
+            yield Ok(Event::status("generating", format!("{name} is answering")));
+            let mut events = std::pin::pin!(upstream::sse_events(response));
+            let mut finish = None;
+            let mut usage = Usage::default();
+            let mut saw_done = false;
+            while let Some(item) = events.next().await {
+                let sse = match item {
+                    Ok(sse) => sse,
+                    Err(e) => { yield Err(e); return; }
+                };
+                if sse.data.trim() == "[DONE]" {
+                    saw_done = true;
+                    break;
+                }
+                let chunk: StreamChunk = match upstream::parse_chunk(&sse.data) {
+                    Ok(c) => c,
+                    Err(e) => { yield Err(e); return; }
+                };
+                if let Some(err) = chunk.error {
+                    let detail = err.get("message").and_then(|m| m.as_str()).unwrap_or("error event").to_owned();
+                    yield Err(ProviderError::Upstream { status: 500, detail });
+                    return;
+                }
+                for choice in chunk.choices {
+                    if let Some(text) = choice.delta.and_then(|d| d.content).filter(|t| !t.is_empty()) {
+                        yield Ok(Event::delta(text));
+                    }
+                    if let Some(reason) = choice.finish_reason {
+                        finish = Some(finish_reason(&reason));
+                    }
+                }
+                if let Some(u) = chunk.usage {
+                    usage = u.into();
+                }
+            }
+            // Some compatible servers omit `[DONE]`; a finish_reason also marks a complete answer.
+            if !saw_done && finish.is_none() {
+                yield Err(ProviderError::StreamInterrupted("the stream ended before `[DONE]`".into()));
+                return;
+            }
+            yield Ok(Event::Done {
+                finish_reason: finish.unwrap_or_default(),
+                usage,
+                timings: Timings::default(),
+                provider: None,
+                model: None,
+            });
+        }))
+    }
+
+    async fn list_models(&self) -> Result<Vec<String>, ProviderError> {
+        if !self.models.is_empty() {
+            return Ok(self.models.clone());
+        }
+        self.discovered.get_or_fetch(DISCOVERY_TTL, Result::is_ok, || self.fetch_models()).await
+    }
+
+    async fn health(&self) -> Health {
+        self.health
+            .get_or_fetch(
+                HEALTH_TTL,
+                |_| true,
+                || async {
+                    match self.fetch_models().await {
+                        Ok(_) => Health::ok(),
+                        Err(e) => Health::down(e.code()),
+                    }
+                },
+            )
+            .await
+    }
+}

@@ -1,0 +1,278 @@
+//! The standard request, response and event types every provider and client shares.
+//!
+//! These are the native `/v1/inference` wire shapes; the OpenAI-compatible shapes live in
+//! [`crate::http::openai`] and are translated to and from these.
+
+use serde::{Deserialize, Serialize};
+
+/// Who wrote a chat message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Message {
+    pub role: Role,
+    pub content: String,
+}
+
+impl Message {
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Self { role, content: content.into() }
+    }
+}
+
+/// Sampling and length parameters. Every field is optional; a provider uses its own default
+/// for a field left out.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+/// A request to `/v1/inference` (and, after translation, to every provider).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceRequest {
+    /// Client-chosen id; the gateway assigns one when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Explicit provider name; skips model-name routing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// A model (`gpt-4o-mini`), a `provider/model` pair, or a route alias.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<Message>,
+    /// Plain input: shorthand for a single user message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    #[serde(default)]
+    pub params: Params,
+    #[serde(default)]
+    pub stream: bool,
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Why a request is not acceptable; the text names the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct InvalidRequest {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl InferenceRequest {
+    /// Checks what serde cannot: the request has something to answer and sane parameters.
+    pub fn validate(&self) -> Result<(), InvalidRequest> {
+        let invalid = |field: &'static str, message: &str| Err(InvalidRequest { field, message: message.to_owned() });
+        match (&self.input, self.messages.is_empty()) {
+            (Some(_), false) => {
+                return invalid("input", "give either `messages` or `input`, not both");
+            }
+            (None, true) => {
+                return invalid("messages", "`messages` must hold at least one message (or give `input`)");
+            }
+            (Some(input), true) if input.trim().is_empty() => {
+                return invalid("input", "`input` must not be empty");
+            }
+            _ => {}
+        }
+        if !self.messages.is_empty() && self.messages.iter().all(|m| m.role != Role::User) {
+            return invalid("messages", "`messages` must contain at least one `user` message");
+        }
+        if let Some(t) = self.params.temperature
+            && !(0.0..=2.0).contains(&t)
+        {
+            return invalid("params.temperature", "`temperature` must be between 0 and 2");
+        }
+        if let Some(p) = self.params.top_p
+            && !(p > 0.0 && p <= 1.0)
+        {
+            return invalid("params.top_p", "`top_p` must be in (0, 1]");
+        }
+        if self.params.max_tokens == Some(0) {
+            return invalid("params.max_tokens", "`max_tokens` must be at least 1");
+        }
+        if self.params.stop.len() > 4 {
+            return invalid("params.stop", "at most 4 stop sequences are allowed");
+        }
+        Ok(())
+    }
+
+    /// The conversation, with plain `input` turned into one user message.
+    pub fn conversation(&self) -> Vec<Message> {
+        match &self.input {
+            Some(input) if self.messages.is_empty() => vec![Message::new(Role::User, input.clone())],
+            _ => self.messages.clone(),
+        }
+    }
+
+    /// The last user message: what retrieval-style providers answer.
+    pub fn question(&self) -> Option<String> {
+        if let Some(input) = &self.input {
+            return Some(input.clone());
+        }
+        self.messages.iter().rev().find(|m| m.role == Role::User).map(|m| m.content.clone())
+    }
+}
+
+/// A passage an answer was drawn from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Source {
+    /// Citation number as used in the answer text (`[1]`).
+    pub index: u32,
+    pub document: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snippet: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f32>,
+}
+
+/// Token counts, as reported by the provider.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub input_tokens: u32,
+    pub output_tokens: u32,
+}
+
+impl Usage {
+    pub fn total(&self) -> u32 {
+        self.input_tokens.saturating_add(self.output_tokens)
+    }
+}
+
+/// Wall-clock timings measured by the gateway, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    pub total_ms: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_first_token_ms: Option<f64>,
+}
+
+/// Why generation stopped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    #[default]
+    Stop,
+    Length,
+    ContentFilter,
+    Other,
+}
+
+/// A complete answer to `/v1/inference`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InferenceResponse {
+    pub id: String,
+    pub provider: String,
+    pub model: String,
+    pub output: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<Source>,
+    pub finish_reason: FinishReason,
+    pub usage: Usage,
+    pub timings: Timings,
+}
+
+/// One event of a streamed answer. Every provider produces these; SSE and WebSocket framing
+/// happen only at the HTTP edge. Audio events arrive with the voice pipeline: the enum is
+/// `non_exhaustive` so adding them breaks no client code in this workspace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Event {
+    /// Progress of a stage (`connecting`, `searching`, `generating`, ...).
+    Status { stage: String, message: String },
+    /// The next piece of output text.
+    Delta { text: String },
+    /// Passages the answer cites.
+    Sources { sources: Vec<Source> },
+    /// The answer is complete.
+    Done {
+        #[serde(default)]
+        finish_reason: FinishReason,
+        usage: Usage,
+        timings: Timings,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        provider: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model: Option<String>,
+    },
+    /// The answer failed; no more events follow.
+    Error { code: String, message: String },
+}
+
+impl Event {
+    pub fn status(stage: impl Into<String>, message: impl Into<String>) -> Self {
+        Event::Status { stage: stage.into(), message: message.into() }
+    }
+    pub fn delta(text: impl Into<String>) -> Self {
+        Event::Delta { text: text.into() }
+    }
+
+    /// The `type` tag, also used as the SSE `event:` name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Status { .. } => "status",
+            Event::Delta { .. } => "delta",
+            Event::Sources { .. } => "sources",
+            Event::Done { .. } => "done",
+            Event::Error { .. } => "error",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(json: &str) -> InferenceRequest {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn plain_input_becomes_one_user_message() {
+        let r = req(r#"{"input":"hello"}"#);
+        r.validate().unwrap();
+        assert_eq!(r.conversation(), vec![Message::new(Role::User, "hello")]);
+        assert_eq!(r.question().as_deref(), Some("hello"));
+    }
+
+    #[test]
+    fn empty_and_conflicting_requests_name_the_field() {
+        assert_eq!(req(r#"{}"#).validate().unwrap_err().field, "messages");
+        assert_eq!(req(r#"{"input":"  "}"#).validate().unwrap_err().field, "input");
+        let both = r#"{"input":"a","messages":[{"role":"user","content":"b"}]}"#;
+        assert_eq!(req(both).validate().unwrap_err().field, "input");
+        let no_user = r#"{"messages":[{"role":"system","content":"b"}]}"#;
+        assert_eq!(req(no_user).validate().unwrap_err().field, "messages");
+        let hot = r#"{"input":"a","params":{"temperature":3}}"#;
+        assert_eq!(req(hot).validate().unwrap_err().field, "params.temperature");
+    }
+
+    #[test]
+    fn events_are_tagged_by_type() {
+        let json = serde_json::to_value(Event::delta("hi")).unwrap();
+        assert_eq!(json, serde_json::json!({"type":"delta","text":"hi"}));
+    }
+}

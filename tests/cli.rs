@@ -1,0 +1,144 @@
+//! End-to-end tests of the `uag` binary: config checking, start-up errors, serving on the
+//! embedded defaults, and a clean exit on SIGTERM.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+// These tests drive a child process from plain threads; no tokio worker is blocked.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::TEST_KEY;
+
+fn uag() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_uag"));
+    // Never pick up a developer's own config or overrides.
+    cmd.env_remove("UAG_CONFIG").env("RUST_LOG", "info");
+    for (key, _) in std::env::vars() {
+        if key.starts_with("UAG__") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+#[test]
+fn version_prints_the_crate_version() {
+    let out = uag().arg("version").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with(&format!("uag {}", env!("CARGO_PKG_VERSION"))));
+}
+
+#[test]
+fn config_check_prints_the_resolved_config_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, TEST_KEY).unwrap();
+    let path = dir.path().join("uag.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[providers]]\nname = \"openai\"\ntype = \"openai\"\napi_key = \"file::{}\"\nmodels = [\"gpt-4o-mini\"]\n\n[routes]\ndefault = [\"local\", \"openai/gpt-4o-mini\"]\n",
+            key.display()
+        ),
+    )
+    .unwrap();
+    let out = uag().args(["config", "check"]).arg(&path).env("UAG__SERVER__LISTEN", "0.0.0.0:9999").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("listen = \"0.0.0.0:9999\""), "the env override applies: {stdout}");
+    assert!(stdout.contains("base_url") || stdout.contains("name = \"openai\""), "{stdout}");
+    assert!(stdout.contains(&format!("file::{}", key.display())), "{stdout}");
+    assert!(!stdout.contains(TEST_KEY), "the secret value never prints");
+
+    // The global --config works the same way.
+    let out = uag().arg("--config").arg(&path).args(["config", "check"]).output().unwrap();
+    assert!(out.status.success());
+}
+
+#[test]
+fn config_errors_name_file_key_and_expectation_and_exit_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("[server]\nlisten = 8080\n", "server.listen"),
+        ("[server]\nlisen = \"x\"\n", "lisen"),
+        ("[[providers]]\nname = \"a\"\ntype = \"gemini\"\n", "providers[0].type (provider \"a\")"),
+        ("[[providers]]\nname = \"oa\"\ntype = \"openai\"\napi_key = \"env::UAG_CLI_TEST_NOT_SET\"\n", "providers[0].api_key"),
+        ("[[providers]]\nname = \"x\"\ntype = \"openai_compatible\"\nbase_url = \"ftp://nowhere\"\n", "providers[0].base_url"),
+        ("[routes]\ndefault = [\"ghost\"]\n", "routes.default[0]"),
+        ("this is = not toml =", "not valid TOML"),
+    ];
+    for (text, expected) in cases {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = uag().args(["config", "check"]).arg(&path).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{text}: {stderr}");
+        assert!(stderr.contains(&path.display().to_string()), "names the file: {stderr}");
+        assert!(stderr.contains(expected), "{text}: expected `{expected}` in {stderr}");
+    }
+    let out = uag().args(["config", "check", "/nonexistent/uag.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/uag.toml"));
+}
+
+#[test]
+fn serve_refuses_to_start_on_a_missing_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("uag.toml");
+    std::fs::write(&path, "[[providers]]\nname = \"claude\"\ntype = \"anthropic\"\napi_key = \"file::/nonexistent/key\"\n").unwrap();
+    let out = uag().arg("serve").arg("--config").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("provider \"claude\"") && stderr.contains("/nonexistent/key"), "{stderr}");
+}
+
+/// `uag serve` with no config file at all: embedded defaults, then SIGTERM exits 0.
+#[test]
+fn serve_on_embedded_defaults_and_exit_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = uag()
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("UAG__SERVER__LISTEN", "127.0.0.1:0")
+        .env("UAG__STORAGE__DATA_DIR", dir.path().join("data"))
+        .env("UAG__LOG__FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let started = Instant::now();
+    let addr = loop {
+        assert!(started.elapsed() < Duration::from_secs(20), "no listening line");
+        let line = lines.next().expect("the server logs before exiting").unwrap();
+        let entry: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("log lines are JSON: {line}"));
+        if let Some(rest) = entry["message"].as_str().and_then(|m| m.split("listening on http://").nth(1)) {
+            break rest.trim().to_owned();
+        }
+    };
+    let get = |path: &str| {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async { common::client().get(format!("http://{addr}{path}")).send().await.map(|r| r.status().as_u16()) })
+    };
+    assert_eq!(get("/healthz").unwrap(), 200);
+    assert_eq!(get("/readyz").unwrap(), 200);
+    assert!(dir.path().join("data").is_dir(), "the data directory was created");
+
+    let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "uag did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(exit.code(), Some(0));
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(rest.iter().any(|l| l.contains("shutdown complete")), "{rest:?}");
+}

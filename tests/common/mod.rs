@@ -1,0 +1,165 @@
+//! Test support: an in-process gateway on `127.0.0.1:0` running the real `serve` loop, wired
+//! to the mock upstream, and helpers to read SSE and JSON answers.
+
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod mock_upstream;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub use mock_upstream::MockUpstream;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use uag_gateway::codec::SseDecoder;
+use uag_gateway::config::{Config, ConfigOrigin};
+use uag_gateway::{AppState, serve};
+
+/// The secret every test provider uses; tests check it never leaks.
+pub const TEST_KEY: &str = "sk-test-secret-0123456789abcdef";
+
+/// Providers of every type pointing at `mock`, with short timeouts. `{KEY}` in `extra` is the
+/// credential reference.
+pub fn providers_toml(mock: &MockUpstream, key_ref: &str) -> String {
+    let url = mock.url();
+    format!(
+        r#"
+[[providers]]
+name = "openai"
+type = "openai"
+base_url = "{url}/v1"
+api_key = "{key_ref}"
+models = ["gpt-4o-mini"]
+timeout_ms = 600
+
+[[providers]]
+name = "anthropic"
+type = "anthropic"
+base_url = "{url}"
+api_key = "{key_ref}"
+models = ["claude-3-5-haiku-20241022"]
+timeout_ms = 600
+
+[[providers]]
+name = "ollama"
+type = "ollama"
+base_url = "{url}"
+models = ["llama3.2"]
+timeout_ms = 600
+
+[[providers]]
+name = "vllm"
+type = "openai_compatible"
+base_url = "{url}/v1"
+timeout_ms = 600
+"#
+    )
+}
+
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    /// A gateway whose config is `server_toml` + the mock's providers + `extra_toml`.
+    pub async fn with_mock(mock: &MockUpstream, extra_toml: &str) -> Self {
+        Self::with_mock_env(mock, extra_toml, &[]).await
+    }
+
+    /// As [`Gateway::with_mock`], with `UAG__*` overrides (e.g. `[server]` keys).
+    pub async fn with_mock_env(mock: &MockUpstream, extra_toml: &str, env: &[(&str, &str)]) -> Self {
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("api-key");
+        std::fs::write(&key_file, format!("{TEST_KEY}\n")).unwrap();
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_ms = 3000\nws_ping_interval_ms = 5000\n\n[storage]\ndata_dir = \"{}\"\n{}\n{}",
+            dir.path().display(),
+            providers_toml(mock, &format!("file::{}", key_file.display())),
+            extra_toml
+        );
+        let config = Config::from_toml_str(&text, &ConfigOrigin::File("test.toml".into()), &env).expect("test config");
+        Self::start(config, dir).await
+    }
+
+    pub async fn start(config: Config, dir: tempfile::TempDir) -> Self {
+        let state = AppState::new(config).expect("registry");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let signal = shutdown.clone();
+        let server = tokio::spawn(serve(listener, state.clone(), async move { signal.cancelled().await }));
+        Self { addr, state, shutdown, server, dir }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/v1/inference/stream", self.addr)
+    }
+
+    /// Starts a graceful shutdown without waiting for it.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Shuts down and waits for `serve` to return.
+    pub async fn stop(self) -> std::io::Result<()> {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.server).await.expect("serve returned in time").expect("serve task")
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, reqwest::header::HeaderMap, String) {
+        let r = client().post(self.url(path)).json(body).send().await.unwrap();
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        (status, headers, r.text().await.unwrap())
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        let (status, _, text) = self.post(path, body).await;
+        (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")))
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let r = client().get(self.url(path)).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap())
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap()
+}
+
+/// Parses an SSE body into (event name, data) pairs.
+pub fn sse(body: &str) -> Vec<(Option<String>, String)> {
+    let mut d = SseDecoder::new();
+    let mut out: Vec<_> = d.push(body.as_bytes()).unwrap().into_iter().map(|e| (e.event, e.data)).collect();
+    out.extend(d.finish().into_iter().map(|e| (e.event, e.data)));
+    out
+}
+
+/// The JSON payloads of a native `/v1/inference` SSE stream.
+pub fn sse_events(body: &str) -> Vec<Value> {
+    sse(body).into_iter().map(|(_, data)| serde_json::from_str(&data).unwrap()).collect()
+}
+
+/// Concatenated `delta` texts of native events.
+pub fn delta_text(events: &[Value]) -> String {
+    events.iter().filter(|e| e["type"] == "delta").map(|e| e["text"].as_str().unwrap()).collect()
+}
+
+/// Asserts the OpenAI error shape and returns its code.
+pub fn error_code(body: &Value) -> String {
+    let err = &body["error"];
+    assert!(err["message"].is_string(), "no error.message in {body}");
+    assert!(err["type"].is_string(), "no error.type in {body}");
+    err["code"].as_str().unwrap_or_else(|| panic!("no error.code in {body}")).to_owned()
+}

@@ -1,0 +1,149 @@
+//! The OpenAI-compatible routes with the request and response shapes the official SDKs use,
+//! plus a run of the real `openai` Python SDK against the gateway.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{Gateway, MockUpstream, error_code, sse};
+use serde_json::{Value, json};
+
+/// What openai-python sends for `client.chat.completions.create(...)`.
+fn sdk_request(model: &str, stream: bool) -> Value {
+    let mut body = json!({
+        "messages": [
+            {"role": "developer", "content": "You answer geography questions."},
+            {"role": "user", "content": [{"type": "text", "text": "What is the capital of France?"}]}
+        ],
+        "model": model,
+        "max_completion_tokens": 64,
+        "temperature": 0.2,
+        "stop": "\n\n",
+        "user": "kiosk-7",
+        "stream": stream
+    });
+    if stream {
+        body["stream_options"] = json!({"include_usage": true});
+    }
+    body
+}
+
+#[tokio::test]
+async fn chat_completion_has_the_sdk_response_shape() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::with_mock(&mock, "").await;
+    for model in ["openai/gpt-4o-mini", "anthropic/claude-3-5-haiku-20241022", "ollama/llama3.2"] {
+        let (status, body) = gw.post_json("/v1/chat/completions", &sdk_request(model, false)).await;
+        assert_eq!(status, 200, "{model}: {body}");
+        assert!(body["id"].as_str().unwrap().starts_with("chatcmpl-"));
+        assert_eq!(body["object"], "chat.completion");
+        assert!(body["created"].as_u64().unwrap() > 1_700_000_000);
+        assert!(body["model"].is_string());
+        let choice = &body["choices"][0];
+        assert_eq!(choice["index"], 0);
+        assert_eq!(choice["message"]["role"], "assistant");
+        assert_eq!(choice["message"]["content"], "The capital of France is Paris.");
+        assert_eq!(choice["finish_reason"], "stop");
+        let usage = &body["usage"];
+        assert_eq!(
+            usage["total_tokens"].as_u64().unwrap(),
+            usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap()
+        );
+    }
+    // The developer role became the system prompt, the text parts one string, `stop` a list.
+    let sent = mock.requests().into_iter().find(|r| r.path == "/v1/messages").unwrap();
+    assert_eq!(sent.body["system"], "You answer geography questions.");
+    assert_eq!(sent.body["messages"][0]["content"], "What is the capital of France?");
+    assert_eq!(sent.body["stop_sequences"], json!(["\n\n"]));
+    assert_eq!(sent.body["max_tokens"], 64);
+}
+
+#[tokio::test]
+async fn streamed_chat_completion_ends_with_usage_and_done() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::with_mock(&mock, "").await;
+    let (status, headers, text) = gw.post("/v1/chat/completions", &sdk_request("ollama/llama3.2", true)).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(headers["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let frames: Vec<String> = sse(&text).into_iter().map(|(_, data)| data).collect();
+    assert_eq!(frames.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = frames[..frames.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
+    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk" && c["id"] == chunks[0]["id"]));
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let content: String = chunks.iter().filter_map(|c| c["choices"].get(0).and_then(|ch| ch["delta"]["content"].as_str())).collect();
+    assert_eq!(content, "The capital of France is Paris.");
+    let finish = chunks.iter().find(|c| c["choices"].get(0).is_some_and(|ch| ch["finish_reason"] == "stop"));
+    assert!(finish.is_some(), "a chunk carries finish_reason");
+    let usage = chunks.last().unwrap();
+    assert_eq!(usage["choices"], json!([]));
+    assert_eq!(usage["usage"]["prompt_tokens"], 26);
+    assert_eq!(usage["usage"]["completion_tokens"], 9);
+    assert!(chunks[..chunks.len() - 1].iter().all(|c| c["usage"].is_null()), "usage is null until the last chunk");
+}
+
+#[tokio::test]
+async fn models_list_has_the_sdk_shape() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::with_mock(&mock, "[routes.aliases]\nassistant = [\"ollama/llama3.2\"]\n").await;
+    let (status, body) = gw.get_json("/v1/models").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["object"], "list");
+    let data = body["data"].as_array().unwrap();
+    assert!(data.iter().all(|m| m["object"] == "model" && m["id"].is_string() && m["owned_by"].is_string() && m["created"].is_u64()));
+    let ids: Vec<&str> = data.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    for expected in
+        ["openai/gpt-4o-mini", "anthropic/claude-3-5-haiku-20241022", "ollama/llama3.2", "vllm/gpt-4o", "local/graphrag", "assistant"]
+    {
+        assert!(ids.contains(&expected), "{expected} missing from {ids:?}");
+    }
+}
+
+#[tokio::test]
+async fn unsupported_features_are_refused_by_name() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::with_mock(&mock, "").await;
+    let mut two = sdk_request("openai/gpt-4o-mini", false);
+    two["n"] = json!(2);
+    let (status, body) = gw.post_json("/v1/chat/completions", &two).await;
+    assert_eq!((status, body["error"]["param"].as_str()), (400, Some("n")), "{body}");
+
+    let image = json!({"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:"}}]}]});
+    let (status, body) = gw.post_json("/v1/chat/completions", &image).await;
+    assert_eq!((status, body["error"]["param"].as_str()), (400, Some("messages[0].content[0]")), "{body}");
+
+    let tool = json!({"model": "openai/gpt-4o-mini", "messages": [{"role": "tool", "content": "x"}]});
+    let (status, body) = gw.post_json("/v1/chat/completions", &tool).await;
+    assert_eq!((status, body["error"]["param"].as_str()), (400, Some("messages[0].role")), "{body}");
+
+    let hot = json!({"model": "openai/gpt-4o-mini", "temperature": 9, "messages": [{"role": "user", "content": "x"}]});
+    let (status, body) = gw.post_json("/v1/chat/completions", &hot).await;
+    assert_eq!((status, body["error"]["param"].as_str()), (400, Some("temperature")), "{body}");
+
+    let (status, body) =
+        gw.post_json("/v1/chat/completions", &json!({"model": "x/y", "messages": [{"role": "user", "content": "x"}]})).await;
+    assert_eq!((status, error_code(&body).as_str()), (404, "model_not_found"));
+}
+
+/// The Python interpreter with the `openai` SDK, installed by `scripts/setup.sh`.
+fn sdk_python() -> PathBuf {
+    if let Some(p) = std::env::var_os("UAG_SDK_PYTHON") {
+        return PathBuf::from(p);
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-sdk/bin/python")
+}
+
+#[tokio::test]
+async fn official_openai_python_sdk_works_unchanged() {
+    let python = sdk_python();
+    assert!(python.exists(), "{} is missing: run `scripts/setup.sh --test` to install the openai SDK used by this test", python.display());
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::with_mock(&mock, "").await;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/openai_sdk_check.py");
+    let out = tokio::process::Command::new(&python).arg(&script).arg(gw.url("/v1")).output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "SDK check failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("sdk check passed"), "{stdout}");
+}
