@@ -86,6 +86,19 @@ fn config_errors_name_file_key_and_expectation_and_exit_78() {
 }
 
 #[test]
+fn the_example_config_is_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/uag.example.toml");
+    let out = uag()
+        .args(["config", "check", example])
+        // The example's credentials point at files that exist only on a real appliance.
+        .env("UAG__PROVIDERS__0__API_KEY", "env::PATH")
+        .env("UAG__PROVIDERS__1__API_KEY", "env::PATH")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
 fn serve_refuses_to_start_on_a_missing_credential() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("uag.toml");
