@@ -29,7 +29,8 @@ if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
 log() { printf 'setup: %s\n' "$*"; }
 
 # --- Debian packages -------------------------------------------------------------------------
-packages=(ca-certificates pkg-config gcc python3 python3-venv procps)
+# debian-handbook: the sample knowledge base ingested on first start (and the evaluation corpus).
+packages=(ca-certificates pkg-config gcc python3 python3-venv procps debian-handbook)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

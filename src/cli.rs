@@ -1,4 +1,5 @@
-//! Command-line interface: `uag serve`, `uag config check`, `uag version`.
+//! Command-line interface: `uag serve`, `uag config check`, `uag version`, and the
+//! knowledge-base commands of [`crate::kb`] (`ingest`, `ask`, `kg`, `eval`).
 //!
 //! `--config PATH` (or `UAG_CONFIG`) is global, so every subcommand reads the same file.
 //! Without it, `./uag.toml`, then `$CONFIGURATION_DIRECTORY/uag.toml` (systemd), then
@@ -32,6 +33,20 @@ enum Command {
     },
     /// Print the version.
     Version,
+    /// Add files or folders to the knowledge base (.txt, .md, .html).
+    Ingest(crate::kb::IngestArgs),
+    /// Ask the knowledge base a question; prints the answer with its sources.
+    Ask(crate::kb::AskArgs),
+    /// Inspect or change the knowledge graph.
+    Kg {
+        #[command(subcommand)]
+        command: crate::kb::KgCommand,
+    },
+    /// Measure retrieval quality.
+    Eval {
+        #[command(subcommand)]
+        command: crate::kb::EvalCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -52,6 +67,10 @@ pub(crate) enum CliError {
     Startup(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    KnowledgeBase(#[from] uag_graphrag::EngineError),
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl CliError {
@@ -59,7 +78,9 @@ impl CliError {
         match self {
             // 78 is EX_CONFIG: systemd and supervisors read it as "fix the config".
             CliError::Config(_) => 78,
-            CliError::Startup(_) | CliError::Io(_) => 1,
+            CliError::Usage(_) => 2,
+            CliError::KnowledgeBase(uag_graphrag::EngineError::Locked { .. }) => 75, // EX_TEMPFAIL
+            CliError::Startup(_) | CliError::Io(_) | CliError::KnowledgeBase(_) => 1,
         }
     }
 }
@@ -82,8 +103,15 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
         Command::Serve => {
             let (config, origin) = load(cli.config.as_deref())?;
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("uag-worker").build()?;
-            runtime.block_on(serve_forever(config, origin))
+            let result = runtime.block_on(serve_forever(config, origin));
+            // A background sample ingest may still run; documents are atomic, so leave it.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+            result
         }
+        Command::Ingest(args) => crate::kb::ingest(&load(cli.config.as_deref())?.0, &args),
+        Command::Ask(args) => crate::kb::ask(&load(cli.config.as_deref())?.0, &args),
+        Command::Kg { command } => crate::kb::kg(&load(cli.config.as_deref())?.0, command),
+        Command::Eval { command } => crate::kb::eval(&load(cli.config.as_deref())?.0, command),
     }
 }
 
@@ -111,6 +139,7 @@ async fn serve_forever(config: Config, origin: ConfigOrigin) -> Result<(), CliEr
         .await
         .map_err(|e| CliError::Startup(format!("cannot listen on {addr}: {e}; set [server] listen or UAG__SERVER__LISTEN")))?;
     let bound = listener.local_addr()?;
+    uag_gateway::http::ingest_sample_knowledge_base(&state);
     tracing::info!(config = %origin, data_dir = %data_dir.display(), "uag {} listening on http://{bound}", env!("CARGO_PKG_VERSION"));
     serve(listener, state, shutdown_signal()).await?;
     Ok(())

@@ -66,9 +66,19 @@ async fn exhausted_chain_reports_the_last_failure() {
 }
 
 #[tokio::test]
-async fn the_local_engine_not_installed_falls_back() {
+async fn the_local_engine_answers_even_from_an_empty_knowledge_base() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::with_mock(&mock, ROUTES).await;
+    let (status, body) = gw.post_json("/v1/inference", &json!({"model": "local-first", "input": "hi"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["provider"], "local");
+    assert!(body["output"].as_str().unwrap().contains("nothing"), "{body}");
+}
+
+#[tokio::test]
+async fn a_local_engine_that_is_not_installed_falls_back() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::without_engine(&mock, ROUTES).await;
     let (status, body) = gw.post_json("/v1/inference", &json!({"model": "local-first", "input": "hi"})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["provider"], "ollama");

@@ -51,6 +51,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub models: ModelsConfig,
     pub log: LogConfig,
+    pub graphrag: GraphRagConfig,
     pub providers: Vec<ProviderConfig>,
     pub routes: RoutesConfig,
 }
@@ -133,6 +134,28 @@ pub struct ModelsConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dir: Option<PathBuf>,
 }
+
+/// The in-process GraphRAG engine (provider `local`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GraphRagConfig {
+    /// Folder ingested on start-up when the knowledge base is empty; `""` disables. The
+    /// default is the Debian Administrator's Handbook (Debian package `debian-handbook`).
+    pub sample_kb: PathBuf,
+    /// Passages an answer draws on.
+    pub top_k: usize,
+    /// Largest document accepted by `POST /v1/documents`.
+    pub max_document_bytes: usize,
+}
+
+impl Default for GraphRagConfig {
+    fn default() -> Self {
+        Self { sample_kb: PathBuf::from(DEFAULT_SAMPLE_KB), top_k: 5, max_document_bytes: 20 * 1024 * 1024 }
+    }
+}
+
+/// Where Debian's `debian-handbook` package puts the English HTML.
+pub const DEFAULT_SAMPLE_KB: &str = "/usr/share/doc/debian-handbook/html/en-US";
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -486,6 +509,11 @@ impl Config {
         }
     }
 
+    /// The knowledge base: store, index.
+    pub fn graphrag_dir(&self) -> PathBuf {
+        self.storage.data_dir.join("graphrag")
+    }
+
     pub fn models_dir(&self) -> PathBuf {
         self.models.dir.clone().unwrap_or_else(|| self.storage.data_dir.join("models"))
     }
@@ -502,6 +530,9 @@ impl Config {
         }
         if self.server.ws_max_in_flight == 0 {
             return Err(("server.ws_max_in_flight".into(), "must be at least 1".into()));
+        }
+        if self.graphrag.top_k == 0 || self.graphrag.top_k > 50 {
+            return Err(("graphrag.top_k".into(), "must be between 1 and 50".into()));
         }
         if self.log.level.trim().is_empty() {
             return Err(("log.level".into(), "must not be empty (e.g. \"info\")".into()));

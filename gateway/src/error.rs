@@ -49,6 +49,9 @@ pub enum ProviderError {
     /// The client went away or cancelled.
     #[error("the request was cancelled")]
     Cancelled,
+    /// A local component failed (the detail goes to the log only).
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl ProviderError {
@@ -94,6 +97,7 @@ impl ProviderError {
             ProviderError::NotInstalled { .. } => "not_installed",
             ProviderError::CircuitOpen { .. } => "provider_unavailable",
             ProviderError::Cancelled => "cancelled",
+            ProviderError::Internal(_) => "internal_error",
         }
     }
 }
@@ -216,6 +220,10 @@ impl From<&ProviderError> for ApiError {
                 let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", code, err.to_string());
                 e.retry_after = Some(Duration::from_secs(5));
                 e
+            }
+            ProviderError::Internal(detail) => {
+                tracing::error!(%detail, "local provider failed");
+                Self::internal()
             }
             // 499 is what proxies log for a client that went away; nobody reads this body.
             ProviderError::Cancelled => Self::new(

@@ -39,7 +39,7 @@ pub struct Registry {
 impl Registry {
     /// Builds every provider, resolving credentials. `config` has been validated, so an error
     /// here is an environment change between validation and start-up (a credential file gone).
-    pub fn from_config(config: &Config) -> Result<Self, RegistryError> {
+    pub fn from_config(config: &Config, engine: Option<Arc<uag_graphrag::Engine>>) -> Result<Self, RegistryError> {
         let client = upstream::http_client().map_err(|e| RegistryError::Client(e.to_string()))?;
         let breaker = &config.routes.circuit_breaker;
         let cooldown = Duration::from_millis(breaker.cooldown_ms);
@@ -47,7 +47,9 @@ impl Registry {
         for (index, pc) in config.providers.iter().enumerate() {
             let fail = |message: String| RegistryError::Provider { index, name: pc.name().to_owned(), message };
             let (provider, timeout): (Arc<dyn Provider>, Duration) = match pc {
-                ProviderConfig::Local(c) => (Arc::new(LocalProvider::new(&c.name)), config.server.request_timeout()),
+                ProviderConfig::Local(c) => {
+                    (Arc::new(LocalProvider::new(&c.name, engine.clone(), config.graphrag.top_k)), config.server.request_timeout())
+                }
                 ProviderConfig::OpenAi(c)
                 | ProviderConfig::Anthropic(c)
                 | ProviderConfig::Ollama(c)

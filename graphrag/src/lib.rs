@@ -1,16 +1,34 @@
 //! uag-graphrag: the in-process GraphRAG engine of uag.
 //!
-//! It will hold the knowledge graph (petgraph in memory, sled on disk), tantivy retrieval,
-//! graph expansion and ranking, answers with citations, and the voice pipeline. It exposes
-//! plain Rust types only: no HTTP, WebSocket or JSON wire formats (those belong to
-//! `uag-gateway`). It builds on `uag-models` for local model runtimes.
+//! It builds a knowledge graph from the owner's documents **without an LLM** (seconds on a
+//! Raspberry Pi), retrieves with BM25 fused with graph expansion, and answers with numbered
+//! citations. Plain Rust types only: no HTTP, WebSocket or JSON wire formats (those belong to
+//! `uag-gateway`).
 //!
-//! Today the engine is not built yet; [`ENGINE_STATUS`] is what the gateway's `local`
-//! provider tells clients.
+//! - [`parse`]: text, Markdown, HTML into sections; [`chunk`]: structure-aware chunks
+//! - [`extract`]: entities, aliases, co-occurrences and typed relations, per document
+//! - [`store`]: sled, the source of truth, atomic per document
+//! - [`index`]: tantivy BM25 over chunks (on disk) and entity names (in memory)
+//! - [`kg`]: the petgraph knowledge graph, entity linking, personalized PageRank, Louvain
+//! - [`engine`]: ingest, delete, retrieve (with progress stages), ask
+//! - [`answer`]: extractive synthesis with citations; [`eval`]: retrieval metrics;
+//!   [`export`]: DOT and GraphML
 
-/// Why the local engine cannot answer in this build, and what to do instead.
-pub const ENGINE_STATUS: &str = "this build of uag has no GraphRAG engine yet; \
-     route requests to a cloud provider (see [routes] in uag.toml)";
+pub mod answer;
+pub mod chunk;
+pub mod engine;
+pub mod error;
+pub mod eval;
+pub mod export;
+pub mod extract;
+pub mod index;
+pub mod kg;
+pub mod parse;
+pub mod store;
+pub mod text;
+
+pub use engine::{Engine, IngestOutcome, NewDocument, Progress, QueryOptions, RetrievalMode, Stats};
+pub use error::EngineError;
 
 /// Keeps the dependency direction models <- graphrag explicit until the engine uses models.
 pub use uag_models as models;

@@ -88,6 +88,22 @@ impl Gateway {
 
     pub async fn start(config: Config, dir: tempfile::TempDir) -> Self {
         let state = AppState::new(config).expect("registry");
+        Self::start_with_state(state, dir).await
+    }
+
+    /// A gateway whose `local` provider has no knowledge base (it answers `not_installed`).
+    pub async fn without_engine(mock: &MockUpstream, extra_toml: &str) -> Self {
+        // Build the config as usual (credential files included), then stop that gateway.
+        let Gateway { state, shutdown, server, dir, .. } = Self::with_mock(mock, extra_toml).await;
+        shutdown.cancel();
+        server.await.unwrap().unwrap();
+        let config = (*state.config).clone();
+        drop(state);
+        let registry = uag_gateway::registry::Registry::from_config(&config, None).unwrap();
+        Self::start_with_state(AppState::with_registry(config, registry, None), dir).await
+    }
+
+    async fn start_with_state(state: AppState, dir: tempfile::TempDir) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();

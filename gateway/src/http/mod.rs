@@ -7,6 +7,7 @@
 //! - [`extract`]: the JSON body extractor whose errors name the offending field
 
 pub mod discovery;
+pub mod documents;
 pub mod extract;
 pub mod inference;
 pub mod openai;
@@ -34,13 +35,26 @@ use tracing::Level;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::registry::{Registry, RegistryError};
+
 use crate::routing::FallbackRouter;
+pub use documents::ingest_sample_knowledge_base;
+
+/// Why the application could not be assembled.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("{0}")]
+    Registry(#[from] RegistryError),
+    #[error("cannot open the knowledge base: {0}")]
+    KnowledgeBase(#[from] uag_graphrag::EngineError),
+}
 
 /// Everything a handler needs; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
     pub router: Arc<FallbackRouter>,
+    /// The GraphRAG engine behind provider `local` and the documents API.
+    pub engine: Option<Arc<uag_graphrag::Engine>>,
     /// Fired once on SIGTERM/SIGINT: WebSockets drain and close, `/readyz` turns 503.
     pub shutdown: CancellationToken,
     /// Work that outlives its HTTP request (upgraded WebSockets); shutdown waits for it.
@@ -48,16 +62,17 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Builds the providers from `config`.
-    pub fn new(config: Config) -> Result<Self, RegistryError> {
-        let registry = Registry::from_config(&config)?;
-        Ok(Self::with_registry(config, registry))
+    /// Opens the knowledge base under the data directory and builds the providers.
+    pub fn new(config: Config) -> Result<Self, StartupError> {
+        let engine = Arc::new(uag_graphrag::Engine::open(&config.graphrag_dir())?);
+        let registry = Registry::from_config(&config, Some(Arc::clone(&engine)))?;
+        Ok(Self::with_registry(config, registry, Some(engine)))
     }
 
     /// State over a ready-made registry (tests plug in their own providers).
-    pub fn with_registry(config: Config, registry: Registry) -> Self {
+    pub fn with_registry(config: Config, registry: Registry, engine: Option<Arc<uag_graphrag::Engine>>) -> Self {
         let router = FallbackRouter::new(Arc::new(registry), &config.routes);
-        Self { config: Arc::new(config), router: Arc::new(router), shutdown: CancellationToken::new(), tasks: TaskTracker::new() }
+        Self { config: Arc::new(config), router: Arc::new(router), engine, shutdown: CancellationToken::new(), tasks: TaskTracker::new() }
     }
 }
 
@@ -72,6 +87,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/models", get(openai::models))
         .route("/v1/providers", get(discovery::providers))
+        .merge(documents::routes(state.config.graphrag.max_document_bytes))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(

@@ -1,0 +1,450 @@
+//! The engine: ingest, delete, query. Owns the store (truth), the chunk index and an
+//! immutable [`Snapshot`] of everything queries need, swapped atomically after each change,
+//! so queries never wait for an ingest and never see half a document.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+
+use crate::answer::{Answer, synthesize};
+use crate::chunk::{ChunkLimits, chunk};
+use crate::error::{EngineError, Result};
+use crate::extract::{DocGraph, ExtractChunk, extract};
+use crate::index::ChunkIndex;
+use crate::kg::{KnowledgeGraph, is_broad_question};
+use crate::parse::{Format, parse};
+use crate::store::{ChunkRecord, DocRecord, Store};
+
+/// The collection documents land in unless told otherwise.
+pub const DEFAULT_COLLECTION: &str = "default";
+
+/// What queries read: an immutable view of the knowledge base.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub docs: BTreeMap<String, DocRecord>,
+    pub chunks: HashMap<u64, Arc<ChunkRecord>>,
+    pub graphs: BTreeMap<String, Arc<DocGraph>>,
+    pub kg: KnowledgeGraph,
+}
+
+impl Snapshot {
+    fn build(docs: BTreeMap<String, DocRecord>, chunks: HashMap<u64, Arc<ChunkRecord>>, graphs: BTreeMap<String, Arc<DocGraph>>) -> Self {
+        let refs: Vec<&DocGraph> = graphs.values().map(Arc::as_ref).collect();
+        let kg = KnowledgeGraph::build(&refs, chunks.len());
+        Self { docs, chunks, graphs, kg }
+    }
+}
+
+/// Which ranking a query uses (the evaluation compares all three).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetrievalMode {
+    Bm25,
+    Graph,
+    Fused,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueryOptions {
+    pub top_k: usize,
+    pub mode: RetrievalMode,
+    /// Only chunks of documents in these collections (None: all).
+    pub collections: Option<Vec<String>>,
+}
+
+impl Default for QueryOptions {
+    fn default() -> Self {
+        Self { top_k: 5, mode: RetrievalMode::Fused, collections: None }
+    }
+}
+
+/// A stage of the query pipeline, reported as it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    pub stage: &'static str,
+    pub message: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Passage {
+    pub chunk: Arc<ChunkRecord>,
+    pub document: String,
+    pub title: String,
+    pub score: f32,
+    pub bm25_rank: Option<usize>,
+    pub graph_rank: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Retrieval {
+    pub passages: Vec<Passage>,
+    /// Entities linked in the question.
+    pub seeds: Vec<String>,
+    /// Entities reached by graph expansion.
+    pub expanded: usize,
+    pub broad: bool,
+    pub snapshot: Arc<Snapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestOutcome {
+    Added { id: String, chunks: usize },
+    Replaced { id: String, chunks: usize },
+    Unchanged { id: String },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub documents: usize,
+    pub chunks: usize,
+    pub entities: usize,
+    pub edges: usize,
+    pub typed_relations: usize,
+    pub communities: usize,
+    pub indexed_chunks: u64,
+    pub generation: u64,
+}
+
+/// A document to ingest from memory (an upload).
+#[derive(Debug, Clone)]
+pub struct NewDocument<'a> {
+    /// Its name: a file name or path; decides the id and, without a MIME type, the format.
+    pub name: &'a str,
+    pub bytes: &'a [u8],
+    pub format: Format,
+    pub collection: &'a str,
+}
+
+pub struct Engine {
+    dir: PathBuf,
+    store: Store,
+    index: ChunkIndex,
+    snapshot: RwLock<Arc<Snapshot>>,
+    /// One writer at a time; queries never take it.
+    writer: Mutex<()>,
+    limits: ChunkLimits,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Stable id of a document: from its name, so re-ingesting the same file replaces it.
+pub fn document_id(name: &str) -> String {
+    hex(&Sha256::digest(name.as_bytes())[..8])
+}
+
+fn chunk_id(doc_id: &str, ordinal: usize, text: &str) -> u64 {
+    let digest = Sha256::new().chain_update(doc_id).chain_update(ordinal.to_le_bytes()).chain_update(text).finalize();
+    u64::from_be_bytes(digest[..8].try_into().unwrap_or([0; 8]))
+}
+
+impl Engine {
+    /// Opens (or creates) the knowledge base under `dir`, taking its lock, and brings the
+    /// search index level with the store.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let store = Store::open(&dir.join("store"))?;
+        let index = ChunkIndex::open(&dir.join("index"))?;
+        let contents = store.load()?;
+        if index.generation()? != contents.generation || index.num_docs() != contents.chunks.len() as u64 {
+            tracing::warn!(
+                index = index.generation()?,
+                store = contents.generation,
+                "search index is behind the store; rebuilding it from the store"
+            );
+            let items = contents.chunks.values().filter_map(|c| contents.docs.get(&c.doc_id).map(|d| (d, c)));
+            index.rebuild(items, contents.generation)?;
+        }
+        let chunks = contents.chunks.into_iter().map(|(id, c)| (id, Arc::new(c))).collect();
+        let graphs = contents.graphs.into_iter().map(|(id, g)| (id, Arc::new(g))).collect();
+        let snapshot = Snapshot::build(contents.docs, chunks, graphs);
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            store,
+            index,
+            snapshot: RwLock::new(Arc::new(snapshot)),
+            writer: Mutex::new(()),
+            limits: ChunkLimits::default(),
+        })
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.snapshot.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.snapshot().docs.is_empty()
+    }
+
+    /// Ingests a file from disk (format by extension).
+    pub fn ingest_path(&self, path: &Path, collection: &str) -> Result<IngestOutcome> {
+        let mut batch = self.begin();
+        let outcome = batch.add_path(path, collection);
+        batch.finish()?;
+        outcome
+    }
+
+    /// Ingests one in-memory document.
+    pub fn ingest(&self, doc: &NewDocument<'_>) -> Result<IngestOutcome> {
+        let mut batch = self.begin();
+        let outcome = batch.add(doc);
+        batch.finish()?;
+        outcome
+    }
+
+    /// Starts a batch of ingests: each document is durable when `add` returns, the search
+    /// index commits and the graph is rebuilt once at `finish`.
+    pub fn begin(&self) -> IngestBatch<'_> {
+        let guard = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = self.snapshot();
+        IngestBatch {
+            engine: self,
+            _guard: guard,
+            docs: current.docs.clone(),
+            chunks: current.chunks.clone(),
+            graphs: current.graphs.clone(),
+            generation: None,
+        }
+    }
+
+    /// Deletes a document: its chunks, its graph contribution, and so the entities no other
+    /// document mentions.
+    pub fn delete(&self, id: &str) -> Result<DocRecord> {
+        let mut batch = self.begin();
+        let doc = batch.docs.get(id).cloned().ok_or_else(|| EngineError::NotFound(id.to_owned()))?;
+        let generation = self.store.delete(&doc)?;
+        self.index.stage_delete(&doc.id);
+        for c in &doc.chunk_ids {
+            batch.chunks.remove(c);
+        }
+        batch.graphs.remove(&doc.id);
+        batch.docs.remove(&doc.id);
+        batch.generation = Some(generation);
+        batch.finish()?;
+        Ok(doc)
+    }
+
+    pub fn stats(&self) -> Stats {
+        let s = self.snapshot();
+        Stats {
+            documents: s.docs.len(),
+            chunks: s.chunks.len(),
+            entities: s.kg.entities.len(),
+            edges: s.kg.edge_count(),
+            typed_relations: s.kg.relation_count(),
+            communities: s.kg.communities.len(),
+            indexed_chunks: self.index.num_docs(),
+            generation: self.store.generation().unwrap_or(0),
+        }
+    }
+
+    /// Runs the retrieval pipeline, reporting each stage to `progress`.
+    pub fn retrieve(&self, question: &str, options: &QueryOptions, progress: &mut dyn FnMut(Progress)) -> Result<Retrieval> {
+        let snapshot = self.snapshot();
+        let kg = &snapshot.kg;
+        progress(Progress { stage: "searching", message: "Searching knowledge graph".into() });
+        let pool = (options.top_k * 6).max(30);
+        let bm25 = if options.mode == RetrievalMode::Graph { Vec::new() } else { self.index.search(question, pool)? };
+        let seeds = kg.link(question);
+        let seed_names: Vec<String> = seeds.iter().map(|(id, _)| kg.entities[*id as usize].name.clone()).collect();
+        progress(Progress { stage: "expanding", message: format!("Expanding {} entities", seeds.len()) });
+        let (graph, expanded) = if options.mode == RetrievalMode::Bm25 || seeds.is_empty() {
+            (Vec::new(), 0)
+        } else {
+            let scores = kg.personalized_pagerank(&seeds, 0.2, 1e-5);
+            (kg.chunk_scores(&scores, pool), scores.len())
+        };
+        progress(Progress { stage: "ranking", message: "Ranking passages".into() });
+        let allowed = |chunk: &ChunkRecord| match &options.collections {
+            None => true,
+            Some(list) => snapshot.docs.get(&chunk.doc_id).is_some_and(|d| list.contains(&d.collection)),
+        };
+        // Reciprocal rank fusion: robust to the two scores' different scales. The graph list
+        // counts a little less than BM25: it is broader, and meant to add, not to replace.
+        const RRF_K: f32 = 60.0;
+        const GRAPH_WEIGHT: f32 = 0.8;
+        let mut fused: HashMap<u64, Fused> = HashMap::new();
+        for (rank, (id, _)) in bm25.iter().enumerate() {
+            let e = fused.entry(*id).or_default();
+            e.0 += 1.0 / (RRF_K + rank as f32 + 1.0);
+            e.1 = Some(rank + 1);
+        }
+        for (rank, (id, _)) in graph.iter().enumerate() {
+            let e = fused.entry(*id).or_default();
+            e.0 += GRAPH_WEIGHT / (RRF_K + rank as f32 + 1.0);
+            e.2 = Some(rank + 1);
+        }
+        let mut ranked: Vec<(u64, Fused)> = fused.into_iter().collect();
+        ranked.sort_by(|a, b| b.1.0.total_cmp(&a.1.0).then(a.0.cmp(&b.0)));
+        let mut passages = Vec::with_capacity(options.top_k);
+        for (id, (score, bm25_rank, graph_rank)) in ranked {
+            let Some(chunk) = snapshot.chunks.get(&id) else { continue };
+            if !allowed(chunk) {
+                continue;
+            }
+            let (document, title) = snapshot
+                .docs
+                .get(&chunk.doc_id)
+                .map_or_else(|| (chunk.doc_id.clone(), String::new()), |d| (d.source.clone(), d.title.clone()));
+            passages.push(Passage { chunk: Arc::clone(chunk), document, title, score, bm25_rank, graph_rank });
+            if passages.len() == options.top_k {
+                break;
+            }
+        }
+        Ok(Retrieval { passages, seeds: seed_names, expanded, broad: is_broad_question(question), snapshot })
+    }
+
+    /// Retrieval plus an extractive answer with numbered citations.
+    pub fn ask(&self, question: &str, options: &QueryOptions, progress: &mut dyn FnMut(Progress)) -> Result<(Retrieval, Answer)> {
+        let retrieval = self.retrieve(question, options, progress)?;
+        progress(Progress { stage: "synthesizing", message: "Synthesizing response".into() });
+        let answer = synthesize(question, &retrieval);
+        Ok((retrieval, answer))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// A chunk's fused score with its BM25 and graph ranks (1-based).
+type Fused = (f32, Option<usize>, Option<usize>);
+
+/// An open ingest batch; holds the writer lock.
+pub struct IngestBatch<'e> {
+    engine: &'e Engine,
+    _guard: std::sync::MutexGuard<'e, ()>,
+    docs: BTreeMap<String, DocRecord>,
+    chunks: HashMap<u64, Arc<ChunkRecord>>,
+    graphs: BTreeMap<String, Arc<DocGraph>>,
+    generation: Option<u64>,
+}
+
+impl IngestBatch<'_> {
+    pub fn add_path(&mut self, path: &Path, collection: &str) -> Result<IngestOutcome> {
+        let name = path.to_string_lossy();
+        let format = Format::from_name(&name)?;
+        let bytes = std::fs::read(path).map_err(|source| EngineError::Read { path: path.to_path_buf(), source })?;
+        self.add(&NewDocument { name: &name, bytes: &bytes, format, collection })
+    }
+
+    /// Parses, chunks, extracts and stores one document; durable when this returns `Ok`.
+    pub fn add(&mut self, new: &NewDocument<'_>) -> Result<IngestOutcome> {
+        let id = document_id(new.name);
+        let content_hash = hex(&Sha256::digest(new.bytes));
+        let previous = self.docs.get(&id).cloned();
+        if previous.as_ref().is_some_and(|p| p.content_hash == content_hash && p.collection == new.collection) {
+            return Ok(IngestOutcome::Unchanged { id });
+        }
+        let parsed = parse(new.format, new.name, new.bytes)?;
+        let drafts = chunk(&parsed, self.engine.limits);
+        let records: Vec<ChunkRecord> = drafts
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| ChunkRecord {
+                id: chunk_id(&id, i, &d.text),
+                doc_id: id.clone(),
+                ordinal: u32::try_from(i).unwrap_or(u32::MAX),
+                section: d.section,
+                text: d.text,
+                code_terms: d.code_terms,
+            })
+            .collect();
+        let inputs: Vec<ExtractChunk<'_>> =
+            records.iter().map(|c| ExtractChunk { id: c.id, text: &c.text, code_terms: &c.code_terms }).collect();
+        let graph = extract(&inputs);
+        let doc = DocRecord {
+            id: id.clone(),
+            source: new.name.to_owned(),
+            title: parsed.title,
+            content_hash,
+            collection: new.collection.to_owned(),
+            chunk_ids: records.iter().map(|c| c.id).collect(),
+            bytes: new.bytes.len() as u64,
+            ingested_at: now(),
+        };
+        let generation = self.engine.store.put(&doc, &records, &graph, previous.as_ref())?;
+        self.engine.index.stage_document(&doc, &records)?;
+        self.generation = Some(generation);
+        if let Some(old) = &previous {
+            for c in &old.chunk_ids {
+                self.chunks.remove(c);
+            }
+        }
+        let n = records.len();
+        for c in records {
+            self.chunks.insert(c.id, Arc::new(c));
+        }
+        self.graphs.insert(id.clone(), Arc::new(graph));
+        self.docs.insert(id.clone(), doc);
+        Ok(if previous.is_some() { IngestOutcome::Replaced { id, chunks: n } } else { IngestOutcome::Added { id, chunks: n } })
+    }
+
+    /// Commits the search index and publishes the new snapshot (graph rebuilt once).
+    pub fn finish(self) -> Result<()> {
+        let Some(generation) = self.generation else { return Ok(()) };
+        let started = Instant::now();
+        self.engine.index.commit(generation)?;
+        let snapshot = Snapshot::build(self.docs, self.chunks, self.graphs);
+        *self.engine.snapshot.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(snapshot);
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "knowledge graph rebuilt");
+        Ok(())
+    }
+}
+
+/// Files found under the paths given to an ingest.
+#[derive(Debug, Default)]
+pub struct Walk {
+    /// Files to ingest, in a stable order.
+    pub files: Vec<PathBuf>,
+    /// Files passed over, with the reason (unsupported type found in a folder, unreadable).
+    pub skipped: Vec<(PathBuf, String)>,
+}
+
+/// Expands folders recursively. A file named explicitly is always listed (so an unsupported
+/// type is reported as an error); files found in folders are listed only when their type is
+/// supported.
+pub fn walk(paths: &[PathBuf]) -> Walk {
+    let mut walk = Walk::default();
+    for path in paths {
+        if path.is_dir() {
+            visit(path, &mut walk);
+        } else {
+            walk.files.push(path.clone());
+        }
+    }
+    walk
+}
+
+fn visit(dir: &Path, walk: &mut Walk) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            walk.skipped.push((dir.to_path_buf(), format!("cannot read folder: {e}")));
+            return;
+        }
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for path in paths {
+        if path.is_dir() {
+            visit(&path, walk);
+        } else if Format::from_name(&path.to_string_lossy()).is_ok() {
+            walk.files.push(path);
+        } else {
+            walk.skipped.push((path, "unsupported file type".into()));
+        }
+    }
+}

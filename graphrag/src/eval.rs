@@ -1,0 +1,99 @@
+//! Retrieval evaluation: recall@1/5/10 and MRR of each retrieval mode over a question set.
+//!
+//! An expected source is `FILE#N.N.N`: a passage matches when its document's file name is
+//! `FILE` and one of its headings starts with the section number `N.N.N` (followed by `.` or
+//! a space, so `6.2.1` does not match `6.2.10`). Without `#`, the file alone must match.
+
+use crate::engine::{Engine, Passage, QueryOptions, RetrievalMode};
+use crate::error::Result;
+
+#[derive(Debug, Clone)]
+pub struct EvalQuestion {
+    pub id: String,
+    pub question: String,
+    pub expected: Vec<String>,
+    pub multi_hop: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Metrics {
+    pub questions: usize,
+    pub recall_at_1: f64,
+    pub recall_at_5: f64,
+    pub recall_at_10: f64,
+    pub mrr: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModeReport {
+    pub mode: RetrievalMode,
+    pub all: Metrics,
+    pub single_hop: Metrics,
+    pub multi_hop: Metrics,
+}
+
+pub fn matches(expected: &str, passage: &Passage) -> bool {
+    let (file, section) = match expected.split_once('#') {
+        Some((f, s)) => (f, Some(s)),
+        None => (expected, None),
+    };
+    let name = std::path::Path::new(&passage.document).file_name().and_then(|n| n.to_str()).unwrap_or(&passage.document);
+    if name != file {
+        return false;
+    }
+    match section {
+        None => true,
+        Some(number) => passage
+            .chunk
+            .section
+            .iter()
+            .any(|h| h.strip_prefix(number).is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with(' '))),
+    }
+}
+
+#[derive(Default)]
+struct Acc {
+    n: usize,
+    r1: f64,
+    r5: f64,
+    r10: f64,
+    rr: f64,
+}
+
+impl Acc {
+    fn add(&mut self, expected: &[String], ranked: &[Passage]) {
+        let recall = |k: usize| {
+            let top = &ranked[..k.min(ranked.len())];
+            let found = expected.iter().filter(|e| top.iter().any(|p| matches(e, p))).count();
+            found as f64 / expected.len().max(1) as f64
+        };
+        self.n += 1;
+        self.r1 += recall(1);
+        self.r5 += recall(5);
+        self.r10 += recall(10);
+        if let Some(pos) = ranked.iter().position(|p| expected.iter().any(|e| matches(e, p))) {
+            self.rr += 1.0 / (pos as f64 + 1.0);
+        }
+    }
+
+    fn metrics(&self) -> Metrics {
+        let n = self.n.max(1) as f64;
+        Metrics { questions: self.n, recall_at_1: self.r1 / n, recall_at_5: self.r5 / n, recall_at_10: self.r10 / n, mrr: self.rr / n }
+    }
+}
+
+/// Runs every question in every mode on the same index.
+pub fn evaluate(engine: &Engine, questions: &[EvalQuestion]) -> Result<Vec<ModeReport>> {
+    let mut reports = Vec::new();
+    for mode in [RetrievalMode::Bm25, RetrievalMode::Graph, RetrievalMode::Fused] {
+        let (mut all, mut single, mut multi) = (Acc::default(), Acc::default(), Acc::default());
+        let options = QueryOptions { top_k: 10, mode, collections: None };
+        for q in questions {
+            let retrieval = engine.retrieve(&q.question, &options, &mut |_| {})?;
+            all.add(&q.expected, &retrieval.passages);
+            if q.multi_hop { multi.add(&q.expected, &retrieval.passages) } else { single.add(&q.expected, &retrieval.passages) }
+        }
+        reports.push(ModeReport { mode, all: all.metrics(), single_hop: single.metrics(), multi_hop: multi.metrics() });
+    }
+    Ok(reports)
+}

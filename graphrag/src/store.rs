@@ -1,0 +1,147 @@
+//! Durable storage in sled, the source of truth. One tree, key prefixes:
+//! `doc/<id>` document record, `chunk/<id:016x>` chunk, `graph/<doc id>` the document's
+//! knowledge-graph contribution, `meta/generation` a counter bumped by every change.
+//! A document's records change in one atomic batch, and a change is acknowledged only after
+//! `flush` returned: after a crash, a document is either whole or absent.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{EngineError, Result};
+use crate::extract::DocGraph;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocRecord {
+    pub id: String,
+    /// Where it came from: a path, or the name given at upload.
+    pub source: String,
+    pub title: String,
+    /// sha256 of the raw bytes; an unchanged re-ingest is a no-op.
+    pub content_hash: String,
+    pub collection: String,
+    pub chunk_ids: Vec<u64>,
+    pub bytes: u64,
+    pub ingested_at: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRecord {
+    pub id: u64,
+    pub doc_id: String,
+    pub ordinal: u32,
+    /// Heading path, outermost first.
+    pub section: Vec<String>,
+    pub text: String,
+    pub code_terms: Vec<String>,
+}
+
+const GENERATION: &[u8] = b"meta/generation";
+
+fn doc_key(id: &str) -> Vec<u8> {
+    format!("doc/{id}").into_bytes()
+}
+fn chunk_key(id: u64) -> Vec<u8> {
+    format!("chunk/{id:016x}").into_bytes()
+}
+fn graph_key(doc_id: &str) -> Vec<u8> {
+    format!("graph/{doc_id}").into_bytes()
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| EngineError::Storage(e.to_string()))
+}
+
+fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| EngineError::Corrupt { key: String::from_utf8_lossy(key).into_owned(), reason: e.to_string() })
+}
+
+/// Everything in the store, read at start-up.
+#[derive(Debug, Default)]
+pub struct Contents {
+    pub docs: BTreeMap<String, DocRecord>,
+    pub chunks: BTreeMap<u64, ChunkRecord>,
+    pub graphs: BTreeMap<String, DocGraph>,
+    pub generation: u64,
+}
+
+#[derive(Debug)]
+pub struct Store {
+    db: sled::Db,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Self> {
+        std::fs::create_dir_all(path).map_err(|source| EngineError::Read { path: path.to_path_buf(), source })?;
+        let db = sled::Config::new().path(path).mode(sled::Mode::LowSpace).open().map_err(|e| match e {
+            // sled reports a held file lock as an I/O error mentioning the lock.
+            sled::Error::Io(io) if io.to_string().to_lowercase().contains("lock") || io.kind() == std::io::ErrorKind::WouldBlock => {
+                EngineError::Locked { path: path.to_path_buf() }
+            }
+            other => EngineError::from(other),
+        })?;
+        Ok(Self { db })
+    }
+
+    pub fn generation(&self) -> Result<u64> {
+        Ok(self.db.get(GENERATION)?.map_or(0, |v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]))))
+    }
+
+    pub fn load(&self) -> Result<Contents> {
+        let mut c = Contents { generation: self.generation()?, ..Contents::default() };
+        for item in self.db.scan_prefix(b"doc/") {
+            let (k, v) = item?;
+            let doc: DocRecord = decode(&k, &v)?;
+            c.docs.insert(doc.id.clone(), doc);
+        }
+        for item in self.db.scan_prefix(b"chunk/") {
+            let (k, v) = item?;
+            let chunk: ChunkRecord = decode(&k, &v)?;
+            c.chunks.insert(chunk.id, chunk);
+        }
+        for item in self.db.scan_prefix(b"graph/") {
+            let (k, v) = item?;
+            let id = String::from_utf8_lossy(&k["graph/".len()..]).into_owned();
+            c.graphs.insert(id, decode(&k, &v)?);
+        }
+        Ok(c)
+    }
+
+    /// Replaces `replaced` (if any) by the new document, atomically and durably. Returns the
+    /// new generation.
+    pub fn put(&self, doc: &DocRecord, chunks: &[ChunkRecord], graph: &DocGraph, replaced: Option<&DocRecord>) -> Result<u64> {
+        let mut batch = sled::Batch::default();
+        if let Some(old) = replaced {
+            for id in &old.chunk_ids {
+                batch.remove(chunk_key(*id));
+            }
+        }
+        for chunk in chunks {
+            batch.insert(chunk_key(chunk.id), encode(chunk)?);
+        }
+        batch.insert(graph_key(&doc.id), encode(graph)?);
+        batch.insert(doc_key(&doc.id), encode(doc)?);
+        self.commit(batch)
+    }
+
+    pub fn delete(&self, doc: &DocRecord) -> Result<u64> {
+        let mut batch = sled::Batch::default();
+        for id in &doc.chunk_ids {
+            batch.remove(chunk_key(*id));
+        }
+        batch.remove(graph_key(&doc.id));
+        batch.remove(doc_key(&doc.id));
+        self.commit(batch)
+    }
+
+    fn commit(&self, mut batch: sled::Batch) -> Result<u64> {
+        let generation = self.generation()? + 1;
+        batch.insert(GENERATION, &generation.to_be_bytes());
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(generation)
+    }
+}

@@ -1,0 +1,196 @@
+//! Engine behaviour on real files: ingest, no-op re-ingest, replacement, deletion, restart,
+//! index repair, locking, bad files in a folder, queries during ingest.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use uag_graphrag::engine::{DEFAULT_COLLECTION, NewDocument, walk};
+use uag_graphrag::parse::Format;
+use uag_graphrag::{Engine, EngineError, IngestOutcome, QueryOptions};
+
+fn kb_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/kb")
+}
+
+fn ingest_kb(engine: &Engine) {
+    let w = walk(&[kb_dir()]);
+    assert_eq!(w.files.len(), 3);
+    let mut batch = engine.begin();
+    for f in &w.files {
+        batch.add_path(f, DEFAULT_COLLECTION).unwrap();
+    }
+    batch.finish().unwrap();
+}
+
+fn ask(engine: &Engine, q: &str) -> (String, Vec<String>) {
+    let (retrieval, answer) = engine.ask(q, &QueryOptions::default(), &mut |_| {}).unwrap();
+    let docs = retrieval.passages.iter().map(|p| Path::new(&p.document).file_name().unwrap().to_string_lossy().into_owned()).collect();
+    (answer.text, docs)
+}
+
+#[test]
+fn ingest_ask_and_cite() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    ingest_kb(&engine);
+    let stats = engine.stats();
+    assert_eq!(stats.documents, 3);
+    assert_eq!(stats.indexed_chunks as usize, stats.chunks);
+    assert!(stats.entities > 10 && stats.edges > 10, "{stats:?}");
+
+    let mut stages = Vec::new();
+    let (retrieval, answer) =
+        engine.ask("What power supply does the Pi 5 need?", &QueryOptions::default(), &mut |p| stages.push(p.stage)).unwrap();
+    assert_eq!(stages, vec!["searching", "expanding", "ranking", "synthesizing"]);
+    assert!(answer.text.contains("27 W"), "{}", answer.text);
+    assert!(answer.text.contains("[1]"));
+    assert!(answer.citations[0].document.ends_with("pi-setup.md"));
+    assert_eq!(answer.citations[0].section.as_deref(), Some("Hardware"));
+    assert!(retrieval.seeds.iter().any(|s| s.contains("Pi 5")), "{:?}", retrieval.seeds);
+}
+
+#[test]
+fn a_question_naming_an_entity_finds_its_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    ingest_kb(&engine);
+    // The question names only kioskd; the file it reads is described with `start_url`.
+    let (_, docs) = ask(&engine, "Which setting of kioskd chooses the page shown?");
+    assert_eq!(docs.first().map(String::as_str), Some("kioskd.md"), "{docs:?}");
+}
+
+#[test]
+fn reingest_is_a_no_op_and_a_change_replaces_old_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    fn doc(text: &str) -> NewDocument<'_> {
+        NewDocument { name: "notes.md", bytes: text.as_bytes(), format: Format::Markdown, collection: DEFAULT_COLLECTION }
+    }
+    let first = engine.ingest(&doc("# Notes\n\nThe Zebra Router needs firmware 2.1.\n")).unwrap();
+    assert!(matches!(first, IngestOutcome::Added { .. }));
+    assert!(matches!(engine.ingest(&doc("# Notes\n\nThe Zebra Router needs firmware 2.1.\n")).unwrap(), IngestOutcome::Unchanged { .. }));
+    let generation = engine.stats().generation;
+    assert!(matches!(engine.ingest(&doc("# Notes\n\nThe Falcon Switch needs firmware 3.0.\n")).unwrap(), IngestOutcome::Replaced { .. }));
+    assert_eq!(engine.stats().generation, generation + 1);
+    let s = engine.snapshot();
+    assert_eq!(s.docs.len(), 1);
+    assert!(s.chunks.values().all(|c| !c.text.contains("Zebra")), "old chunks are gone");
+    assert!(s.kg.entity_id("zebra router").is_none(), "entities of the old text are gone");
+    assert!(s.kg.entity_id("falcon switch").is_some());
+}
+
+#[test]
+fn delete_removes_chunks_edges_and_orphaned_entities() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    ingest_kb(&engine);
+    let id = engine.snapshot().docs.values().find(|d| d.source.ends_with("troubleshooting.md")).unwrap().id.clone();
+    let before = engine.stats();
+    engine.delete(&id).unwrap();
+    let after = engine.stats();
+    assert_eq!(after.documents, 2);
+    assert!(after.chunks < before.chunks && after.entities < before.entities && after.edges < before.edges);
+    assert_eq!(after.indexed_chunks as usize, after.chunks);
+    let s = engine.snapshot();
+    assert!(s.kg.entity_id("blank screen").is_none(), "only troubleshooting.md mentioned it");
+    assert!(s.kg.entity_id("kioskd").is_some(), "still mentioned elsewhere");
+    assert!(matches!(engine.delete(&id), Err(EngineError::NotFound(_))));
+}
+
+#[test]
+fn reopen_rebuilds_the_graph_and_repairs_a_lost_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let stats = {
+        let engine = Engine::open(dir.path()).unwrap();
+        ingest_kb(&engine);
+        engine.stats()
+    };
+    let engine = Engine::open(dir.path()).unwrap();
+    assert_eq!(engine.stats(), stats);
+    drop(engine);
+    // Lose the search index: sled is the truth, the index is rebuilt from it.
+    std::fs::remove_dir_all(dir.path().join("index")).unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    assert_eq!(engine.stats(), stats);
+    let (_, docs) = ask(&engine, "journalctl kioskd logs");
+    assert_eq!(docs.first().map(String::as_str), Some("kioskd.md"));
+}
+
+#[test]
+fn a_second_process_gets_a_clear_lock_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let _engine = Engine::open(dir.path()).unwrap();
+    let err = Engine::open(dir.path()).unwrap_err();
+    assert!(matches!(err, EngineError::Locked { .. }), "{err}");
+    assert!(err.to_string().contains("in use by another uag process"));
+}
+
+#[test]
+fn bad_files_in_a_folder_are_reported_and_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = dir.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(docs.join("good.md"), "# Good\n\nThe Orion Gateway uses port 8443.\n").unwrap();
+    std::fs::write(docs.join("binary.txt"), b"\x00\x01\x02garbage").unwrap();
+    std::fs::write(docs.join("empty.html"), "<html><body><script>x()</script></body></html>").unwrap();
+    std::fs::write(docs.join("manual.pdf"), "%PDF-1.4").unwrap();
+    std::fs::write(docs.join("more.md"), "# More\n\nThe Orion Gateway runs on the Vega Board.\n").unwrap();
+    let engine = Engine::open(&dir.path().join("kb")).unwrap();
+    let w = walk(&[docs]);
+    assert_eq!(w.skipped.len(), 1, "the pdf: {:?}", w.skipped);
+    let mut batch = engine.begin();
+    let results: Vec<_> = w.files.iter().map(|f| (f.clone(), batch.add_path(f, DEFAULT_COLLECTION))).collect();
+    batch.finish().unwrap();
+    let failed: Vec<_> =
+        results.iter().filter(|(_, r)| r.is_err()).map(|(f, _)| f.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    assert_eq!(failed, vec!["binary.txt".to_owned(), "empty.html".to_owned()]);
+    assert_eq!(engine.stats().documents, 2, "the good files after the bad ones were still ingested");
+    let err =
+        Engine::open(&dir.path().join("other")).unwrap().ingest_path(&dir.path().join("docs/manual.pdf"), DEFAULT_COLLECTION).unwrap_err();
+    assert!(err.to_string().contains("supported: .txt"), "{err}");
+}
+
+#[test]
+fn queries_keep_working_during_ingest() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(Engine::open(dir.path()).unwrap());
+    ingest_kb(&engine);
+    let writer = {
+        let engine = Arc::clone(&engine);
+        std::thread::spawn(move || {
+            for i in 0..40 {
+                let text = format!("# Unit {i}\n\nThe Unit{i} Module connects to the Kiosk Display over HDMI.\n");
+                let name = format!("unit-{i}.md");
+                engine
+                    .ingest(&NewDocument { name: &name, bytes: text.as_bytes(), format: Format::Markdown, collection: DEFAULT_COLLECTION })
+                    .unwrap();
+            }
+        })
+    };
+    let mut answered = 0;
+    while !writer.is_finished() {
+        let (text, docs) = ask(&engine, "What power supply does the Pi 5 need?");
+        assert!(text.contains("27 W"), "{text}");
+        assert!(!docs.is_empty());
+        answered += 1;
+    }
+    writer.join().unwrap();
+    assert!(answered > 0);
+    assert_eq!(engine.stats().documents, 43);
+}
+
+#[test]
+fn collections_filter_retrieval() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    for (name, collection) in [("public.md", "public"), ("secret.md", "staff")] {
+        let text = format!("# {name}\n\nThe Nebula Controller password policy is described in {name}.\n");
+        engine.ingest(&NewDocument { name, bytes: text.as_bytes(), format: Format::Markdown, collection }).unwrap();
+    }
+    let options = QueryOptions { collections: Some(vec!["public".into()]), ..QueryOptions::default() };
+    let (retrieval, _) = engine.ask("Nebula Controller password policy", &options, &mut |_| {}).unwrap();
+    assert!(!retrieval.passages.is_empty());
+    assert!(retrieval.passages.iter().all(|p| p.document == "public.md"));
+}

@@ -1,0 +1,317 @@
+//! Knowledge-base commands: `uag ingest`, `uag ask`, `uag kg stats|export|rm`,
+//! `uag eval retrieval`. They open the same `[storage] data_dir` as `uag serve`; the store's
+//! lock makes a second process fail with a clear message instead of corrupting it.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::{Args, Subcommand, ValueEnum};
+use serde::Deserialize;
+use serde_json::json;
+use uag_gateway::config::Config;
+use uag_graphrag::eval::{EvalQuestion, Metrics, evaluate};
+use uag_graphrag::export::{ExportFormat, export};
+use uag_graphrag::{Engine, IngestOutcome, QueryOptions, RetrievalMode};
+
+use crate::cli::CliError;
+
+#[derive(Debug, Args)]
+pub(crate) struct IngestArgs {
+    /// Files or folders (folders are walked recursively; unsupported files in them are skipped).
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Collection the documents belong to (policies can restrict collections).
+    #[arg(long, default_value = uag_graphrag::engine::DEFAULT_COLLECTION)]
+    collection: String,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum Mode {
+    Fused,
+    Bm25,
+    Graph,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AskArgs {
+    question: String,
+    /// Print JSON (answer, sources, passages) instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Passages to retrieve.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=50))]
+    top_k: u16,
+    #[arg(long, value_enum, default_value_t = Mode::Fused)]
+    mode: Mode,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum GraphFormat {
+    Dot,
+    Graphml,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KgCommand {
+    /// Documents, chunks, entities, edges, communities.
+    Stats,
+    /// Write the knowledge graph as Graphviz DOT or GraphML.
+    Export {
+        #[arg(long, value_enum)]
+        format: GraphFormat,
+        /// Output file (default: standard output).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Remove a document (by id, as `uag kg stats --documents` or GET /v1/documents show it, or by its source path).
+    Rm { document: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum EvalCommand {
+    /// Recall@1/5/10 and MRR of BM25, graph and fused retrieval over a question set.
+    Retrieval {
+        /// JSON lines: {"id","question","expected":["FILE.html#N.N"],"multi_hop":bool}
+        #[arg(long)]
+        questions: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn open(config: &Config) -> Result<Engine, CliError> {
+    Ok(Engine::open(&config.graphrag_dir())?)
+}
+
+pub(crate) fn ingest(config: &Config, args: &IngestArgs) -> Result<(), CliError> {
+    let engine = open(config)?;
+    let walk = uag_graphrag::engine::walk(&args.paths);
+    let bar = indicatif::ProgressBar::new(walk.files.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {wide_msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let started = Instant::now();
+    let (mut added, mut replaced, mut unchanged, mut chunks) = (0usize, 0usize, 0usize, 0usize);
+    let mut failed: Vec<(PathBuf, String)> = Vec::new();
+    let mut batch = engine.begin();
+    let stdout = std::io::stdout();
+    for file in &walk.files {
+        bar.set_message(file.display().to_string());
+        match batch.add_path(file, &args.collection) {
+            Ok(outcome) => {
+                // Printed after the store flushed: a listed document survives a crash.
+                let line = match &outcome {
+                    IngestOutcome::Added { id, chunks: n } => {
+                        added += 1;
+                        chunks += n;
+                        format!("added {id} {} ({n} chunks)", file.display())
+                    }
+                    IngestOutcome::Replaced { id, chunks: n } => {
+                        replaced += 1;
+                        chunks += n;
+                        format!("replaced {id} {} ({n} chunks)", file.display())
+                    }
+                    IngestOutcome::Unchanged { id } => {
+                        unchanged += 1;
+                        format!("unchanged {id} {}", file.display())
+                    }
+                };
+                bar.suspend(|| {
+                    let mut out = stdout.lock();
+                    let _ = writeln!(out, "{line}");
+                    let _ = out.flush();
+                });
+            }
+            Err(e) => {
+                bar.suspend(|| eprintln!("failed {}: {e}", file.display()));
+                failed.push((file.clone(), e.to_string()));
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    batch.finish()?;
+    let stats = engine.stats();
+    println!(
+        "documents: {added} added, {replaced} replaced, {unchanged} unchanged, {} failed, {} skipped; {chunks} chunks in {:.1} s",
+        failed.len(),
+        walk.skipped.len(),
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "knowledge base: {} documents, {} chunks, {} entities, {} edges, {} communities",
+        stats.documents, stats.chunks, stats.entities, stats.edges, stats.communities
+    );
+    for (path, why) in &walk.skipped {
+        if why != "unsupported file type" {
+            eprintln!("skipped {}: {why}", path.display());
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Usage(format!("{} of {} files could not be ingested (see above)", failed.len(), walk.files.len())))
+    }
+}
+
+pub(crate) fn ask(config: &Config, args: &AskArgs) -> Result<(), CliError> {
+    let engine = open(config)?;
+    let mode = match args.mode {
+        Mode::Fused => RetrievalMode::Fused,
+        Mode::Bm25 => RetrievalMode::Bm25,
+        Mode::Graph => RetrievalMode::Graph,
+    };
+    let options = QueryOptions { top_k: usize::from(args.top_k), mode, collections: None };
+    let started = Instant::now();
+    let (retrieval, answer) = engine.ask(&args.question, &options, &mut |_| {})?;
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if args.json {
+        let sources: Vec<_> = answer
+            .citations
+            .iter()
+            .map(|c| json!({"index": c.index, "document": c.document, "title": c.title, "section": c.section, "snippet": c.snippet}))
+            .collect();
+        let passages: Vec<_> = retrieval
+            .passages
+            .iter()
+            .map(|p| json!({"document": p.document, "section": p.chunk.section, "score": p.score, "bm25_rank": p.bm25_rank, "graph_rank": p.graph_rank, "text": p.chunk.text}))
+            .collect();
+        let out =
+            json!({"answer": answer.text, "sources": sources, "entities": retrieval.seeds, "passages": passages, "elapsed_ms": elapsed_ms});
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        return Ok(());
+    }
+    println!("{}\n", answer.text);
+    for c in &answer.citations {
+        println!("[{}] {} — {}", c.index, c.document, c.section.as_deref().unwrap_or(&c.title));
+    }
+    Ok(())
+}
+
+pub(crate) fn kg(config: &Config, command: KgCommand) -> Result<(), CliError> {
+    let engine = open(config)?;
+    match command {
+        KgCommand::Stats => {
+            let s = engine.stats();
+            println!("documents        {}", s.documents);
+            println!("chunks           {}", s.chunks);
+            println!("entities         {}", s.entities);
+            println!("edges            {}", s.edges);
+            println!("typed relations  {}", s.typed_relations);
+            println!("communities      {}", s.communities);
+            println!("indexed chunks   {}", s.indexed_chunks);
+            println!("generation       {}", s.generation);
+        }
+        KgCommand::Export { format, output } => {
+            let format = match format {
+                GraphFormat::Dot => ExportFormat::Dot,
+                GraphFormat::Graphml => ExportFormat::GraphMl,
+            };
+            let text = export(&engine.snapshot().kg, format);
+            match output {
+                Some(path) => {
+                    std::fs::write(&path, text).map_err(|e| CliError::Startup(format!("cannot write {}: {e}", path.display())))?
+                }
+                None => print!("{text}"),
+            }
+        }
+        KgCommand::Rm { document } => {
+            let snapshot = engine.snapshot();
+            let id = if snapshot.docs.contains_key(&document) {
+                document
+            } else {
+                snapshot.docs.values().find(|d| d.source == document).map(|d| d.id.clone()).unwrap_or(document)
+            };
+            drop(snapshot);
+            let doc = engine.delete(&id)?;
+            println!("removed {} {}", doc.id, doc.source);
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+struct QuestionLine {
+    id: Option<String>,
+    question: String,
+    expected: Expected,
+    #[serde(default)]
+    multi_hop: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Expected {
+    One(String),
+    Many(Vec<String>),
+}
+
+fn read_questions(path: &PathBuf) -> Result<Vec<EvalQuestion>, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let q: QuestionLine = serde_json::from_str(line).map_err(|e| CliError::Usage(format!("{}:{}: {e}", path.display(), i + 1)))?;
+        let expected = match q.expected {
+            Expected::One(s) => vec![s],
+            Expected::Many(v) => v,
+        };
+        out.push(EvalQuestion {
+            id: q.id.unwrap_or_else(|| format!("line{}", i + 1)),
+            question: q.question,
+            expected,
+            multi_hop: q.multi_hop,
+        });
+    }
+    if out.is_empty() {
+        return Err(CliError::Usage(format!("{} holds no questions", path.display())));
+    }
+    Ok(out)
+}
+
+pub(crate) fn eval(config: &Config, command: EvalCommand) -> Result<(), CliError> {
+    let EvalCommand::Retrieval { questions, json } = command;
+    let questions = read_questions(&questions)?;
+    let engine = open(config)?;
+    if engine.is_empty() {
+        return Err(CliError::Usage("the knowledge base is empty; ingest documents first (uag ingest PATH)".into()));
+    }
+    let reports = evaluate(&engine, &questions)?;
+    let name = |m: RetrievalMode| match m {
+        RetrievalMode::Bm25 => "bm25",
+        RetrievalMode::Graph => "graph",
+        RetrievalMode::Fused => "fused",
+    };
+    let metrics = |m: &Metrics| json!({"questions": m.questions, "recall@1": m.recall_at_1, "recall@5": m.recall_at_5, "recall@10": m.recall_at_10, "mrr": m.mrr});
+    if json {
+        let out: Vec<_> = reports
+            .iter()
+            .map(|r| json!({"mode": name(r.mode), "all": metrics(&r.all), "single_hop": metrics(&r.single_hop), "multi_hop": metrics(&r.multi_hop)}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        return Ok(());
+    }
+    println!("| mode | questions | recall@1 | recall@5 | recall@10 | MRR |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    for (label, pick) in [("all", 0usize), ("single-hop", 1), ("multi-hop", 2)] {
+        for r in &reports {
+            let m = match pick {
+                0 => &r.all,
+                1 => &r.single_hop,
+                _ => &r.multi_hop,
+            };
+            println!(
+                "| {} ({label}) | {} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                name(r.mode),
+                m.questions,
+                m.recall_at_1,
+                m.recall_at_5,
+                m.recall_at_10,
+                m.mrr
+            );
+        }
+    }
+    Ok(())
+}
