@@ -3,19 +3,26 @@
 # takes seconds.
 #
 #   scripts/setup.sh            what building and running uag needs
-#   scripts/setup.sh --test     + what the test suite needs (the official openai SDK in .venv-sdk)
+#   scripts/setup.sh --test     + what the test suite needs: the official openai SDK in .venv-sdk,
+#                                 nginx, openssl, docker-compose and systemd tools (deploy checks)
 #   scripts/setup.sh --bench    + the load generator for scripts/bench-gateway.sh (oha)
+#   scripts/setup.sh --cross    + the aarch64 cross toolchain and qemu (scripts/cross-build.sh)
+#   scripts/setup.sh --deploy   + what the deployment checks use (nginx, docker-compose, openssl)
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 want_test=0
 want_bench=0
+want_cross=0
+want_deploy=0
 for arg in "$@"; do
   case "$arg" in
-    --test) want_test=1 ;;
+    --test) want_test=1; want_deploy=1 ;;
     --bench) want_bench=1 ;;
+    --cross) want_cross=1 ;;
+    --deploy) want_deploy=1 ;;
     -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
-    *) echo "setup.sh: unknown option $arg (use --test, --bench)" >&2; exit 2 ;;
+    *) echo "setup.sh: unknown option $arg (use --test, --bench, --cross, --deploy)" >&2; exit 2 ;;
   esac
 done
 
@@ -31,6 +38,8 @@ log() { printf 'setup: %s\n' "$*"; }
 # --- Debian packages -------------------------------------------------------------------------
 # debian-handbook: the sample knowledge base ingested on first start (and the evaluation corpus).
 packages=(ca-certificates pkg-config gcc python3 python3-venv procps debian-handbook)
+if [ "$want_cross" = 1 ]; then packages+=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user file); fi
+if [ "$want_deploy" = 1 ]; then packages+=(nginx docker-compose openssl systemd); fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -58,6 +67,10 @@ for component in rustfmt clippy; do
     rustup component add "$component"
   fi
 done
+if [ "$want_cross" = 1 ] && ! rustup target list --installed | grep -q '^aarch64-unknown-linux-gnu$'; then
+  log "adding rustup target aarch64-unknown-linux-gnu"
+  rustup target add aarch64-unknown-linux-gnu
+fi
 log "$(cargo --version)"
 
 # --- Test tools ------------------------------------------------------------------------------

@@ -15,3 +15,4 @@ stage() {
 stage "rustfmt" cargo fmt --all -- --check
 stage "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 stage "tests" cargo test --workspace --locked
+stage "deployment checks" scripts/check-deploy.sh target/debug/uag

@@ -33,6 +33,11 @@ enum Command {
     },
     /// Print the version.
     Version,
+    /// Exit 0 when the local server answers /readyz (container and monitoring health checks).
+    Healthcheck {
+        /// Base URL; default: the configured listen address.
+        url: Option<String>,
+    },
     /// Add files or folders to the knowledge base (.txt, .md, .html).
     Ingest(crate::kb::IngestArgs),
     /// Ask the knowledge base a question; prints the answer with its sources.
@@ -108,10 +113,41 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
             runtime.shutdown_timeout(std::time::Duration::from_millis(500));
             result
         }
+        Command::Healthcheck { url } => {
+            let url = match url {
+                Some(u) => u,
+                None => {
+                    let (config, _) = load(cli.config.as_deref())?;
+                    let mut addr = config.listen_addr().map_err(CliError::Startup)?;
+                    if addr.ip().is_unspecified() {
+                        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                    }
+                    format!("http://{addr}")
+                }
+            };
+            healthcheck(&url)
+        }
         Command::Ingest(args) => crate::kb::ingest(&load(cli.config.as_deref())?.0, &args),
         Command::Ask(args) => crate::kb::ask(&load(cli.config.as_deref())?.0, &args),
         Command::Kg { command } => crate::kb::kg(&load(cli.config.as_deref())?.0, command),
         Command::Eval { command } => crate::kb::eval(&load(cli.config.as_deref())?.0, command),
+    }
+}
+
+fn healthcheck(base: &str) -> Result<(), CliError> {
+    let url = format!("{}/readyz", base.trim_end_matches('/'));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let status = runtime.block_on(async {
+        let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(3)).build()?;
+        client.get(&url).send().await.map(|r| r.status())
+    });
+    match status {
+        Ok(s) if s.is_success() => {
+            println!("ready: {url}");
+            Ok(())
+        }
+        Ok(s) => Err(CliError::Startup(format!("not ready: {url} answered {s}"))),
+        Err(e) => Err(CliError::Startup(format!("not ready: {url}: {e}"))),
     }
 }
 
@@ -135,13 +171,23 @@ async fn serve_forever(config: Config, origin: ConfigOrigin) -> Result<(), CliEr
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| CliError::Startup(format!("cannot create data directory {}: {e}; set [storage] data_dir", data_dir.display())))?;
     let state = AppState::new(config).map_err(|e| CliError::Startup(e.to_string()))?;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| CliError::Startup(format!("cannot listen on {addr}: {e}; set [server] listen or UAG__SERVER__LISTEN")))?;
+    // Socket activation (uag.socket) hands the listener in; otherwise bind it.
+    let listener = match crate::systemd::activated_listener()? {
+        Some(listener) => listener,
+        None => TcpListener::bind(addr)
+            .await
+            .map_err(|e| CliError::Startup(format!("cannot listen on {addr}: {e}; set [server] listen or UAG__SERVER__LISTEN")))?,
+    };
     let bound = listener.local_addr()?;
     uag_gateway::http::ingest_sample_knowledge_base(&state);
     tracing::info!(config = %origin, data_dir = %data_dir.display(), "uag {} listening on http://{bound}", env!("CARGO_PKG_VERSION"));
-    serve(listener, state, shutdown_signal()).await?;
+    crate::systemd::notify_ready();
+    crate::systemd::spawn_watchdog();
+    serve(listener, state, async {
+        shutdown_signal().await;
+        crate::systemd::notify_stopping();
+    })
+    .await?;
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 //! lock makes a second process fail with a clear message instead of corrupting it.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::{Args, Subcommand, ValueEnum};
@@ -24,6 +24,14 @@ pub(crate) struct IngestArgs {
     /// Collection the documents belong to (policies can restrict collections).
     #[arg(long, default_value = uag_graphrag::engine::DEFAULT_COLLECTION)]
     collection: String,
+    /// Upload to this running server (POST /v1/documents) instead of opening the knowledge
+    /// base directly, e.g. http://127.0.0.1:8080.
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
+    /// With --server: move each uploaded file into this folder (failed ones into its
+    /// `failed/` subfolder), so a watched inbox empties itself.
+    #[arg(long, value_name = "DIR", requires = "server")]
+    done_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -86,6 +94,9 @@ fn open(config: &Config) -> Result<Engine, CliError> {
 }
 
 pub(crate) fn ingest(config: &Config, args: &IngestArgs) -> Result<(), CliError> {
+    if let Some(server) = &args.server {
+        return upload(server, args);
+    }
     let engine = open(config)?;
     let walk = uag_graphrag::engine::walk(&args.paths);
     let bar = indicatif::ProgressBar::new(walk.files.len() as u64);
@@ -314,4 +325,75 @@ pub(crate) fn eval(config: &Config, command: EvalCommand) -> Result<(), CliError
         }
     }
     Ok(())
+}
+
+/// Moves `file` into `dir` (creating it), across filesystems if need be.
+fn move_into(file: &Path, dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let target = dir.join(file.file_name().unwrap_or_default());
+    if std::fs::rename(file, &target).is_err() {
+        std::fs::copy(file, &target)?;
+        std::fs::remove_file(file)?;
+    }
+    Ok(())
+}
+
+/// `uag ingest --server URL`: multipart uploads to a running gateway.
+fn upload(server: &str, args: &IngestArgs) -> Result<(), CliError> {
+    let base = server.trim_end_matches('/').to_owned();
+    let walk = uag_graphrag::engine::walk(&args.paths);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(300))
+        .build()
+        .map_err(|e| CliError::Startup(format!("cannot build an HTTP client: {e}")))?;
+    let mut failed = 0usize;
+    // In a watched inbox, a file of an unsupported type must leave too, or the watch re-fires.
+    if let Some(done) = &args.done_dir {
+        for (file, why) in &walk.skipped {
+            if file.is_file() {
+                failed += 1;
+                eprintln!("failed {}: {why}", file.display());
+                move_into(file, &done.join("failed"))?;
+            }
+        }
+    }
+    for file in &walk.files {
+        let outcome: Result<String, String> = runtime.block_on(async {
+            let bytes = tokio::fs::read(file).await.map_err(|e| format!("cannot read: {e}"))?;
+            let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let form = reqwest::multipart::Form::new()
+                .part("file", reqwest::multipart::Part::bytes(bytes).file_name(name))
+                .text("collection", args.collection.clone());
+            let response = client
+                .post(format!("{base}/v1/documents"))
+                .multipart(form)
+                .send()
+                .await
+                .map_err(|e| format!("cannot reach {base}: {e}"))?;
+            let ok = response.status().is_success();
+            let body: serde_json::Value = response.json().await.map_err(|e| format!("unreadable answer: {e}"))?;
+            if ok {
+                Ok(format!("{} {}", body["status"].as_str().unwrap_or("added"), body["id"].as_str().unwrap_or("?")))
+            } else {
+                Err(body["error"]["message"].as_str().unwrap_or("upload refused").to_owned())
+            }
+        });
+        match outcome {
+            Ok(what) => {
+                println!("{what} {}", file.display());
+                if let Some(done) = &args.done_dir {
+                    move_into(file, done)?;
+                }
+            }
+            Err(why) => {
+                failed += 1;
+                eprintln!("failed {}: {why}", file.display());
+                if let Some(done) = &args.done_dir {
+                    move_into(file, &done.join("failed"))?;
+                }
+            }
+        }
+    }
+    if failed == 0 { Ok(()) } else { Err(CliError::Usage(format!("{failed} files could not be uploaded (see above)"))) }
 }

@@ -155,3 +155,40 @@ fn serve_on_embedded_defaults_and_exit_cleanly_on_sigterm() {
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(rest.iter().any(|l| l.contains("shutdown complete")), "{rest:?}");
 }
+
+/// Socket activation as `uag.socket` does it: systemd-socket-activate holds the port and
+/// starts uag on the first connection, passing the listening socket in.
+#[test]
+fn serve_takes_a_socket_from_systemd() {
+    let activate = std::path::Path::new("/usr/bin/systemd-socket-activate");
+    assert!(activate.exists(), "systemd-socket-activate is missing: run `scripts/setup.sh --test`");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(activate)
+        .arg("-l")
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["-E", "UAG__GRAPHRAG__SAMPLE_KB=", "-E"])
+        .arg(format!("UAG__STORAGE__DATA_DIR={}", dir.path().display()))
+        // The configured address must not be bound: the passed-in socket is used instead.
+        .args(["-E", "UAG__SERVER__LISTEN=127.0.0.1:1"])
+        .arg(env!("CARGO_BIN_EXE_uag"))
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let status = rt.block_on(async {
+        let started = Instant::now();
+        loop {
+            match common::client().get(format!("http://127.0.0.1:{port}/healthz")).send().await {
+                Ok(r) => break r.status().as_u16(),
+                Err(_) if started.elapsed() < Duration::from_secs(15) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(e) => panic!("no answer on the activated socket: {e}"),
+            }
+        }
+    });
+    assert_eq!(status, 200);
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = child.wait();
+}

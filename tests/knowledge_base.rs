@@ -165,3 +165,37 @@ async fn the_cli_refuses_a_knowledge_base_held_by_the_server() {
     gw.stop().await.unwrap();
     drop(_mock);
 }
+
+/// The inbox flow of `uag-inbox.service`: `uag ingest --server URL --done-dir DIR INBOX`
+/// uploads to the running gateway and empties the inbox, failures included.
+#[tokio::test]
+async fn ingest_through_the_server_empties_the_inbox() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::with_mock(&mock, "").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (inbox, done) = (tmp.path().join("inbox"), tmp.path().join("done"));
+    std::fs::create_dir_all(&inbox).unwrap();
+    std::fs::write(inbox.join("kioskd.md"), kb_file("kioskd.md")).unwrap();
+    std::fs::write(inbox.join("pi-setup.md"), kb_file("pi-setup.md")).unwrap();
+    std::fs::write(inbox.join("empty.html"), "<html><body></body></html>").unwrap();
+    std::fs::write(inbox.join("scan.pdf"), "%PDF-1.4").unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_uag"))
+        .args(["ingest", "--server", &gw.url(""), "--done-dir"])
+        .arg(&done)
+        .arg(&inbox)
+        .env_remove("UAG_CONFIG")
+        .env("UAG__STORAGE__DATA_DIR", tmp.path().join("unused"))
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "two files failed: {stdout}\n{stderr}");
+    assert!(stdout.contains("added") && stdout.contains("kioskd.md"), "{stdout}");
+    assert!(stderr.contains("empty.html") && stderr.contains("scan.pdf"), "{stderr}");
+    assert_eq!(std::fs::read_dir(&inbox).unwrap().count(), 0, "the inbox is empty");
+    assert!(done.join("kioskd.md").exists() && done.join("pi-setup.md").exists());
+    assert!(done.join("failed/empty.html").exists() && done.join("failed/scan.pdf").exists());
+    let (_, list) = gw.get_json("/v1/documents").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 2);
+}

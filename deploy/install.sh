@@ -1,0 +1,32 @@
+#!/bin/sh
+# Installs uag from its release tarball: run from the unpacked folder as root.
+#   ./install.sh              install and start uag.service
+#   ./install.sh --no-start   install only
+# An existing /etc/uag/uag.toml is kept (the new default goes next to it as uag.toml.new).
+set -eu
+here="$(cd "$(dirname "$0")" && pwd)"
+start=1
+[ "${1:-}" = "--no-start" ] && start=0
+[ "$(id -u)" = 0 ] || { echo "install.sh: run as root" >&2; exit 1; }
+
+install -m 0755 "$here/usr/bin/uag" /usr/bin/uag
+install -d -m 0750 /etc/uag
+install -d -m 0700 /etc/uag/credentials
+if [ -e /etc/uag/uag.toml ]; then
+  install -m 0640 "$here/etc/uag/uag.toml" /etc/uag/uag.toml.new
+else
+  install -m 0640 "$here/etc/uag/uag.toml" /etc/uag/uag.toml
+fi
+for unit in "$here"/lib/systemd/system/*; do
+  install -m 0644 "$unit" "/etc/systemd/system/$(basename "$unit")"
+done
+install -d /usr/share/doc/uag
+cp -r "$here/usr/share/doc/uag/." /usr/share/doc/uag/
+/usr/bin/uag config check /etc/uag/uag.toml >/dev/null
+systemctl daemon-reload
+if [ "$start" = 1 ]; then
+  systemctl enable --now uag.service
+  echo "install.sh: uag is running; check with: systemctl status uag; journalctl -u uag"
+else
+  echo "install.sh: installed; start with: systemctl enable --now uag.service"
+fi

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Release tarballs: dist/uag-VERSION-ARCH-linux-gnu.tar.gz with the stripped binary, default
+# config, systemd units, an installer, docs, and the licenses of every linked crate.
+#
+#   scripts/release.sh --arch aarch64 [--profile release|dist] [--no-build]
+#   scripts/release.sh --arch x86_64
+#
+# The ONNX Runtime library and the model manifest join the tarball with the local models.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+export PATH="$HOME/.cargo/bin:$PATH"
+arch=aarch64
+profile=release
+build=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --arch) arch="$2"; shift 2 ;;
+    --profile) profile="$2"; shift 2 ;;
+    --no-build) build=0; shift ;;
+    *) echo "release.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+case "$arch" in
+  aarch64|x86_64) target="$arch-unknown-linux-gnu" ;;
+  *) echo "release.sh: --arch takes aarch64 or x86_64" >&2; exit 2 ;;
+esac
+version="$(cargo metadata --format-version 1 --no-deps --locked | python3 -c 'import json,sys; print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"] == "uag"))')"
+
+if [ "$build" = 1 ]; then
+  if [ "$arch" = aarch64 ]; then
+    scripts/cross-build.sh --profile "$profile"
+  else
+    cargo build --locked --target "$target" --profile "$profile" --bin uag
+  fi
+fi
+bin="target/$target/$profile/uag"
+[ -x "$bin" ] || { echo "release.sh: $bin is missing (build it, or drop --no-build)" >&2; exit 1; }
+
+name="uag-$version-$arch-linux-gnu"
+stage="dist/$name"
+rm -rf "$stage" && mkdir -p "$stage"
+install -D -m 0755 "$bin" "$stage/usr/bin/uag"
+install -D -m 0640 deploy/uag.toml "$stage/etc/uag/uag.toml"
+install -D -m 0644 deploy/uag.example.toml "$stage/usr/share/doc/uag/uag.example.toml"
+for unit in systemd/*.service systemd/*.socket systemd/*.path; do
+  install -D -m 0644 "$unit" "$stage/lib/systemd/system/$(basename "$unit")"
+done
+for doc in README.md docs/DEPLOY.md docs/BENCHMARKS.md LICENSE; do
+  install -D -m 0644 "$doc" "$stage/usr/share/doc/uag/$(basename "$doc")"
+done
+python3 scripts/licenses.py "$target" "$stage/usr/share/doc/uag/licenses"
+install -m 0755 deploy/install.sh "$stage/install.sh"
+mkdir -p dist
+tar -C dist -czf "dist/$name.tar.gz" "$name"
+size=$(stat -c %s "$stage/usr/bin/uag")
+echo "release: dist/$name.tar.gz ($(du -h "dist/$name.tar.gz" | cut -f1)); binary $((size / 1024 / 1024)) MiB stripped ($size bytes)"
+if [ "$size" -gt $((30 * 1024 * 1024)) ]; then
+  echo "release: the binary is over the 30 MB goal" >&2
+  exit 1
+fi
