@@ -146,6 +146,9 @@ async fn entity_search_returns_neighbours() {
     assert!(body["data"][0]["name"].as_str().unwrap().contains("Pi 5"), "{body}");
     let r = client().get(gw.url("/v1/graph/entities?bogus=1")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 400);
+    assert_eq!(error_code(&r.json().await.unwrap()), "invalid_query");
+    let r = client().get(gw.url("/v1/graph/entities?limit=lots")).send().await.unwrap();
+    assert_eq!(error_code(&r.json().await.unwrap()), "invalid_query");
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@
 //! - [`types`]: `InferenceRequest`, `InferenceResponse`, `Event`
 //! - [`error`]: error categories and their single mapping to HTTP
 //! - [`codec`]: incremental SSE and NDJSON decoders for upstream streams
+//! - [`metrics`]: the Prometheus registry behind `GET /metrics`
 //! - [`telemetry`]: logging set-up (text or JSON)
 
 pub mod circuit;
@@ -17,6 +18,7 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod provider;
 pub mod registry;
 pub mod routing;

@@ -18,6 +18,7 @@ use serde::Serialize;
 use crate::circuit::Permit;
 use crate::config::{RoutesConfig, TargetSpec};
 use crate::error::ProviderError;
+use crate::metrics::Metrics;
 use crate::provider::{EventStream, ProviderCall, RequestContext};
 use crate::registry::{ProviderEntry, Registry};
 use crate::types::{Event, InferenceRequest, InferenceResponse, Timings};
@@ -49,11 +50,13 @@ pub struct FallbackRouter {
     aliases: HashMap<String, Vec<TargetSpec>>,
     max_retries: u32,
     backoff_base: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl FallbackRouter {
-    pub fn new(registry: Arc<Registry>, routes: &RoutesConfig) -> Self {
+    pub fn new(registry: Arc<Registry>, routes: &RoutesConfig, metrics: Arc<Metrics>) -> Self {
         Self {
+            metrics,
             registry,
             default_chain: routes.default.iter().map(|t| TargetSpec::parse(t)).collect(),
             aliases: routes
@@ -181,6 +184,7 @@ impl FallbackRouter {
                 }
                 Err(e) if e.is_retryable() => {
                     tracing::warn!(request_id = %ctx.request_id, provider = %target.provider, error = %e, "falling back");
+                    self.metrics.count_fallback(&target.provider);
                     last = Some(e);
                 }
                 Err(e) => return Err(e),
@@ -196,6 +200,7 @@ impl FallbackRouter {
             let permit = entry.breaker.try_acquire().ok_or_else(|| ProviderError::CircuitOpen { provider: target.provider.clone() })?;
             let timeout = entry.timeout.min(ctx.remaining());
             let call = ProviderCall { model: target.model.clone(), request: req.clone(), ctx: ctx.clone(), timeout };
+            let started = Instant::now();
             let result = tokio::select! {
                 biased;
                 () = ctx.cancel.cancelled() => Err(ProviderError::Cancelled),
@@ -204,10 +209,13 @@ impl FallbackRouter {
             let err = match result {
                 Ok(response) => {
                     permit.success();
+                    self.metrics.observe_upstream(&target.provider, "ok", started.elapsed());
+                    self.metrics.observe_tokens(&target.provider, response.usage.input_tokens, response.usage.output_tokens);
                     return Ok(response);
                 }
                 Err(e) => e,
             };
+            self.metrics.observe_upstream(&target.provider, err.code(), started.elapsed());
             report(permit, &err);
             if !same_target_retryable(&err) || retry >= self.max_retries {
                 return Err(err);
@@ -233,6 +241,7 @@ impl FallbackRouter {
                 Ok(open) => return Ok(open),
                 Err(e) if e.is_retryable() => {
                     tracing::warn!(request_id = %ctx.request_id, provider = %target.provider, error = %e, "stream falling back");
+                    self.metrics.count_fallback(&target.provider);
                     last = Some(e);
                 }
                 Err(e) => return Err(e),
@@ -248,6 +257,7 @@ impl FallbackRouter {
             let permit = entry.breaker.try_acquire().ok_or_else(|| ProviderError::CircuitOpen { provider: target.provider.clone() })?;
             let timeout = entry.timeout.min(ctx.remaining());
             let call = ProviderCall { model: target.model.clone(), request: req.clone(), ctx: ctx.clone(), timeout };
+            let started = Instant::now();
             let opened = async {
                 let mut stream = entry.provider.stream_infer(call).await?;
                 match stream.next().await {
@@ -261,6 +271,9 @@ impl FallbackRouter {
                 () = ctx.cancel.cancelled() => Err(ProviderError::Cancelled),
                 r = tokio::time::timeout(timeout, opened) => r.unwrap_or(Err(ProviderError::Timeout)),
             };
+            if let Err(e) = &result {
+                self.metrics.observe_upstream(&target.provider, e.code(), started.elapsed());
+            }
             let err = match result {
                 Ok((stream, first)) => {
                     return Ok(OpenStream {
@@ -312,6 +325,8 @@ impl FallbackRouter {
                 match item {
                     Ok(Event::Done { finish_reason, usage, .. }) => {
                         if let Some(p) = current.permit.take() { p.success(); }
+                        router.metrics.observe_upstream(&current.target.provider, "ok", started.elapsed());
+                        router.metrics.observe_tokens(&current.target.provider, usage.input_tokens, usage.output_tokens);
                         yield Ok(Event::Done {
                             finish_reason,
                             usage,
@@ -324,11 +339,13 @@ impl FallbackRouter {
                     Ok(event) => {
                         if matches!(event, Event::Delta { .. }) && first_token.is_none() {
                             first_token = Some(started.elapsed());
+                            router.metrics.observe_first_token(&current.target.provider, started.elapsed());
                         }
                         yield Ok(event);
                     }
                     Err(err) => {
                         if let Some(p) = current.permit.take() { report(p, &err); }
+                        router.metrics.observe_upstream(&current.target.provider, err.code(), started.elapsed());
                         if first_token.is_some() || !err.is_retryable() {
                             yield Err(err);
                             return;
@@ -338,6 +355,7 @@ impl FallbackRouter {
                             return;
                         }
                         tracing::warn!(request_id = %ctx.request_id, provider = %current.target.provider, error = %err, "stream falling back before its first token");
+                        router.metrics.count_fallback(&current.target.provider);
                         match router.open(&mut remaining, &req, &ctx).await {
                             Ok(next) => {
                                 yield Ok(Event::status("fallback", format!("{} failed; answering with {}", current.target.provider, next.target.provider)));

@@ -9,6 +9,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::AppState;
+use crate::circuit::CircuitState;
+use crate::metrics::{ProviderLabels, resident_memory_bytes};
 use crate::provider::Health;
 
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(4);
@@ -26,6 +28,27 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "shutting_down", "providers": providers}))).into_response();
     }
     Json(json!({"status": "ready", "providers": providers})).into_response()
+}
+
+/// `GET /metrics`: the Prometheus exposition; gauges that mirror state are refreshed here.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let m = &state.metrics;
+    for entry in state.router.registry().entries() {
+        let value = match entry.breaker.state() {
+            CircuitState::Closed => 0,
+            CircuitState::HalfOpen => 1,
+            CircuitState::Open => 2,
+        };
+        m.circuit_state.get_or_create(&ProviderLabels { provider: entry.provider.name().to_owned() }).set(value);
+    }
+    if let Some(engine) = &state.engine {
+        let snapshot = engine.snapshot();
+        m.kb_documents.set(snapshot.docs.len() as i64);
+        m.kb_chunks.set(snapshot.chunks.len() as i64);
+        m.kb_entities.set(snapshot.kg.entities.len() as i64);
+    }
+    m.resident_memory.set(resident_memory_bytes());
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], m.render()).into_response()
 }
 
 /// `GET /v1/providers`: each provider's type, capabilities, health, circuit state and models.

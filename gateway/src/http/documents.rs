@@ -8,6 +8,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -82,12 +83,18 @@ fn checked_collection(c: Option<String>) -> Result<String, ApiError> {
 /// `POST /v1/documents`: `multipart/form-data` with a `file` part (and optionally a
 /// `collection` part), or the raw document with `Content-Type: text/plain | text/markdown |
 /// text/html` and `?name=FILE`.
+/// A bad query string is a 400 with the gateway's JSON error, like every other bad input.
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(v)| v).map_err(|e| ApiError::invalid_request("invalid_query", e.body_text()))
+}
+
 async fn upload(
     State(state): State<AppState>,
-    Query(query): Query<UploadQuery>,
+    query_string: Result<Query<UploadQuery>, QueryRejection>,
     headers: HeaderMap,
     request: Request,
 ) -> Result<Response, ApiError> {
+    let query = query(query_string)?;
     let engine = engine(&state)?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let limit = state.config.graphrag.max_document_bytes;
@@ -182,7 +189,11 @@ struct EntityQuery {
     limit: Option<usize>,
 }
 
-async fn entities(State(state): State<AppState>, Query(query): Query<EntityQuery>) -> Result<Json<Value>, ApiError> {
+async fn entities(
+    State(state): State<AppState>,
+    query_string: Result<Query<EntityQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let query = query(query_string)?;
     let engine = engine(&state)?;
     let limit = query.limit.unwrap_or(10).clamp(1, 100);
     if query.q.len() > 200 {

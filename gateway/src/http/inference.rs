@@ -45,6 +45,9 @@ pub async fn infer(
     // Dropping the guard (client gone, handler future dropped) cancels upstream work.
     let cancel_on_drop = ctx.cancel.clone().drop_guard();
     if req.stream {
+        if let Some(first) = targets.first() {
+            record_target(&first.provider, &first.model);
+        }
         let events = state.router.stream(targets, req, ctx).await?;
         let frames = events.map(move |item| {
             let _keep = &cancel_on_drop;
@@ -53,8 +56,16 @@ pub async fn infer(
         return Ok(sse_response(frames));
     }
     let response = state.router.infer(&targets, &req, &ctx).await?;
+    record_target(&response.provider, &response.model);
     drop(cancel_on_drop.disarm());
     Ok(Json(response).into_response())
+}
+
+/// Adds the answering provider and model to the request's log span.
+pub(crate) fn record_target(provider: &str, model: &str) {
+    let span = tracing::Span::current();
+    span.record("provider", provider);
+    span.record("model", model);
 }
 
 /// A stream item as the client sees it: failures become an `error` event with the public

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::extract::State;
 use axum::http::{Method, Request, Uri};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -34,6 +35,7 @@ use tracing::Level;
 
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::metrics::{HttpLabels, Metrics};
 use crate::registry::{Registry, RegistryError};
 
 use crate::routing::FallbackRouter;
@@ -55,6 +57,7 @@ pub struct AppState {
     pub router: Arc<FallbackRouter>,
     /// The GraphRAG engine behind provider `local` and the documents API.
     pub engine: Option<Arc<uag_graphrag::Engine>>,
+    pub metrics: Arc<Metrics>,
     /// Fired once on SIGTERM/SIGINT: WebSockets drain and close, `/readyz` turns 503.
     pub shutdown: CancellationToken,
     /// Work that outlives its HTTP request (upgraded WebSockets); shutdown waits for it.
@@ -71,8 +74,16 @@ impl AppState {
 
     /// State over a ready-made registry (tests plug in their own providers).
     pub fn with_registry(config: Config, registry: Registry, engine: Option<Arc<uag_graphrag::Engine>>) -> Self {
-        let router = FallbackRouter::new(Arc::new(registry), &config.routes);
-        Self { config: Arc::new(config), router: Arc::new(router), engine, shutdown: CancellationToken::new(), tasks: TaskTracker::new() }
+        let metrics = Metrics::new();
+        let router = FallbackRouter::new(Arc::new(registry), &config.routes, Arc::clone(&metrics));
+        Self {
+            config: Arc::new(config),
+            router: Arc::new(router),
+            engine,
+            metrics,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        }
     }
 }
 
@@ -87,7 +98,10 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/models", get(openai::models))
         .route("/v1/providers", get(discovery::providers))
+        .route("/metrics", get(discovery::metrics))
         .merge(documents::routes(state.config.graphrag.max_document_bytes))
+        // Per-route metrics run after routing, so they see the route template, never the raw path.
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), track_http))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(
@@ -99,7 +113,16 @@ pub fn app(state: AppState) -> Router {
                     TraceLayer::new_for_http()
                         .make_span_with(|req: &Request<_>| {
                             let id = req.extensions().get::<RequestId>().and_then(|id| id.header_value().to_str().ok()).unwrap_or("-");
-                            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                            // provider/model/subject are filled in by the handlers once known.
+                            tracing::info_span!(
+                                "request",
+                                method = %req.method(),
+                                path = %req.uri().path(),
+                                request_id = %id,
+                                provider = tracing::field::Empty,
+                                model = tracing::field::Empty,
+                                subject = tracing::field::Empty,
+                            )
                         })
                         .on_request(())
                         .on_response(DefaultOnResponse::new().level(Level::INFO)),
@@ -114,8 +137,23 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn not_found(method: Method, uri: Uri) -> ApiError {
+async fn not_found(State(state): State<AppState>, method: Method, uri: Uri) -> ApiError {
+    state.metrics.observe_http(HttpLabels { route: "unmatched".into(), method: method.to_string(), status: 404 }, Duration::ZERO);
     ApiError::not_found("route_not_found", format!("no route for {method} {}", uri.path()))
+}
+
+/// Counts and times every routed request by route template, method and status.
+async fn track_http(
+    State(state): State<AppState>,
+    request: Request<axum::body::Body>,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = request.extensions().get::<axum::extract::MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    state.metrics.observe_http(HttpLabels { route, method, status: response.status().as_u16() }, started.elapsed());
+    response
 }
 
 async fn method_not_allowed() -> ApiError {

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::extract::JsonBody;
-use super::inference::{into_event, prepare, sse_response};
+use super::inference::{into_event, prepare, record_target, sse_response};
 use crate::error::ApiError;
 use crate::types::{Event, FinishReason, InferenceRequest, Message, Params, Role, Source, Usage};
 
@@ -207,6 +207,7 @@ pub async fn chat_completions(
 
     if !req.stream {
         let answer = state.router.infer(&targets, &req, &ctx).await?;
+        record_target(&answer.provider, &answer.model);
         drop(cancel_on_drop.disarm());
         return Ok(Json(json!({
             "id": id,
@@ -226,6 +227,9 @@ pub async fn chat_completions(
         .into_response());
     }
 
+    if let Some(first) = targets.first() {
+        record_target(&first.provider, &first.model);
+    }
     let events = state.router.stream(targets, req, ctx).await?;
     let chunk = move |model: &str, delta: Value, finish: Option<&str>, extra: Option<Value>| {
         let mut c = json!({

@@ -90,6 +90,13 @@ impl Session {
     }
 
     async fn run(mut self, socket: WebSocket) {
+        let metrics = std::sync::Arc::clone(&self.state.metrics);
+        metrics.websocket_connections.inc();
+        self.serve(socket).await;
+        metrics.websocket_connections.dec();
+    }
+
+    async fn serve(&mut self, socket: WebSocket) {
         let (mut sink, mut incoming) = socket.split();
         let ping_every = Duration::from_millis(self.state.config.server.ws_ping_interval_ms.max(100));
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);

@@ -1,0 +1,82 @@
+//! `GET /metrics`: the exposition is parsed (not grepped) and checked after known requests.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{Gateway, MockUpstream, client};
+use serde_json::json;
+
+/// `name{a="x",b="y"} value` lines -> (name, sorted labels) -> value.
+fn parse(text: &str) -> BTreeMap<(String, BTreeMap<String, String>), f64> {
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let (name, labels) = match series.split_once('{') {
+            Some((n, rest)) => {
+                let body = rest.strip_suffix('}').unwrap();
+                let mut labels = BTreeMap::new();
+                for pair in body.split("\",").filter(|p| !p.is_empty()) {
+                    let (k, v) = pair.split_once("=\"").unwrap();
+                    labels.insert(k.to_owned(), v.trim_end_matches('"').to_owned());
+                }
+                (n.to_owned(), labels)
+            }
+            None => (series.to_owned(), BTreeMap::new()),
+        };
+        out.insert((name, labels), value.parse::<f64>().unwrap());
+    }
+    out
+}
+
+fn get(m: &BTreeMap<(String, BTreeMap<String, String>), f64>, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let labels: BTreeMap<String, String> = labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    m.get(&(name.to_owned(), labels.clone())).copied().unwrap_or_else(|| panic!("no series {name}{labels:?}"))
+}
+
+#[tokio::test]
+async fn metrics_change_as_expected_after_known_requests() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::with_mock(&mock, "[routes]\nmax_retries = 0\n").await;
+    let question = "secret-question-text about the Falcon router";
+    for _ in 0..2 {
+        let (status, _) = gw.post_json("/v1/inference", &json!({"model": "ollama/llama3.2", "input": question})).await;
+        assert_eq!(status, 200);
+    }
+    let (status, _) = gw.post_json("/v1/inference", &json!({"model": "openai/error-500", "input": question})).await;
+    assert_eq!(status, 502);
+    let (status, _, _) =
+        gw.post("/v1/inference", &json!({"model": "anthropic/claude-3-5-haiku-20241022", "input": question, "stream": true})).await;
+    assert_eq!(status, 200);
+    assert_eq!(client().get(gw.url("/no/such/route/for-user-42")).send().await.unwrap().status().as_u16(), 404);
+
+    let r = client().get(gw.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = r.text().await.unwrap();
+    assert!(!text.contains("secret-question-text") && !text.contains("for-user-42"), "no free text in labels");
+    let m = parse(&text);
+
+    let http = |status: &str| get(&m, "uag_http_requests_total", &[("route", "/v1/inference"), ("method", "POST"), ("status", status)]);
+    assert_eq!(http("200"), 3.0);
+    assert_eq!(http("502"), 1.0);
+    assert_eq!(get(&m, "uag_http_requests_total", &[("route", "unmatched"), ("method", "GET"), ("status", "404")]), 1.0);
+    assert_eq!(
+        get(&m, "uag_http_request_duration_seconds_count", &[("route", "/v1/inference"), ("method", "POST"), ("status", "200")]),
+        3.0
+    );
+    assert_eq!(get(&m, "uag_upstream_request_duration_seconds_count", &[("provider", "ollama"), ("outcome", "ok")]), 2.0);
+    assert_eq!(get(&m, "uag_upstream_request_duration_seconds_count", &[("provider", "openai"), ("outcome", "upstream_error")]), 1.0);
+    assert_eq!(get(&m, "uag_tokens_total", &[("provider", "ollama"), ("direction", "input")]), 52.0);
+    assert_eq!(get(&m, "uag_tokens_total", &[("provider", "ollama"), ("direction", "output")]), 18.0);
+    assert_eq!(get(&m, "uag_tokens_total", &[("provider", "anthropic"), ("direction", "output")]), 11.0);
+    assert_eq!(get(&m, "uag_time_to_first_token_seconds_count", &[("provider", "anthropic")]), 1.0);
+    for provider in ["openai", "anthropic", "ollama", "vllm", "local"] {
+        assert_eq!(get(&m, "uag_circuit_state", &[("provider", provider)]), 0.0, "{provider}");
+    }
+    assert_eq!(get(&m, "uag_knowledge_base_documents", &[]), 0.0);
+    assert!(get(&m, "uag_process_resident_memory_bytes", &[]) > 1_000_000.0);
+    assert_eq!(get(&m, "uag_build_info", &[("version", env!("CARGO_PKG_VERSION"))]), 1.0);
+}
