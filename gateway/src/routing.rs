@@ -194,6 +194,29 @@ impl FallbackRouter {
     }
 
     async fn infer_one(&self, target: &Target, req: &InferenceRequest, ctx: &RequestContext) -> Result<InferenceResponse, ProviderError> {
+        let (response, permit, started) =
+            self.call_target(target, req, ctx, |provider, call| async move { provider.infer(call).await }).await?;
+        permit.success();
+        self.metrics.observe_upstream(&target.provider, "ok", started.elapsed());
+        self.metrics.observe_tokens(&target.provider, response.usage.input_tokens, response.usage.output_tokens);
+        Ok(response)
+    }
+
+    /// Calls one target with bounded retries: takes a circuit-breaker permit, applies the
+    /// attempt timeout (capped by the deadline) and the client's cancellation, records and
+    /// reports failures, and backs off between attempts. On success it hands back the value
+    /// with the still-open permit: a stream reports its outcome only when it ends.
+    async fn call_target<T, F, Fut>(
+        &self,
+        target: &Target,
+        req: &InferenceRequest,
+        ctx: &RequestContext,
+        mut attempt: F,
+    ) -> Result<(T, Permit, Instant), ProviderError>
+    where
+        F: FnMut(Arc<dyn crate::provider::Provider>, ProviderCall) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ProviderError>>,
+    {
         let entry = self.entry(target)?;
         let mut retry = 0;
         loop {
@@ -204,15 +227,10 @@ impl FallbackRouter {
             let result = tokio::select! {
                 biased;
                 () = ctx.cancel.cancelled() => Err(ProviderError::Cancelled),
-                r = tokio::time::timeout(timeout, entry.provider.infer(call)) => r.unwrap_or(Err(ProviderError::Timeout)),
+                r = tokio::time::timeout(timeout, attempt(Arc::clone(&entry.provider), call)) => r.unwrap_or(Err(ProviderError::Timeout)),
             };
             let err = match result {
-                Ok(response) => {
-                    permit.success();
-                    self.metrics.observe_upstream(&target.provider, "ok", started.elapsed());
-                    self.metrics.observe_tokens(&target.provider, response.usage.input_tokens, response.usage.output_tokens);
-                    return Ok(response);
-                }
+                Ok(value) => return Ok((value, permit, started)),
                 Err(e) => e,
             };
             self.metrics.observe_upstream(&target.provider, err.code(), started.elapsed());
@@ -251,50 +269,18 @@ impl FallbackRouter {
     }
 
     async fn open_one(&self, target: &Target, req: &InferenceRequest, ctx: &RequestContext) -> Result<OpenStream, ProviderError> {
-        let entry = self.entry(target)?;
-        let mut retry = 0;
-        loop {
-            let permit = entry.breaker.try_acquire().ok_or_else(|| ProviderError::CircuitOpen { provider: target.provider.clone() })?;
-            let timeout = entry.timeout.min(ctx.remaining());
-            let call = ProviderCall { model: target.model.clone(), request: req.clone(), ctx: ctx.clone(), timeout };
-            let started = Instant::now();
-            let opened = async {
-                let mut stream = entry.provider.stream_infer(call).await?;
+        let idle_timeout = self.entry(target)?.timeout;
+        let ((stream, first), permit, _) = self
+            .call_target(target, req, ctx, |provider, call| async move {
+                let mut stream = provider.stream_infer(call).await?;
                 match stream.next().await {
                     Some(Ok(first)) => Ok((stream, first)),
                     Some(Err(e)) => Err(e),
                     None => Err(ProviderError::StreamInterrupted("the stream ended before its first event".into())),
                 }
-            };
-            let result = tokio::select! {
-                biased;
-                () = ctx.cancel.cancelled() => Err(ProviderError::Cancelled),
-                r = tokio::time::timeout(timeout, opened) => r.unwrap_or(Err(ProviderError::Timeout)),
-            };
-            if let Err(e) = &result {
-                self.metrics.observe_upstream(&target.provider, e.code(), started.elapsed());
-            }
-            let err = match result {
-                Ok((stream, first)) => {
-                    return Ok(OpenStream {
-                        target: target.clone(),
-                        stream,
-                        first: Some(first),
-                        permit: Some(permit),
-                        idle_timeout: entry.timeout,
-                    });
-                }
-                Err(e) => e,
-            };
-            report(permit, &err);
-            if !same_target_retryable(&err) || retry >= self.max_retries {
-                return Err(err);
-            }
-            retry += 1;
-            if !self.pause(retry, &err, ctx).await {
-                return Err(err);
-            }
-        }
+            })
+            .await?;
+        Ok(OpenStream { target: target.clone(), stream, first: Some(first), permit: Some(permit), idle_timeout })
     }
 
     /// Streams an answer along `targets`. Fails (for a proper HTTP status) when no target

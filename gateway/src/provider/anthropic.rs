@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::openai::{DISCOVERY_TTL, HEALTH_TTL, PROBE_TIMEOUT, finish_reason};
-use super::upstream::{self, Cached};
+use super::openai::{PROBE_TIMEOUT, finish_reason};
+use super::upstream::{self, Discovery};
 use super::{Capabilities, EventStream, Health, Provider, ProviderCall};
 use crate::config::{ProviderKind, RemoteProviderConfig, SecretString};
 use crate::error::ProviderError;
@@ -24,10 +24,8 @@ pub struct AnthropicProvider {
     api_key: SecretString,
     version: String,
     default_max_tokens: u32,
-    models: Vec<String>,
     client: reqwest::Client,
-    discovered: Cached<Result<Vec<String>, ProviderError>>,
-    health: Cached<Health>,
+    discovery: Discovery,
 }
 
 impl AnthropicProvider {
@@ -38,10 +36,8 @@ impl AnthropicProvider {
             api_key,
             version: config.anthropic_version.clone().unwrap_or_else(|| DEFAULT_VERSION.into()),
             default_max_tokens: config.default_max_tokens.unwrap_or(FALLBACK_MAX_TOKENS),
-            models: config.models.clone(),
             client,
-            discovered: Cached::new(),
-            health: Cached::new(),
+            discovery: Discovery::new(config.models.clone()),
         }
     }
 
@@ -211,11 +207,11 @@ impl Provider for AnthropicProvider {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { streaming: true, citations: false, model_discovery: self.models.is_empty() }
+        Capabilities { streaming: true, citations: false, model_discovery: self.discovery.configured().is_empty() }
     }
 
     fn default_model(&self) -> Option<String> {
-        self.models.first().cloned()
+        self.discovery.configured().first().cloned()
     }
 
     async fn infer(&self, call: ProviderCall) -> Result<InferenceResponse, ProviderError> {
@@ -294,24 +290,10 @@ impl Provider for AnthropicProvider {
     }
 
     async fn list_models(&self) -> Result<Vec<String>, ProviderError> {
-        if !self.models.is_empty() {
-            return Ok(self.models.clone());
-        }
-        self.discovered.get_or_fetch(DISCOVERY_TTL, Result::is_ok, || self.fetch_models()).await
+        self.discovery.models(|| self.fetch_models()).await
     }
 
     async fn health(&self) -> Health {
-        self.health
-            .get_or_fetch(
-                HEALTH_TTL,
-                |_| true,
-                || async {
-                    match self.fetch_models().await {
-                        Ok(_) => Health::ok(),
-                        Err(e) => Health::down(e.code()),
-                    }
-                },
-            )
-            .await
+        self.discovery.health(|| self.fetch_models()).await
     }
 }

@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::openai::{DISCOVERY_TTL, HEALTH_TTL, PROBE_TIMEOUT, finish_reason, role_name};
-use super::upstream::{self, Cached};
+use super::openai::{PROBE_TIMEOUT, finish_reason, role_name};
+use super::upstream::{self, Discovery};
 use super::{Capabilities, EventStream, Health, Provider, ProviderCall};
 use crate::config::{ProviderKind, RemoteProviderConfig, SecretString};
 use crate::error::ProviderError;
@@ -18,23 +18,13 @@ pub struct OllamaProvider {
     base_url: String,
     /// Ollama has no auth of its own; a key is sent as a bearer token for proxies in front of it.
     api_key: Option<SecretString>,
-    models: Vec<String>,
     client: reqwest::Client,
-    discovered: Cached<Result<Vec<String>, ProviderError>>,
-    health: Cached<Health>,
+    discovery: Discovery,
 }
 
 impl OllamaProvider {
     pub fn new(config: &RemoteProviderConfig, base_url: String, api_key: Option<SecretString>, client: reqwest::Client) -> Self {
-        Self {
-            name: config.name.clone(),
-            base_url,
-            api_key,
-            models: config.models.clone(),
-            client,
-            discovered: Cached::new(),
-            health: Cached::new(),
-        }
+        Self { name: config.name.clone(), base_url, api_key, client, discovery: Discovery::new(config.models.clone()) }
     }
 
     fn authorized(&self, builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -157,11 +147,11 @@ impl Provider for OllamaProvider {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { streaming: true, citations: false, model_discovery: self.models.is_empty() }
+        Capabilities { streaming: true, citations: false, model_discovery: self.discovery.configured().is_empty() }
     }
 
     fn default_model(&self) -> Option<String> {
-        self.models.first().cloned()
+        self.discovery.configured().first().cloned()
     }
 
     async fn infer(&self, call: ProviderCall) -> Result<InferenceResponse, ProviderError> {
@@ -222,24 +212,10 @@ impl Provider for OllamaProvider {
     }
 
     async fn list_models(&self) -> Result<Vec<String>, ProviderError> {
-        if !self.models.is_empty() {
-            return Ok(self.models.clone());
-        }
-        self.discovered.get_or_fetch(DISCOVERY_TTL, Result::is_ok, || self.fetch_models()).await
+        self.discovery.models(|| self.fetch_models()).await
     }
 
     async fn health(&self) -> Health {
-        self.health
-            .get_or_fetch(
-                HEALTH_TTL,
-                |_| true,
-                || async {
-                    match self.fetch_models().await {
-                        Ok(_) => Health::ok(),
-                        Err(e) => Health::down(e.code()),
-                    }
-                },
-            )
-            .await
+        self.discovery.health(|| self.fetch_models()).await
     }
 }

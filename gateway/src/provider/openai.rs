@@ -7,15 +7,13 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::upstream::{self, Cached};
+use super::upstream::{self, Discovery};
 use super::{Capabilities, EventStream, Health, Provider, ProviderCall};
 use crate::config::{ProviderKind, RemoteProviderConfig, SecretString};
 use crate::error::ProviderError;
 use crate::types::{Event, FinishReason, InferenceResponse, Role, Timings, Usage};
 
-/// How long a discovered model list or a health probe stays fresh.
-pub(crate) const DISCOVERY_TTL: Duration = Duration::from_secs(300);
-pub(crate) const HEALTH_TTL: Duration = Duration::from_secs(15);
+/// Model listings double as health probes: they must be quick.
 pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug)]
@@ -24,10 +22,8 @@ pub struct OpenAiProvider {
     kind: ProviderKind,
     base_url: String,
     api_key: Option<SecretString>,
-    models: Vec<String>,
     client: reqwest::Client,
-    discovered: Cached<Result<Vec<String>, ProviderError>>,
-    health: Cached<Health>,
+    discovery: Discovery,
 }
 
 impl OpenAiProvider {
@@ -38,16 +34,7 @@ impl OpenAiProvider {
         api_key: Option<SecretString>,
         client: reqwest::Client,
     ) -> Self {
-        Self {
-            name: config.name.clone(),
-            kind,
-            base_url,
-            api_key,
-            models: config.models.clone(),
-            client,
-            discovered: Cached::new(),
-            health: Cached::new(),
-        }
+        Self { name: config.name.clone(), kind, base_url, api_key, client, discovery: Discovery::new(config.models.clone()) }
     }
 
     fn post(&self, body: &ChatRequest<'_>) -> reqwest::RequestBuilder {
@@ -220,11 +207,11 @@ impl Provider for OpenAiProvider {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { streaming: true, citations: false, model_discovery: self.models.is_empty() }
+        Capabilities { streaming: true, citations: false, model_discovery: self.discovery.configured().is_empty() }
     }
 
     fn default_model(&self) -> Option<String> {
-        self.models.first().cloned()
+        self.discovery.configured().first().cloned()
     }
 
     async fn infer(&self, call: ProviderCall) -> Result<InferenceResponse, ProviderError> {
@@ -300,24 +287,10 @@ impl Provider for OpenAiProvider {
     }
 
     async fn list_models(&self) -> Result<Vec<String>, ProviderError> {
-        if !self.models.is_empty() {
-            return Ok(self.models.clone());
-        }
-        self.discovered.get_or_fetch(DISCOVERY_TTL, Result::is_ok, || self.fetch_models()).await
+        self.discovery.models(|| self.fetch_models()).await
     }
 
     async fn health(&self) -> Health {
-        self.health
-            .get_or_fetch(
-                HEALTH_TTL,
-                |_| true,
-                || async {
-                    match self.fetch_models().await {
-                        Ok(_) => Health::ok(),
-                        Err(e) => Health::down(e.code()),
-                    }
-                },
-            )
-            .await
+        self.discovery.health(|| self.fetch_models()).await
     }
 }

@@ -159,6 +159,59 @@ pub fn parse_chunk<T: DeserializeOwned>(data: &str) -> Result<T, ProviderError> 
     serde_json::from_str(data).map_err(|e| ProviderError::InvalidResponse(format!("stream chunk: {e}")))
 }
 
+/// How long a discovered model list or a health probe stays fresh.
+const DISCOVERY_TTL: Duration = Duration::from_secs(300);
+const HEALTH_TTL: Duration = Duration::from_secs(15);
+
+/// A remote provider's model list and health: the configured models, else the upstream's own
+/// list; health from the same cheap listing call. Both cached.
+#[derive(Debug)]
+pub struct Discovery {
+    configured: Vec<String>,
+    discovered: Cached<Result<Vec<String>, ProviderError>>,
+    health: Cached<super::Health>,
+}
+
+impl Discovery {
+    pub fn new(configured: Vec<String>) -> Self {
+        Self { configured, discovered: Cached::new(), health: Cached::new() }
+    }
+
+    pub fn configured(&self) -> &[String] {
+        &self.configured
+    }
+
+    pub async fn models<F, Fut>(&self, fetch: F) -> Result<Vec<String>, ProviderError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<String>, ProviderError>>,
+    {
+        if !self.configured.is_empty() {
+            return Ok(self.configured.clone());
+        }
+        self.discovered.get_or_fetch(DISCOVERY_TTL, Result::is_ok, fetch).await
+    }
+
+    pub async fn health<F, Fut>(&self, probe: F) -> super::Health
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<String>, ProviderError>>,
+    {
+        self.health
+            .get_or_fetch(
+                HEALTH_TTL,
+                |_| true,
+                || async {
+                    match probe().await {
+                        Ok(_) => super::Health::ok(),
+                        Err(e) => super::Health::down(e.code()),
+                    }
+                },
+            )
+            .await
+    }
+}
+
 /// Cached result of a model-list or health probe, so `/v1/models` and `/v1/providers` do not
 /// hit the upstream on every call.
 #[derive(Debug, Default)]
