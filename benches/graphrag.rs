@@ -27,7 +27,8 @@ fn rss_kib() -> u64 {
 /// question: what a restarted appliance holds, without the ingest's leftovers.
 fn fresh_process_rss_kib(dir: &Path) -> u64 {
     let out = std::process::Command::new(std::env::current_exe().unwrap()).env("UAG_BENCH_OPEN", dir).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+    assert!(out.status.success(), "memory probe failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -95,11 +96,13 @@ fn run(label: &str, files: &[PathBuf], copies: usize, questions: &[String]) -> R
     let engine = Engine::open(dir.path()).unwrap();
     let reopen_s = started.elapsed().as_secs_f64();
     let stats = engine.stats();
-    let rss_mib = fresh_process_rss_kib(dir.path()) as f64 / 1024.0;
     let rounds = if copies == 1 { 10 } else { 3 };
     let fused = latency(&engine, questions, RetrievalMode::Fused, rounds);
     let bm25 = latency(&engine, questions, RetrievalMode::Bm25, rounds);
     let graph = latency(&engine, questions, RetrievalMode::Graph, rounds);
+    // The child must be able to take the store's lock.
+    drop(engine);
+    let rss_mib = fresh_process_rss_kib(dir.path()) as f64 / 1024.0;
     Run {
         label: label.to_owned(),
         pages: files.len() * copies,

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::answer::{Answer, synthesize};
 use crate::chunk::{ChunkLimits, chunk};
 use crate::error::{EngineError, Result};
-use crate::extract::{DocGraph, ExtractChunk, extract};
+use crate::extract::{ExtractChunk, extract};
 use crate::index::ChunkIndex;
 use crate::kg::{KnowledgeGraph, is_broad_question};
 use crate::parse::{Format, parse};
@@ -21,20 +21,21 @@ use crate::store::{ChunkRecord, DocRecord, Store};
 /// The collection documents land in unless told otherwise.
 pub const DEFAULT_COLLECTION: &str = "default";
 
-/// What queries read: an immutable view of the knowledge base.
+/// What queries read: an immutable view of the knowledge base. The per-document graph
+/// contributions are not kept: they are large (every co-occurring pair, by name) and only
+/// needed to rebuild the graph, which reads them from the store.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub docs: BTreeMap<String, DocRecord>,
     pub chunks: HashMap<u64, Arc<ChunkRecord>>,
-    pub graphs: BTreeMap<String, Arc<DocGraph>>,
     pub kg: KnowledgeGraph,
 }
 
 impl Snapshot {
-    fn build(docs: BTreeMap<String, DocRecord>, chunks: HashMap<u64, Arc<ChunkRecord>>, graphs: BTreeMap<String, Arc<DocGraph>>) -> Self {
-        let refs: Vec<&DocGraph> = graphs.values().map(Arc::as_ref).collect();
-        let kg = KnowledgeGraph::build(&refs, chunks.len());
-        Self { docs, chunks, graphs, kg }
+    /// The graph comes from the contributions in `store`, streamed (three passes).
+    fn build(docs: BTreeMap<String, DocRecord>, chunks: HashMap<u64, Arc<ChunkRecord>>, store: &Store) -> Result<Self> {
+        let kg = KnowledgeGraph::build_streaming(&mut |f| store.for_each_graph(f), chunks.len())?;
+        Ok(Self { docs, chunks, kg })
     }
 }
 
@@ -168,8 +169,7 @@ impl Engine {
             index.rebuild(items, contents.generation)?;
         }
         let chunks = contents.chunks.into_iter().map(|(id, c)| (id, Arc::new(c))).collect();
-        let graphs = contents.graphs.into_iter().map(|(id, g)| (id, Arc::new(g))).collect();
-        let snapshot = Snapshot::build(contents.docs, chunks, graphs);
+        let snapshot = Snapshot::build(contents.docs, chunks, &store)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             store,
@@ -209,14 +209,7 @@ impl Engine {
     pub fn begin(&self) -> IngestBatch<'_> {
         let guard = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let current = self.snapshot();
-        IngestBatch {
-            engine: self,
-            _guard: guard,
-            docs: current.docs.clone(),
-            chunks: current.chunks.clone(),
-            graphs: current.graphs.clone(),
-            generation: None,
-        }
+        IngestBatch { engine: self, _guard: guard, docs: current.docs.clone(), chunks: current.chunks.clone(), generation: None }
     }
 
     /// Deletes a document: its chunks, its graph contribution, and so the entities no other
@@ -229,7 +222,6 @@ impl Engine {
         for c in &doc.chunk_ids {
             batch.chunks.remove(c);
         }
-        batch.graphs.remove(&doc.id);
         batch.docs.remove(&doc.id);
         batch.generation = Some(generation);
         batch.finish()?;
@@ -314,6 +306,11 @@ impl Engine {
         Ok((retrieval, answer))
     }
 
+    /// Ids of the documents whose graph contribution is stored (consistency checks).
+    pub fn stored_graph_ids(&self) -> Result<Vec<String>> {
+        self.store.graph_ids()
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -328,7 +325,6 @@ pub struct IngestBatch<'e> {
     _guard: std::sync::MutexGuard<'e, ()>,
     docs: BTreeMap<String, DocRecord>,
     chunks: HashMap<u64, Arc<ChunkRecord>>,
-    graphs: BTreeMap<String, Arc<DocGraph>>,
     generation: Option<u64>,
 }
 
@@ -387,7 +383,6 @@ impl IngestBatch<'_> {
         for c in records {
             self.chunks.insert(c.id, Arc::new(c));
         }
-        self.graphs.insert(id.clone(), Arc::new(graph));
         self.docs.insert(id.clone(), doc);
         Ok(if previous.is_some() { IngestOutcome::Replaced { id, chunks: n } } else { IngestOutcome::Added { id, chunks: n } })
     }
@@ -397,7 +392,8 @@ impl IngestBatch<'_> {
         let Some(generation) = self.generation else { return Ok(()) };
         let started = Instant::now();
         self.engine.index.commit(generation)?;
-        let snapshot = Snapshot::build(self.docs, self.chunks, self.graphs);
+        // The store holds every document's contribution, this batch's included.
+        let snapshot = Snapshot::build(self.docs, self.chunks, &self.engine.store)?;
         *self.engine.snapshot.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(snapshot);
         tracing::debug!(ms = started.elapsed().as_millis() as u64, "knowledge graph rebuilt");
         Ok(())

@@ -60,8 +60,13 @@ pub struct KnowledgeGraph {
     total_chunks: usize,
 }
 
+/// Calls its argument once per document contribution. The graph is built in three passes
+/// over the contributions, so they can be streamed from the store one at a time instead of
+/// being held in memory together (they hold every co-occurring pair by name).
+pub type Visit<'a, E> = dyn FnMut(&mut dyn FnMut(&DocGraph)) -> Result<(), E> + 'a;
+
 /// Union-find over entity keys, for aliases.
-fn canonical_map(graphs: &[&DocGraph]) -> HashMap<String, String> {
+fn canonical_map<E>(visit: &mut Visit<'_, E>) -> Result<HashMap<String, String>, E> {
     let mut parent: HashMap<String, String> = HashMap::new();
     fn find(parent: &mut HashMap<String, String>, k: &str) -> String {
         let mut cur = k.to_owned();
@@ -73,7 +78,7 @@ fn canonical_map(graphs: &[&DocGraph]) -> HashMap<String, String> {
         }
         cur
     }
-    for g in graphs {
+    visit(&mut |g: &DocGraph| {
         for (alias, canonical) in &g.aliases {
             let a = find(&mut parent, alias);
             let c = find(&mut parent, canonical);
@@ -81,14 +86,31 @@ fn canonical_map(graphs: &[&DocGraph]) -> HashMap<String, String> {
                 parent.insert(a, c);
             }
         }
-    }
+    })?;
     let keys: Vec<String> = parent.keys().cloned().collect();
-    keys.into_iter().map(|k| (k.clone(), find(&mut parent, &k))).filter(|(k, c)| k != c).collect()
+    Ok(keys.into_iter().map(|k| (k.clone(), find(&mut parent, &k))).filter(|(k, c)| k != c).collect())
 }
 
 impl KnowledgeGraph {
+    /// Builds from contributions held in memory.
     pub fn build(graphs: &[&DocGraph], total_chunks: usize) -> Self {
-        let canon = canonical_map(graphs);
+        let result = Self::build_streaming::<std::convert::Infallible>(
+            &mut |f| {
+                graphs.iter().for_each(|g| f(g));
+                Ok(())
+            },
+            total_chunks,
+        );
+        match result {
+            Ok(kg) => kg,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Builds from contributions streamed by `visit` (three passes: aliases; mentions;
+    /// co-occurrences and relations).
+    pub fn build_streaming<E>(visit: &mut Visit<'_, E>, total_chunks: usize) -> Result<Self, E> {
+        let canon = canonical_map(visit)?;
         let resolve = |k: &str| canon.get(k).cloned().unwrap_or_else(|| k.to_owned());
 
         struct Acc {
@@ -97,16 +119,15 @@ impl KnowledgeGraph {
             mentions: u32,
             documents: u32,
         }
-        // Keys some document names as a real entity; weak-only keys are dropped.
-        let strong: BTreeSet<String> =
-            graphs.iter().flat_map(|g| g.mentions.iter().filter(|(k, _, _)| !g.weak.contains(k)).map(|(k, _, _)| resolve(k))).collect();
+        // Keys some document names as a real entity; weak-only keys are dropped at the end.
+        let mut strong: BTreeSet<String> = BTreeSet::new();
         let mut acc: BTreeMap<String, Acc> = BTreeMap::new();
-        for g in graphs {
+        visit(&mut |g: &DocGraph| {
             let mut seen_in_doc: BTreeSet<String> = BTreeSet::new();
             for (key, chunk, n) in &g.mentions {
                 let c = resolve(key);
-                if !strong.contains(&c) {
-                    continue;
+                if !g.weak.contains(key) {
+                    strong.insert(c.clone());
                 }
                 let e = acc.entry(c.clone()).or_insert_with(|| Acc {
                     names: BTreeMap::new(),
@@ -123,9 +144,9 @@ impl KnowledgeGraph {
                     e.documents += 1;
                 }
             }
-        }
+        })?;
         let mut kg = KnowledgeGraph { total_chunks, ..KnowledgeGraph::default() };
-        for (key, a) in acc {
+        for (key, a) in acc.into_iter().filter(|(k, _)| strong.contains(k)) {
             let id = u32::try_from(kg.entities.len()).unwrap_or(u32::MAX);
             let mut names: Vec<(String, u32)> = a.names.into_iter().collect();
             names.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
@@ -161,9 +182,10 @@ impl KnowledgeGraph {
 
         // Edges: co-occurrence counts weighted by NPMI over chunks, plus typed relations.
         let mut edges: BTreeMap<(u32, u32), EdgeData> = BTreeMap::new();
-        for g in graphs {
+        let keys = &kg.keys;
+        visit(&mut |g: &DocGraph| {
             for (a, b, sentence, chunk) in &g.pairs {
-                let (Some(&x), Some(&y)) = (kg.keys.get(&resolve(a)), kg.keys.get(&resolve(b))) else { continue };
+                let (Some(&x), Some(&y)) = (keys.get(&resolve(a)), keys.get(&resolve(b))) else { continue };
                 if x == y {
                     continue;
                 }
@@ -172,7 +194,7 @@ impl KnowledgeGraph {
                 e.chunk_cooccurrences += chunk;
             }
             for r in &g.relations {
-                let (Some(&x), Some(&y)) = (kg.keys.get(&resolve(&r.from)), kg.keys.get(&resolve(&r.to))) else { continue };
+                let (Some(&x), Some(&y)) = (keys.get(&resolve(&r.from)), keys.get(&resolve(&r.to))) else { continue };
                 if x != y {
                     let e = edges.entry((x.min(y), x.max(y))).or_default();
                     if !e.relations.contains(&(r.kind, x, y)) {
@@ -180,7 +202,7 @@ impl KnowledgeGraph {
                     }
                 }
             }
-        }
+        })?;
         let n = total_chunks.max(1) as f32;
         for ((x, y), mut e) in edges {
             // One chunk together and never in a sentence together is noise.
@@ -215,7 +237,7 @@ impl KnowledgeGraph {
                 std::iter::once((i as u32, e.name.as_str())).chain(e.aliases.iter().map(move |a| (i as u32, a.as_str())))
             });
         kg.entity_index = EntityIndex::build(names).ok();
-        kg
+        Ok(kg)
     }
 
     pub fn entity_id(&self, key: &str) -> Option<u32> {

@@ -39,6 +39,7 @@ pub struct ChunkRecord {
 }
 
 const GENERATION: &[u8] = b"meta/generation";
+const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 fn doc_key(id: &str) -> Vec<u8> {
     format!("doc/{id}").into_bytes()
@@ -64,7 +65,6 @@ fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T> {
 pub struct Contents {
     pub docs: BTreeMap<String, DocRecord>,
     pub chunks: BTreeMap<u64, ChunkRecord>,
-    pub graphs: BTreeMap<String, DocGraph>,
     pub generation: u64,
 }
 
@@ -76,7 +76,9 @@ pub struct Store {
 impl Store {
     pub fn open(path: &Path) -> Result<Self> {
         std::fs::create_dir_all(path).map_err(|source| EngineError::Read { path: path.to_path_buf(), source })?;
-        let db = sled::Config::new().path(path).mode(sled::Mode::LowSpace).open().map_err(|e| match e {
+        // sled caches up to 1 GiB of pages by default; the engine keeps its own decoded copy of
+        // everything, so a small cache is enough (and matters on a 4 GB board).
+        let db = sled::Config::new().path(path).mode(sled::Mode::LowSpace).cache_capacity(CACHE_BYTES).open().map_err(|e| match e {
             // sled reports a held file lock as an I/O error mentioning the lock.
             sled::Error::Io(io) if io.to_string().to_lowercase().contains("lock") || io.kind() == std::io::ErrorKind::WouldBlock => {
                 EngineError::Locked { path: path.to_path_buf() }
@@ -102,12 +104,27 @@ impl Store {
             let chunk: ChunkRecord = decode(&k, &v)?;
             c.chunks.insert(chunk.id, chunk);
         }
+        Ok(c)
+    }
+
+    /// Calls `f` with every document's knowledge-graph contribution, one decoded at a time.
+    pub fn for_each_graph(&self, f: &mut dyn FnMut(&DocGraph)) -> Result<()> {
         for item in self.db.scan_prefix(b"graph/") {
             let (k, v) = item?;
-            let id = String::from_utf8_lossy(&k["graph/".len()..]).into_owned();
-            c.graphs.insert(id, decode(&k, &v)?);
+            let graph: DocGraph = decode(&k, &v)?;
+            f(&graph);
         }
-        Ok(c)
+        Ok(())
+    }
+
+    /// Ids of the documents whose contribution is stored.
+    pub fn graph_ids(&self) -> Result<Vec<String>> {
+        let mut ids = Vec::new();
+        for key in self.db.scan_prefix(b"graph/").keys() {
+            let key = key?;
+            ids.push(String::from_utf8_lossy(&key["graph/".len()..]).into_owned());
+        }
+        Ok(ids)
     }
 
     /// Replaces `replaced` (if any) by the new document, atomically and durably. Returns the
