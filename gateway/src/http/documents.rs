@@ -199,33 +199,40 @@ async fn entities(
     if query.q.len() > 200 {
         return Err(ApiError::invalid_field("q", "the query is longer than 200 characters"));
     }
-    let snapshot = engine.snapshot();
-    let kg = &snapshot.kg;
-    let data: Vec<Value> = kg
-        .search(&query.q, limit)
-        .into_iter()
-        .map(|id| {
-            let e = &kg.entities[id as usize];
-            let neighbours: Vec<Value> = kg
-                .neighbours(id, 10)
-                .into_iter()
-                .map(|(n, edge)| {
-                    let relations: Vec<Value> = edge
-                        .relations
-                        .iter()
-                        .map(|(kind, from, to)| {
-                            json!({"type": kind.as_str(), "from": kg.entities[*from as usize].name, "to": kg.entities[*to as usize].name})
-                        })
-                        .collect();
-                    json!({"name": kg.entities[n as usize].name, "weight": edge.weight, "relations": relations})
+    // Entity search scans the graph and runs fuzzy matching: off the async workers.
+    let q = query.q;
+    let data = tokio::task::spawn_blocking(move || {
+        let snapshot = engine.snapshot();
+        let kg = &snapshot.kg;
+        let data: Vec<Value> = kg
+            .search(&q, limit)
+            .into_iter()
+            .map(|id| {
+                let e = &kg.entities[id as usize];
+                let neighbours: Vec<Value> = kg
+                    .neighbours(id, 10)
+                    .into_iter()
+                    .map(|(n, edge)| {
+                        let relations: Vec<Value> = edge
+                            .relations
+                            .iter()
+                            .map(|(kind, from, to)| {
+                                json!({"type": kind.as_str(), "from": kg.entities[*from as usize].name, "to": kg.entities[*to as usize].name})
+                            })
+                            .collect();
+                        json!({"name": kg.entities[n as usize].name, "weight": edge.weight, "relations": relations})
+                    })
+                    .collect();
+                json!({
+                    "name": e.name, "aliases": e.aliases, "mentions": e.mentions, "documents": e.documents,
+                    "chunks": e.chunks.len(), "community": e.community, "neighbours": neighbours,
                 })
-                .collect();
-            json!({
-                "name": e.name, "aliases": e.aliases, "mentions": e.mentions, "documents": e.documents,
-                "chunks": e.chunks.len(), "community": e.community, "neighbours": neighbours,
             })
-        })
-        .collect();
+            .collect();
+        data
+    })
+    .await
+    .map_err(|_| ApiError::internal())?;
     Ok(Json(json!({"object": "list", "data": data})))
 }
 
