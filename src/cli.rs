@@ -1,5 +1,6 @@
 //! Command-line interface: `uag serve`, `uag config check`, `uag version`, and the
-//! knowledge-base commands of [`crate::kb`] (`ingest`, `ask`, `kg`, `eval`).
+//! knowledge-base commands of [`crate::kb`] (`ingest`, `ask`, `kg`, `eval`), and the model
+//! commands of [`crate::models_cli`] (`models list|fetch|verify|path|convert`).
 //!
 //! `--config PATH` (or `UAG_CONFIG`) is global, so every subcommand reads the same file.
 //! Without it, `./uag.toml`, then `$CONFIGURATION_DIRECTORY/uag.toml` (systemd), then
@@ -51,6 +52,11 @@ enum Command {
     Eval {
         #[command(subcommand)]
         command: crate::kb::EvalCommand,
+    },
+    /// Install and check local model files (ASR, LLM, embeddings, TTS).
+    Models {
+        #[command(subcommand)]
+        command: crate::models_cli::ModelsCommand,
     },
 }
 
@@ -131,6 +137,7 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
         Command::Ask(args) => crate::kb::ask(&load(cli.config.as_deref())?.0, &args),
         Command::Kg { command } => crate::kb::kg(&load(cli.config.as_deref())?.0, command),
         Command::Eval { command } => crate::kb::eval(&load(cli.config.as_deref())?.0, command),
+        Command::Models { command } => crate::models_cli::run(&load(cli.config.as_deref())?.0, command),
     }
 }
 

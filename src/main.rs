@@ -2,6 +2,7 @@
 
 mod cli;
 mod kb;
+mod models_cli;
 mod systemd;
 
 use std::process::ExitCode;

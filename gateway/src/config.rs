@@ -127,12 +127,55 @@ fn default_state_dir() -> PathBuf {
     PathBuf::from("uag-data")
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// Local model runtimes (`uag models list` shows the ids).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelsConfig {
     /// Model files; defaults to `<data_dir>/models`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dir: Option<PathBuf>,
+    /// Model ids preferred per kind over the manifest's defaults (e.g. `["whisper-base"]` for
+    /// speech in other languages than English). Each must be a known id.
+    pub prefer: Vec<String>,
+    /// Model ids loaded at start-up rather than on first use (or `["defaults"]` for the
+    /// installed default of every kind).
+    pub preload: Vec<String>,
+    /// Requests waiting per runtime before new ones get 503 with Retry-After.
+    pub queue_depth: usize,
+    /// whisper.cpp threads per transcription; 0 = all cores.
+    pub asr_threads: usize,
+    /// ONNX Runtime threads for speech synthesis; 0 = up to 2.
+    pub tts_threads: usize,
+    /// Largest LLM context (prompt + answer) in tokens; bounds the KV-cache memory.
+    pub llm_context: usize,
+    /// Longest answer the local LLM writes when the request sets no `max_tokens`.
+    pub llm_max_tokens: usize,
+    /// Passages (and words per passage) the local LLM gets for a grounded answer.
+    pub rag_passages: usize,
+    pub rag_passage_words: usize,
+    /// Largest audio upload for transcription, in bytes.
+    pub max_audio_bytes: usize,
+    /// Longest text `/v1/audio/speech` synthesises, in characters (OpenAI's limit is 4096).
+    pub max_speech_chars: usize,
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            prefer: Vec::new(),
+            preload: Vec::new(),
+            queue_depth: 8,
+            asr_threads: 0,
+            tts_threads: 0,
+            llm_context: 2048,
+            llm_max_tokens: 256,
+            rag_passages: 4,
+            rag_passage_words: 120,
+            max_audio_bytes: 25 * 1024 * 1024,
+            max_speech_chars: 4096,
+        }
+    }
 }
 
 /// The in-process GraphRAG engine (provider `local`).
@@ -522,6 +565,56 @@ impl Config {
         self.server.listen.parse().map_err(|_| format!("`{}` is not an address:port", self.server.listen))
     }
 
+    fn validate_models(&self) -> Result<(), (String, String)> {
+        let m = &self.models;
+        let manifest = uag_models::manifest::Manifest::embedded().map_err(|e| ("models".to_owned(), e.to_string()))?;
+        for (key, ids) in [("prefer", &m.prefer), ("preload", &m.preload)] {
+            for (i, id) in ids.iter().enumerate() {
+                if key == "preload" && id == "defaults" {
+                    continue;
+                }
+                if manifest.get(id).is_none() {
+                    let known: Vec<&str> = manifest.models.iter().map(|e| e.id.as_str()).collect();
+                    return Err((format!("models.{key}[{i}]"), format!("unknown model `{id}`; known: {}", known.join(", "))));
+                }
+            }
+        }
+        let checks: [(&str, usize, usize, usize); 6] = [
+            ("queue_depth", m.queue_depth, 1, 1024),
+            ("llm_context", m.llm_context, 256, 131_072),
+            ("llm_max_tokens", m.llm_max_tokens, 1, 8192),
+            ("rag_passages", m.rag_passages, 1, 20),
+            ("rag_passage_words", m.rag_passage_words, 20, 1000),
+            ("max_speech_chars", m.max_speech_chars, 1, 100_000),
+        ];
+        for (key, value, min, max) in checks {
+            if !(min..=max).contains(&value) {
+                return Err((format!("models.{key}"), format!("must be between {min} and {max}")));
+            }
+        }
+        if m.max_audio_bytes < 1024 {
+            return Err(("models.max_audio_bytes".into(), "must be at least 1024".into()));
+        }
+        Ok(())
+    }
+
+    /// The runtime settings of the local models.
+    pub fn model_runtime_config(&self) -> uag_models::runtime::RuntimeConfig {
+        let m = &self.models;
+        let mut rc = uag_models::runtime::RuntimeConfig::new(self.models_dir());
+        rc.queue_depth = m.queue_depth;
+        if m.asr_threads > 0 {
+            rc.asr_threads = m.asr_threads;
+        }
+        if m.tts_threads > 0 {
+            rc.tts_threads = m.tts_threads;
+        }
+        rc.llm_context = m.llm_context;
+        rc.preload = m.preload.clone();
+        rc.prefer = m.prefer.clone();
+        rc
+    }
+
     /// Checks what types cannot; the error is (key path, message).
     pub fn validate(&self) -> Result<(), (String, String)> {
         self.listen_addr().map_err(|m| ("server.listen".to_owned(), m))?;
@@ -534,6 +627,7 @@ impl Config {
         if self.graphrag.top_k == 0 || self.graphrag.top_k > 50 {
             return Err(("graphrag.top_k".into(), "must be between 1 and 50".into()));
         }
+        self.validate_models()?;
         if self.log.level.trim().is_empty() {
             return Err(("log.level".into(), "must not be empty (e.g. \"info\")".into()));
         }

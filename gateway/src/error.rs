@@ -43,6 +43,9 @@ pub enum ProviderError {
     /// The provider's component is not part of this installation.
     #[error("{what} is not installed: {hint}")]
     NotInstalled { what: String, hint: String },
+    /// A local runtime's queue is full; try again shortly (or the next provider now).
+    #[error("the local {runtime} runtime is busy")]
+    Busy { runtime: &'static str, retry_after: Duration },
     /// The provider's circuit breaker is open.
     #[error("provider `{provider}` is temporarily disabled after repeated failures")]
     CircuitOpen { provider: String },
@@ -67,6 +70,7 @@ impl ProviderError {
                 | ProviderError::StreamInterrupted(_)
                 | ProviderError::CircuitOpen { .. }
                 | ProviderError::NotInstalled { .. }
+                | ProviderError::Busy { .. }
         )
     }
 
@@ -96,6 +100,7 @@ impl ProviderError {
             ProviderError::StreamInterrupted(_) => "upstream_stream_interrupted",
             ProviderError::NotInstalled { .. } => "not_installed",
             ProviderError::CircuitOpen { .. } => "provider_unavailable",
+            ProviderError::Busy { .. } => "model_busy",
             ProviderError::Cancelled => "cancelled",
             ProviderError::Internal(_) => "internal_error",
         }
@@ -221,6 +226,11 @@ impl From<&ProviderError> for ApiError {
                 e.retry_after = Some(Duration::from_secs(5));
                 e
             }
+            ProviderError::Busy { retry_after, .. } => {
+                let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", code, err.to_string());
+                e.retry_after = Some(*retry_after);
+                e
+            }
             ProviderError::Internal(detail) => {
                 tracing::error!(%detail, "local provider failed");
                 Self::internal()
@@ -233,6 +243,59 @@ impl From<&ProviderError> for ApiError {
                 "the request was cancelled",
             ),
         }
+    }
+}
+
+impl From<uag_models::ModelError> for ProviderError {
+    /// How a local model failure looks to the router: a missing model or a full queue lets the
+    /// next provider in the chain answer; the caller's own mistakes do not.
+    fn from(err: uag_models::ModelError) -> Self {
+        use uag_models::ModelError as M;
+        match err {
+            M::NotInstalled { model, install_hint } => {
+                ProviderError::NotInstalled { what: format!("local model `{model}`"), hint: format!("install it with `{install_hint}`") }
+            }
+            M::Busy { runtime, retry_after_s } => ProviderError::Busy { runtime, retry_after: Duration::from_secs(retry_after_s) },
+            M::InvalidInput(message) | M::UnsupportedAudio(message) => ProviderError::Rejected { status: 400, message },
+            other => ProviderError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<&uag_models::ModelError> for ApiError {
+    /// Local model failures on the model endpoints (`/v1/audio/*`, `/v1/embeddings`).
+    fn from(err: &uag_models::ModelError) -> Self {
+        use uag_models::ModelError as M;
+        match err {
+            M::NotInstalled { .. } => Self::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", "model_not_installed", err.to_string()),
+            M::Busy { retry_after_s, .. } => {
+                let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", "model_busy", err.to_string());
+                e.retry_after = Some(Duration::from_secs(*retry_after_s));
+                e
+            }
+            M::InvalidInput(message) => Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_input", message.clone()),
+            M::UnsupportedAudio(_) => Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", "unsupported_audio_format", err.to_string()),
+            M::Unavailable(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", "model_unavailable", err.to_string()),
+            M::Load { .. } => {
+                tracing::error!(error = %err, "model failed to load");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "service_unavailable",
+                    "model_unavailable",
+                    "the model is installed but failed to load; see the gateway log (`uag models verify` checks its files)",
+                )
+            }
+            other => {
+                tracing::error!(error = %other, "local model failed");
+                Self::internal()
+            }
+        }
+    }
+}
+
+impl From<uag_models::ModelError> for ApiError {
+    fn from(err: uag_models::ModelError) -> Self {
+        ApiError::from(&err)
     }
 }
 

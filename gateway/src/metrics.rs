@@ -41,6 +41,23 @@ pub struct TokenLabels {
     pub direction: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuntimeLabels {
+    /// `asr`, `llm`, `embed` or `tts`.
+    pub runtime: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    /// A manifest id (bounded: the manifest is compiled in).
+    pub model: String,
+}
+
+fn rtf_histogram() -> Histogram {
+    // Real-time factor: processing seconds per audio second; < 1 is faster than real time.
+    Histogram::new([0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0])
+}
+
 fn latency_histogram() -> Histogram {
     // 0.5 ms .. ~33 s: gateway overhead at the low end, LLM answers at the high end.
     Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
@@ -62,6 +79,13 @@ pub struct Metrics {
     pub kb_chunks: Gauge,
     pub kb_entities: Gauge,
     pub resident_memory: Gauge,
+    pub runtime_queue_depth: Family<RuntimeLabels, Gauge>,
+    pub runtime_jobs: Family<RuntimeLabels, Gauge>,
+    pub runtime_busy_rejections: Family<RuntimeLabels, Gauge>,
+    pub runtime_busy_seconds: Family<RuntimeLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub model_loaded: Family<ModelLabels, Gauge>,
+    pub model_load_seconds: Family<ModelLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub asr_real_time_factor: Family<ModelLabels, Histogram, fn() -> Histogram>,
     pub build_info: Family<Vec<(String, String)>, Gauge>,
 }
 
@@ -87,6 +111,13 @@ impl Metrics {
             kb_chunks: Gauge::default(),
             kb_entities: Gauge::default(),
             resident_memory: Gauge::default(),
+            runtime_queue_depth: Family::default(),
+            runtime_jobs: Family::default(),
+            runtime_busy_rejections: Family::default(),
+            runtime_busy_seconds: Family::default(),
+            model_loaded: Family::default(),
+            model_load_seconds: Family::default(),
+            asr_real_time_factor: Family::new_with_constructor(rtf_histogram),
             build_info: Family::default(),
             registry: Registry::default(),
         };
@@ -103,6 +134,13 @@ impl Metrics {
         r.register("knowledge_base_chunks", "Chunks in the knowledge base", m.kb_chunks.clone());
         r.register("knowledge_base_entities", "Entities in the knowledge graph", m.kb_entities.clone());
         r.register("process_resident_memory_bytes", "Resident memory of the uag process", m.resident_memory.clone());
+        r.register("model_runtime_queue_depth", "Requests waiting per local model runtime", m.runtime_queue_depth.clone());
+        r.register("model_runtime_jobs", "Requests a local model runtime has finished (since start)", m.runtime_jobs.clone());
+        r.register("model_runtime_busy_rejections", "Requests refused because a runtime's queue was full", m.runtime_busy_rejections.clone());
+        r.register("model_runtime_busy_seconds", "Seconds a local model runtime spent working (since start)", m.runtime_busy_seconds.clone());
+        r.register("model_loaded", "1 while a local model is loaded in memory", m.model_loaded.clone());
+        r.register("model_load_seconds", "How long the local model took to load", m.model_load_seconds.clone());
+        r.register("asr_real_time_factor", "Transcription time per second of audio", m.asr_real_time_factor.clone());
         r.register("build_info", "uag version", m.build_info.clone());
         m.build_info.get_or_create(&vec![("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned())]).set(1);
         Arc::new(Metrics { registry: root, ..m })
@@ -134,6 +172,44 @@ impl Metrics {
 
     pub fn count_fallback(&self, provider: &str) {
         self.fallbacks.get_or_create(&ProviderLabels { provider: provider.to_owned() }).inc();
+    }
+
+    pub fn observe_asr(&self, model: &str, audio_seconds: f32, elapsed: Duration) {
+        if audio_seconds > 0.0 {
+            let rtf = elapsed.as_secs_f64() / f64::from(audio_seconds);
+            self.asr_real_time_factor.get_or_create(&ModelLabels { model: model.to_owned() }).observe(rtf);
+        }
+    }
+
+    /// Mirrors the runtimes' counters (read at scrape time, so the workers never touch metrics).
+    pub fn observe_runtimes(&self, status: &[uag_models::runtime::RuntimeStatus]) {
+        for s in status {
+            let labels = RuntimeLabels { runtime: s.kind.as_str().to_owned() };
+            self.runtime_queue_depth.get_or_create(&labels).set(s.queue_depth as i64);
+            self.runtime_jobs.get_or_create(&labels).set(s.jobs_done as i64);
+            self.runtime_busy_rejections.get_or_create(&labels).set(s.busy_rejections as i64);
+            self.runtime_busy_seconds.get_or_create(&labels).set(s.busy_seconds);
+            for (model, seconds) in &s.loaded {
+                let labels = ModelLabels { model: model.clone() };
+                self.model_loaded.get_or_create(&labels).set(1);
+                self.model_load_seconds.get_or_create(&labels).set(*seconds);
+            }
+        }
+        // Models evicted since the last scrape read 0.
+        let loaded: Vec<&str> = status.iter().flat_map(|s| s.loaded.iter().map(|(m, _)| m.as_str())).collect();
+        let known: Vec<String> = uag_models::manifest::Manifest::embedded().map(|m| m.models.into_iter().map(|e| e.id).collect()).unwrap_or_default();
+        for model in known {
+            if !loaded.contains(&model.as_str()) {
+                if let Some(g) = self.model_loaded_if_present(&model) {
+                    g.set(0);
+                }
+            }
+        }
+    }
+
+    fn model_loaded_if_present(&self, model: &str) -> Option<Gauge> {
+        let labels = ModelLabels { model: model.to_owned() };
+        self.model_loaded.get(&labels).map(|g| g.clone())
     }
 
     /// The exposition text.

@@ -39,7 +39,11 @@ pub struct Registry {
 impl Registry {
     /// Builds every provider, resolving credentials. `config` has been validated, so an error
     /// here is an environment change between validation and start-up (a credential file gone).
-    pub fn from_config(config: &Config, engine: Option<Arc<uag_graphrag::Engine>>) -> Result<Self, RegistryError> {
+    pub fn from_config(
+        config: &Config,
+        engine: Option<Arc<uag_graphrag::Engine>>,
+        models: Option<Arc<uag_models::runtime::ModelRuntimes>>,
+    ) -> Result<Self, RegistryError> {
         let client = upstream::http_client().map_err(|e| RegistryError::Client(e.to_string()))?;
         let breaker = &config.routes.circuit_breaker;
         let cooldown = Duration::from_millis(breaker.cooldown_ms);
@@ -48,7 +52,7 @@ impl Registry {
             let fail = |message: String| RegistryError::Provider { index, name: pc.name().to_owned(), message };
             let (provider, timeout): (Arc<dyn Provider>, Duration) = match pc {
                 ProviderConfig::Local(c) => {
-                    (Arc::new(LocalProvider::new(&c.name, engine.clone(), config.graphrag.top_k)), config.server.request_timeout())
+                    (Arc::new(LocalProvider::new(&c.name, engine.clone(), models.clone(), &config.graphrag, &config.models)), config.server.request_timeout())
                 }
                 ProviderConfig::OpenAi(c)
                 | ProviderConfig::Anthropic(c)

@@ -129,3 +129,88 @@ fn overview(retrieval: &Retrieval) -> Answer {
     }
     Answer { text: format!("The knowledge base covers these main topics. {}", parts.join(" ")), citations }
 }
+
+/// What the local LLM is given to answer from: instructions, the numbered passages and the
+/// question, plus the citations those numbers refer to (so the caller can show sources even
+/// when the model cites badly).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroundedPrompt {
+    pub system: String,
+    pub user: String,
+    pub citations: Vec<Citation>,
+}
+
+/// Instructions for grounded answers. Short on purpose: small local models follow short,
+/// concrete rules better than long ones.
+pub const GROUNDED_SYSTEM_PROMPT: &str = "You answer questions using only the numbered passages you are given. \
+Cite the passage numbers you used in square brackets, like [1] or [2]. \
+Answer in two to four sentences. \
+If the passages do not contain the answer, say that the knowledge base does not say.";
+
+/// Builds the LLM prompt for `question` from the retrieval, keeping at most `max_passages`
+/// passages of at most `max_words` words each (the budget that keeps prompt processing fast
+/// on a small CPU and within a small model's context).
+pub fn grounded_prompt(question: &str, retrieval: &Retrieval, max_passages: usize, max_words: usize) -> GroundedPrompt {
+    let mut citations = Vec::new();
+    let mut context = String::new();
+    for passage in retrieval.passages.iter().take(max_passages) {
+        let index = citations.len() as u32 + 1;
+        let chunk = &passage.chunk;
+        let words: Vec<&str> = chunk.text.split_whitespace().collect();
+        let body = if words.len() > max_words { format!("{} ...", words[..max_words].join(" ")) } else { words.join(" ") };
+        let heading = match chunk.section.last() {
+            Some(section) if !passage.title.is_empty() => format!("{} / {section}", passage.title),
+            Some(section) => section.clone(),
+            None => passage.title.clone(),
+        };
+        context.push_str(&format!("[{index}] ({heading}) {body}\n\n"));
+        citations.push(Citation {
+            index,
+            document: passage.document.clone(),
+            title: passage.title.clone(),
+            section: chunk.section.last().cloned(),
+            snippet: snippet(&chunk.text),
+            score: passage.score,
+        });
+    }
+    let user = if citations.is_empty() {
+        format!("There are no passages about this question.\n\nQuestion: {}", question.trim())
+    } else {
+        format!("Passages:\n\n{context}Question: {}", question.trim())
+    };
+    GroundedPrompt { system: GROUNDED_SYSTEM_PROMPT.to_string(), user, citations }
+}
+
+/// Citation numbers the model actually used, in order of first use, restricted to those that
+/// exist (a small model sometimes invents `[7]` with five passages).
+pub fn cited_indices(text: &str, available: usize) -> Vec<u32> {
+    let mut seen = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find('[') {
+        rest = &rest[start + 1..];
+        let Some(end) = rest.find(']') else { break };
+        for part in rest[..end].split(',') {
+            if let Ok(n) = part.trim().parse::<u32>()
+                && n >= 1
+                && (n as usize) <= available
+                && !seen.contains(&n)
+            {
+                seen.push(n);
+            }
+        }
+        rest = &rest[end..];
+    }
+    seen
+}
+
+#[cfg(test)]
+mod grounded_tests {
+    use super::*;
+
+    #[test]
+    fn cited_indices_keep_order_and_drop_invented_numbers() {
+        assert_eq!(cited_indices("A [2]. B [1, 2]. C [7]. D [x]", 3), vec![2, 1]);
+        assert_eq!(cited_indices("no citations", 3), Vec::<u32>::new());
+        assert_eq!(cited_indices("unclosed [1", 3), Vec::<u32>::new());
+    }
+}

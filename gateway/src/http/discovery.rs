@@ -24,10 +24,36 @@ pub async fn healthz() -> Json<Value> {
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let providers: Vec<Value> =
         state.router.registry().entries().iter().map(|e| json!({"name": e.provider.name(), "circuit": e.breaker.state()})).collect();
+    let models = state.models.as_ref().map(|m| models_overview(m));
     if state.shutdown.is_cancelled() {
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "shutting_down", "providers": providers}))).into_response();
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "shutting_down", "providers": providers, "models": models})))
+            .into_response();
     }
-    Json(json!({"status": "ready", "providers": providers})).into_response()
+    Json(json!({"status": "ready", "providers": providers, "models": models})).into_response()
+}
+
+/// Per model kind: what is loaded, what would be used, and the queue. A kind with no installed
+/// model does not make the gateway unready (cloud fallbacks and extractive answers still work);
+/// it shows `installed: null` with the command that installs the default.
+fn models_overview(models: &uag_models::runtime::ModelRuntimes) -> Value {
+    let status = models.status();
+    let kinds: serde_json::Map<String, Value> = status
+        .iter()
+        .map(|s| {
+            let install = models.manifest().defaults().find(|m| m.kind == s.kind).map(|m| m.install_hint());
+            let loaded: Vec<Value> = s.loaded.iter().map(|(id, secs)| json!({"model": id, "load_seconds": secs})).collect();
+            let value = json!({
+                "installed": s.installed_default,
+                "loaded": loaded,
+                "queue_depth": s.queue_depth,
+                "queue_capacity": s.queue_capacity,
+                "install": if s.installed_default.is_none() { install } else { None },
+                "last_error": s.last_error,
+            });
+            (s.kind.as_str().to_owned(), value)
+        })
+        .collect();
+    Value::Object(kinds)
 }
 
 /// `GET /metrics`: the Prometheus exposition; gauges that mirror state are refreshed here.
@@ -46,6 +72,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         m.kb_documents.set(snapshot.docs.len() as i64);
         m.kb_chunks.set(snapshot.chunks.len() as i64);
         m.kb_entities.set(snapshot.kg.entities.len() as i64);
+    }
+    if let Some(models) = &state.models {
+        m.observe_runtimes(&models.status());
     }
     m.resident_memory.set(resident_memory_bytes());
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], m.render()).into_response()

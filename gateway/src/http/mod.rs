@@ -4,8 +4,10 @@
 //! - [`ws`]: `GET /v1/inference/stream` (WebSocket, several requests per connection)
 //! - [`openai`]: OpenAI-compatible `POST /v1/chat/completions` and `GET /v1/models`
 //! - [`discovery`]: `GET /v1/providers`, `/healthz`, `/readyz`
+//! - [`audio`]: `POST /v1/audio/transcriptions`, `/v1/audio/speech`, `/v1/embeddings` (local models)
 //! - [`extract`]: the JSON body extractor whose errors name the offending field
 
+pub mod audio;
 pub mod discovery;
 pub mod documents;
 pub mod extract;
@@ -39,6 +41,7 @@ use crate::metrics::{HttpLabels, Metrics};
 use crate::registry::{Registry, RegistryError};
 
 use crate::routing::FallbackRouter;
+use uag_models::runtime::ModelRuntimes;
 pub use documents::ingest_sample_knowledge_base;
 
 /// Why the application could not be assembled.
@@ -48,6 +51,8 @@ pub enum StartupError {
     Registry(#[from] RegistryError),
     #[error("cannot open the knowledge base: {0}")]
     KnowledgeBase(#[from] uag_graphrag::EngineError),
+    #[error("cannot start the local model runtimes: {0}")]
+    Models(#[from] uag_models::ModelError),
 }
 
 /// Everything a handler needs; cheap to clone.
@@ -57,6 +62,8 @@ pub struct AppState {
     pub router: Arc<FallbackRouter>,
     /// The GraphRAG engine behind provider `local` and the documents API.
     pub engine: Option<Arc<uag_graphrag::Engine>>,
+    /// Local ASR, LLM, embeddings and TTS, each on its own worker thread.
+    pub models: Option<Arc<ModelRuntimes>>,
     pub metrics: Arc<Metrics>,
     /// Fired once on SIGTERM/SIGINT: WebSockets drain and close, `/readyz` turns 503.
     pub shutdown: CancellationToken,
@@ -68,8 +75,12 @@ impl AppState {
     /// Opens the knowledge base under the data directory and builds the providers.
     pub fn new(config: Config) -> Result<Self, StartupError> {
         let engine = Arc::new(uag_graphrag::Engine::open(&config.graphrag_dir())?);
-        let registry = Registry::from_config(&config, Some(Arc::clone(&engine)))?;
-        Ok(Self::with_registry(config, registry, Some(engine)))
+        let manifest = uag_models::manifest::Manifest::embedded()?;
+        let models = ModelRuntimes::start(manifest, config.model_runtime_config())?;
+        let registry = Registry::from_config(&config, Some(Arc::clone(&engine)), Some(Arc::clone(&models)))?;
+        let mut state = Self::with_registry(config, registry, Some(engine));
+        state.models = Some(models);
+        Ok(state)
     }
 
     /// State over a ready-made registry (tests plug in their own providers).
@@ -80,6 +91,7 @@ impl AppState {
             config: Arc::new(config),
             router: Arc::new(router),
             engine,
+            models: None,
             metrics,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -97,6 +109,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/inference/stream", get(ws::upgrade))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/models", get(openai::models))
+        .merge(audio::routes(&state.config.models))
         .route("/v1/providers", get(discovery::providers))
         .route("/metrics", get(discovery::metrics))
         .merge(documents::routes(state.config.graphrag.max_document_bytes))
