@@ -2,9 +2,13 @@
 # Prepares a fresh Debian machine for uag. Idempotent: a second run changes nothing and
 # takes seconds.
 #
-#   scripts/setup.sh            what building and running uag needs
+#   scripts/setup.sh            what building and running uag needs, and the default local models
+#                                 (scripts/fetch-models.sh: whisper tiny.en, SmolLM2, MiniLM,
+#                                 the Piper voice, ONNX Runtime; ~450 MB, verified by sha256)
 #   scripts/setup.sh --test     + what the test suite needs: the official openai SDK in .venv-sdk,
-#                                 nginx, openssl, docker-compose and systemd tools (deploy checks)
+#                                 nginx, openssl, docker-compose and systemd tools (deploy checks),
+#                                 and the multilingual whisper-base model
+#   scripts/setup.sh --no-models  skip the model download (build and run without local models)
 #   scripts/setup.sh --bench    + the load generator for scripts/bench-gateway.sh (oha)
 #   scripts/setup.sh --cross    + the aarch64 cross toolchain and qemu (scripts/cross-build.sh)
 #   scripts/setup.sh --deploy   + what the deployment checks use (nginx, docker-compose, openssl)
@@ -15,14 +19,16 @@ want_test=0
 want_bench=0
 want_cross=0
 want_deploy=0
+want_models=1
 for arg in "$@"; do
   case "$arg" in
     --test) want_test=1; want_deploy=1 ;;
     --bench) want_bench=1 ;;
     --cross) want_cross=1 ;;
     --deploy) want_deploy=1 ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
-    *) echo "setup.sh: unknown option $arg (use --test, --bench, --cross, --deploy)" >&2; exit 2 ;;
+    --no-models) want_models=0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    *) echo "setup.sh: unknown option $arg (use --test, --bench, --cross, --deploy, --no-models)" >&2; exit 2 ;;
   esac
 done
 
@@ -37,7 +43,10 @@ log() { printf 'setup: %s\n' "$*"; }
 
 # --- Debian packages -------------------------------------------------------------------------
 # debian-handbook: the sample knowledge base ingested on first start (and the evaluation corpus).
-packages=(ca-certificates pkg-config gcc python3 python3-venv procps debian-handbook)
+# cmake, g++, clang/libclang-dev: whisper.cpp and its bindings; espeak-ng: phonemes for the
+# Piper voices (loaded at run time); python3-pip and curl: model downloads.
+packages=(ca-certificates pkg-config gcc g++ cmake clang libclang-dev python3 python3-venv python3-pip curl procps
+  espeak-ng espeak-ng-data debian-handbook)
 if [ "$want_cross" = 1 ]; then packages+=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user file); fi
 if [ "$want_deploy" = 1 ]; then packages+=(nginx docker-compose openssl systemd); fi
 missing=()
@@ -93,6 +102,19 @@ if [ "$want_bench" = 1 ]; then
   else
     log "oha $OHA_VERSION present"
   fi
+fi
+
+# --- Local models ----------------------------------------------------------------------------
+if [ "$want_models" = 1 ]; then
+  # The test suite runs against real models; it builds the debug binary anyway, so fetch with it.
+  if [ "$want_test" = 1 ]; then
+    UAG_FETCH_PROFILE=dev "$root/scripts/fetch-models.sh"
+    UAG_FETCH_PROFILE=dev "$root/scripts/fetch-models.sh" whisper-base
+  else
+    "$root/scripts/fetch-models.sh"
+  fi
+else
+  log "skipping local models (--no-models); scripts/fetch-models.sh installs them later"
 fi
 
 log "done"

@@ -66,9 +66,8 @@ fn decode_mono(bytes: &[u8], extension_hint: Option<&str>) -> Result<(Vec<f32>, 
     }
     // Gapless trims MP3/Vorbis encoder padding, which would otherwise shift timestamps.
     let format_options = FormatOptions { enable_gapless: true, ..FormatOptions::default() };
-    let probed = symphonia::default::get_probe()
-        .format(&hint, source, &format_options, &MetadataOptions::default())
-        .map_err(|e| match e {
+    let probed =
+        symphonia::default::get_probe().format(&hint, source, &format_options, &MetadataOptions::default()).map_err(|e| match e {
             SymphoniaError::IoError(_) => ModelError::UnsupportedAudio(format!("the audio file is truncated ({SUPPORTED_FORMATS})")),
             _ => ModelError::UnsupportedAudio(format!("unrecognised audio format ({SUPPORTED_FORMATS})")),
         })?;
@@ -324,13 +323,23 @@ pub(crate) mod test_audio {
     /// A FLAC file with VERBATIM subframes (valid, just uncompressed): no encoder is installed
     /// here, and this exercises symphonia's FLAC demuxer and decoder all the same.
     pub(crate) fn flac_pcm16(frames: &[Vec<i16>], sample_rate: u32) -> Vec<u8> {
-        const BLOCK: usize = 4096;
+        let (stream_info, flac_frames) = flac_parts(frames, sample_rate);
+        let mut out = b"fLaC".to_vec();
+        out.extend(stream_info);
+        out.extend(flac_frames.into_iter().flatten());
+        out
+    }
+
+    const FLAC_BLOCK: usize = 4096;
+
+    /// The STREAMINFO metadata block (flagged as the last one) and the encoded frames.
+    fn flac_parts(frames: &[Vec<i16>], sample_rate: u32) -> (Vec<u8>, Vec<Vec<u8>>) {
         let channels = frames.first().map_or(1, Vec::len);
-        let mut w = BitWriter { bytes: b"fLaC".to_vec(), acc: 0, n: 0 };
+        let mut w = BitWriter { bytes: Vec::new(), acc: 0, n: 0 };
         w.put(0x80, 8); // last metadata block, STREAMINFO
         w.put(34, 24);
-        w.put(BLOCK as u64, 16);
-        w.put(BLOCK as u64, 16);
+        w.put(FLAC_BLOCK as u64, 16);
+        w.put(FLAC_BLOCK as u64, 16);
         w.put(0, 24);
         w.put(0, 24);
         w.put(u64::from(sample_rate), 20);
@@ -339,9 +348,11 @@ pub(crate) mod test_audio {
         w.put(frames.len() as u64, 36);
         w.put(0, 64);
         w.put(0, 64);
-        for (index, block) in frames.chunks(BLOCK).enumerate() {
+        let stream_info = w.bytes;
+        let mut encoded = Vec::new();
+        for (index, block) in frames.chunks(FLAC_BLOCK).enumerate() {
             assert!(index < 128, "one-byte frame numbers only");
-            let start = w.bytes.len();
+            let mut w = BitWriter { bytes: Vec::new(), acc: 0, n: 0 };
             w.put(0xFFF8, 16); // sync, fixed block size
             w.put(0b0111, 4); // block size: 16 bits at the end of the header
             w.put(0b0000, 4); // sample rate: from STREAMINFO
@@ -350,7 +361,7 @@ pub(crate) mod test_audio {
             w.put(0, 1);
             w.put(index as u64, 8);
             w.put(block.len() as u64 - 1, 16);
-            let crc = crc8(&w.bytes[start..]);
+            let crc = crc8(&w.bytes);
             w.put(u64::from(crc), 8);
             for ch in 0..channels {
                 w.put(0b0000_0010, 8); // VERBATIM, no wasted bits
@@ -358,10 +369,79 @@ pub(crate) mod test_audio {
                     w.put(u64::from(frame[ch] as u16), 16);
                 }
             }
-            let crc = crc16(&w.bytes[start..]);
+            let crc = crc16(&w.bytes);
             w.put(u64::from(crc), 16);
+            encoded.push(w.bytes);
         }
-        w.bytes
+        (stream_info, encoded)
+    }
+
+    fn ogg_crc(data: &[u8]) -> u32 {
+        data.iter().fold(0u32, |mut crc, b| {
+            crc ^= u32::from(*b) << 24;
+            for _ in 0..8 {
+                crc = if crc & 0x8000_0000 != 0 { (crc << 1) ^ 0x04c1_1db7 } else { crc << 1 };
+            }
+            crc
+        })
+    }
+
+    /// An Ogg stream with one packet per page; `packets` are (granule position, data).
+    fn ogg(packets: &[(u64, Vec<u8>)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (seq, (granule, packet)) in packets.iter().enumerate() {
+            let mut page = b"OggS\0".to_vec();
+            let flags = if seq == 0 {
+                0x02
+            } else if seq + 1 == packets.len() {
+                0x04
+            } else {
+                0
+            };
+            page.push(flags);
+            page.extend_from_slice(&granule.to_le_bytes());
+            page.extend_from_slice(&0x5541_4721u32.to_le_bytes());
+            page.extend_from_slice(&(seq as u32).to_le_bytes());
+            page.extend_from_slice(&[0; 4]);
+            let mut lacing = vec![255u8; packet.len() / 255];
+            lacing.push((packet.len() % 255) as u8);
+            assert!(lacing.len() <= 255, "packet too long for one page");
+            page.push(lacing.len() as u8);
+            page.extend_from_slice(&lacing);
+            page.extend_from_slice(packet);
+            let crc = ogg_crc(&page);
+            page[22..26].copy_from_slice(&crc.to_le_bytes());
+            out.extend(page);
+        }
+        out
+    }
+
+    /// FLAC in Ogg (the Ogg FLAC mapping), to exercise symphonia's Ogg demuxer with real audio.
+    pub(crate) fn ogg_flac_pcm16(frames: &[Vec<i16>], sample_rate: u32) -> Vec<u8> {
+        let (stream_info, flac_frames) = flac_parts(frames, sample_rate);
+        let mut head = vec![0x7F];
+        head.extend_from_slice(b"FLAC");
+        head.extend_from_slice(&[1, 0, 0, 0]);
+        head.extend_from_slice(b"fLaC");
+        head.extend(stream_info);
+        let mut packets = vec![(0, head)];
+        let mut samples = 0u64;
+        for (frame, block) in flac_frames.into_iter().zip(frames.chunks(FLAC_BLOCK)) {
+            samples += block.len() as u64;
+            packets.push((samples, frame));
+        }
+        ogg(&packets)
+    }
+
+    /// An Ogg/Opus stream (a codec this build does not decode).
+    pub(crate) fn ogg_opus() -> Vec<u8> {
+        let mut head = b"OpusHead".to_vec();
+        head.extend_from_slice(&[1, 1, 0x38, 0x01, 0x80, 0xBB, 0, 0, 0, 0, 0]);
+        let mut tags = b"OpusTags".to_vec();
+        tags.extend_from_slice(&[4, 0, 0, 0]);
+        tags.extend_from_slice(b"test");
+        tags.extend_from_slice(&[0, 0, 0, 0]);
+        ogg(&[(0, head), (0, tags), (960, vec![0xF8, 0xFF, 0xFE])])
     }
 
     /// Deterministic pseudo-random bytes (xorshift64).
@@ -411,11 +491,7 @@ mod tests {
             // from the edges where the chunked FFT sees the signal's start and end.
             let ideal = sine(440.0, to, 1.37, 0.5);
             let edge = to as usize / 20;
-            let max_err = out[edge..out.len() - edge]
-                .iter()
-                .zip(&ideal[edge..])
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let max_err = out[edge..out.len() - edge].iter().zip(&ideal[edge..]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             assert!(max_err < 0.002, "{from} -> {to}: max error {max_err}");
         }
     }
@@ -487,6 +563,22 @@ mod tests {
     }
 
     #[test]
+    fn ogg_flac_decodes_and_ogg_opus_is_refused() {
+        let tone = to_i16(&sine(300.0, 16_000, 1.1, 0.6));
+        let frames: Vec<Vec<i16>> = tone.iter().map(|s| vec![*s]).collect();
+        let ogg = ogg_flac_pcm16(&frames, 16_000);
+        for hint in [Some("ogg"), Some("oga"), None] {
+            let pcm = decode_to_mono_16k(&ogg, hint).unwrap();
+            assert_eq!(pcm.len(), tone.len());
+            assert!(pcm.iter().zip(&tone).all(|(got, want)| (got - f32::from(*want) / 32768.0).abs() < 1e-6));
+        }
+        match decode_to_mono_16k(&ogg_opus(), Some("ogg")) {
+            Err(ModelError::UnsupportedAudio(msg)) => assert!(msg.contains("codec"), "{msg}"),
+            other => panic!("expected UnsupportedAudio, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn wav_roundtrip_and_raw_pcm() {
         let samples = sine(1000.0, 16_000, 0.25, 0.9);
         let wav = encode_wav_pcm16(&samples, WHISPER_SAMPLE_RATE);
@@ -537,6 +629,7 @@ mod tests {
         let wav = espeak_wav(dir.path(), "en-us", "one two three");
         let tone: Vec<Vec<i16>> = to_i16(&sine(500.0, 16_000, 0.6, 0.5)).into_iter().map(|s| vec![s]).collect();
         let flac = flac_pcm16(&tone, 16_000);
+        let ogg = ogg_flac_pcm16(&tone, 16_000);
         let mut inputs: Vec<Vec<u8>> = Vec::new();
         for seed in 1..40u64 {
             inputs.push(noise_bytes(seed, (seed as usize * 997) % 20_000 + 1));
@@ -548,7 +641,7 @@ mod tests {
                 inputs.push(bytes);
             }
         }
-        for source in [&wav, &flac] {
+        for source in [&wav, &flac, &ogg] {
             for cut in [1, 4, 12, 40, 44, 45, 60, 100, 1000, source.len() / 2, source.len() - 1] {
                 inputs.push(source[..cut.min(source.len())].to_vec());
             }

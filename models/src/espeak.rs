@@ -36,24 +36,145 @@ struct EspeakVoice {
 /// `t_espeak_callback`; the event list is not read, so it stays opaque.
 type SynthCallback = unsafe extern "C" fn(*mut c_short, c_int, *mut c_void) -> c_int;
 
-#[link(name = "espeak-ng")]
-unsafe extern "C" {
-    fn espeak_Initialize(output: c_int, buflength: c_int, path: *const c_char, options: c_int) -> c_int;
-    fn espeak_Info(path_data: *mut *const c_char) -> *const c_char;
-    fn espeak_SetVoiceByName(name: *const c_char) -> c_int;
-    fn espeak_ListVoices(voice_spec: *mut EspeakVoice) -> *mut *const EspeakVoice;
-    fn espeak_TextToPhonemes(textptr: *mut *const c_void, textmode: c_int, phonememode: c_int) -> *const c_char;
-    fn espeak_SetSynthCallback(callback: Option<SynthCallback>);
-    fn espeak_Synth(
-        text: *const c_void,
-        size: usize,
-        position: c_uint,
-        position_type: c_int,
-        end_position: c_uint,
-        flags: c_uint,
-        unique_identifier: *mut c_uint,
-        user_data: *mut c_void,
-    ) -> c_int;
+type InitializeFn = unsafe extern "C" fn(c_int, c_int, *const c_char, c_int) -> c_int;
+type InfoFn = unsafe extern "C" fn(*mut *const c_char) -> *const c_char;
+type SetVoiceByNameFn = unsafe extern "C" fn(*const c_char) -> c_int;
+type ListVoicesFn = unsafe extern "C" fn(*mut EspeakVoice) -> *mut *const EspeakVoice;
+type TextToPhonemesFn = unsafe extern "C" fn(*mut *const c_void, c_int, c_int) -> *const c_char;
+type SetSynthCallbackFn = unsafe extern "C" fn(Option<SynthCallback>);
+type SynthFn =
+    unsafe extern "C" fn(*const c_void, usize, c_uint, c_int, c_uint, c_uint, *mut c_uint, *mut c_void) -> c_int;
+
+/// libespeak-ng, opened at run time rather than linked: the binary starts (and everything but
+/// speech works) on a device without espeak-ng, and cross builds need no arm64 copy of it.
+struct Api {
+    initialize: InitializeFn,
+    info: InfoFn,
+    set_voice_by_name: SetVoiceByNameFn,
+    list_voices: ListVoicesFn,
+    text_to_phonemes: TextToPhonemesFn,
+    set_synth_callback: SetSynthCallbackFn,
+    synth: SynthFn,
+    /// Keeps the function pointers above valid for the life of the process.
+    _library: libloading::Library,
+}
+
+static API: std::sync::OnceLock<std::result::Result<Api, String>> = std::sync::OnceLock::new();
+
+/// Debian's SONAME first, then the development symlink.
+const LIBRARY_NAMES: [&str; 2] = ["libespeak-ng.so.1", "libespeak-ng.so"];
+
+fn load_api() -> std::result::Result<Api, String> {
+    let mut last_error = String::new();
+    for name in LIBRARY_NAMES {
+        // SAFETY: libespeak-ng's initialisers only set up static data; loading it runs no code
+        // that could conflict with ours.
+        let library = match unsafe { libloading::Library::new(name) } {
+            Ok(library) => library,
+            Err(e) => {
+                last_error = e.to_string();
+                continue;
+            }
+        };
+        // SAFETY: each symbol is looked up with the signature speak_lib.h declares for it.
+        let api = unsafe {
+            let get = |symbol: &[u8]| -> std::result::Result<*mut c_void, String> {
+                library.get::<*mut c_void>(symbol).map(|s| *s).map_err(|e| e.to_string())
+            };
+            Api {
+                initialize: std::mem::transmute::<*mut c_void, InitializeFn>(get(b"espeak_Initialize\0")?),
+                info: std::mem::transmute::<*mut c_void, InfoFn>(get(b"espeak_Info\0")?),
+                set_voice_by_name: std::mem::transmute::<*mut c_void, SetVoiceByNameFn>(get(b"espeak_SetVoiceByName\0")?),
+                list_voices: std::mem::transmute::<*mut c_void, ListVoicesFn>(get(b"espeak_ListVoices\0")?),
+                text_to_phonemes: std::mem::transmute::<*mut c_void, TextToPhonemesFn>(get(b"espeak_TextToPhonemes\0")?),
+                set_synth_callback: std::mem::transmute::<*mut c_void, SetSynthCallbackFn>(get(b"espeak_SetSynthCallback\0")?),
+                synth: std::mem::transmute::<*mut c_void, SynthFn>(get(b"espeak_Synth\0")?),
+                _library: library,
+            }
+        };
+        return Ok(api);
+    }
+    Err(last_error)
+}
+
+/// The loaded library, or a "not installed" error that says which package provides it.
+fn api() -> Result<&'static Api> {
+    API.get_or_init(load_api).as_ref().map_err(|e| {
+        tracing::warn!(error = %e, "libespeak-ng could not be loaded");
+        ModelError::NotInstalled {
+            model: "espeak-ng".into(),
+            install_hint: "apt install espeak-ng (Debian/Raspberry Pi OS: package espeak-ng)".into(),
+        }
+    })
+}
+
+// Thin forwarders with espeak-ng's own names, so the call sites read like the C API. Each is
+// only reached after `initialize` loaded the library; before that they fail like espeak does.
+#[allow(non_snake_case)]
+unsafe fn espeak_Initialize(output: c_int, buflength: c_int, path: *const c_char, options: c_int) -> c_int {
+    match API.get() {
+        // SAFETY: forwarded with the caller's guarantees.
+        Some(Ok(api)) => unsafe { (api.initialize)(output, buflength, path, options) },
+        _ => -1,
+    }
+}
+#[allow(non_snake_case)]
+unsafe fn espeak_Info(path_data: *mut *const c_char) -> *const c_char {
+    match API.get() {
+        // SAFETY: forwarded with the caller's guarantees.
+        Some(Ok(api)) => unsafe { (api.info)(path_data) },
+        _ => ptr::null(),
+    }
+}
+#[allow(non_snake_case)]
+unsafe fn espeak_SetVoiceByName(name: *const c_char) -> c_int {
+    match API.get() {
+        // SAFETY: forwarded with the caller's guarantees.
+        Some(Ok(api)) => unsafe { (api.set_voice_by_name)(name) },
+        _ => -1,
+    }
+}
+#[allow(non_snake_case)]
+unsafe fn espeak_ListVoices(voice_spec: *mut EspeakVoice) -> *mut *const EspeakVoice {
+    match API.get() {
+        // SAFETY: forwarded with the caller's guarantees.
+        Some(Ok(api)) => unsafe { (api.list_voices)(voice_spec) },
+        _ => ptr::null_mut(),
+    }
+}
+#[allow(non_snake_case)]
+unsafe fn espeak_TextToPhonemes(textptr: *mut *const c_void, textmode: c_int, phonememode: c_int) -> *const c_char {
+    match API.get() {
+        // SAFETY: forwarded with the caller's guarantees.
+        Some(Ok(api)) => unsafe { (api.text_to_phonemes)(textptr, textmode, phonememode) },
+        _ => ptr::null(),
+    }
+}
+#[allow(non_snake_case)]
+unsafe fn espeak_SetSynthCallback(callback: Option<SynthCallback>) {
+    if let Some(Ok(api)) = API.get() {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { (api.set_synth_callback)(callback) }
+    }
+}
+#[allow(non_snake_case, clippy::too_many_arguments)]
+unsafe fn espeak_Synth(
+    text: *const c_void,
+    size: usize,
+    position: c_uint,
+    position_type: c_int,
+    end_position: c_uint,
+    flags: c_uint,
+    unique_identifier: *mut c_uint,
+    user_data: *mut c_void,
+) -> c_int {
+    match API.get() {
+        // SAFETY: forwarded with the caller's guarantees.
+        Some(Ok(api)) => unsafe {
+            (api.synth)(text, size, position, position_type, end_position, flags, unique_identifier, user_data)
+        },
+        _ => -1,
+    }
 }
 
 struct Engine {
@@ -85,6 +206,7 @@ fn with_engine<R>(f: impl FnOnce(&mut Engine) -> Result<R>) -> Result<R> {
 }
 
 fn initialize() -> Result<Engine> {
+    api()?;
     // SAFETY: called with ENGINE's lock held, so no other espeak call runs. A NULL path selects
     // the data directory compiled into the library (Debian's multiarch path on every
     // architecture); DONT_EXIT keeps espeak-ng from calling exit() when its data is missing.

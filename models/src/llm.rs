@@ -13,10 +13,11 @@ mod stream;
 mod template;
 mod tokenizer;
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::BufReader;
 use std::ops::ControlFlow;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use candle_core::quantized::gguf_file;
@@ -33,6 +34,9 @@ use crate::{ModelError, Result};
 /// declare 8k-128k, but the KV cache grows with it (SmolLM2-135M: 46 KiB per token) and prompt
 /// processing slows down quadratically, which a Raspberry Pi feels long before 8k.
 pub const DEFAULT_CONTEXT_LIMIT: usize = 2048;
+
+/// Attention masks a qwen2 model may accumulate before it is reloaded to drop them.
+const MASK_CACHE_BUDGET: usize = 64 << 20;
 
 /// How many of the latest generated tokens the repeat penalty looks at.
 const REPEAT_LAST_N: usize = 64;
@@ -123,31 +127,78 @@ fn per_second(tokens: usize, duration: Duration) -> f64 {
     if secs > 0.0 { tokens as f64 / secs } else { 0.0 }
 }
 
-/// The candle model of each supported architecture; they keep their KV cache inside.
+/// The candle model of each supported architecture. Besides the KV cache, candle's models keep
+/// every causal mask they built, one per (prompt chunk, cache) length pair, and nothing clears
+/// them: a server seeing prompts of many lengths would grow without bound.
 enum Weights {
-    Llama(quantized_llama::ModelWeights),
-    Qwen2(quantized_qwen2::ModelWeights),
+    /// `pristine` is the model as loaded; starting over from a clone of it drops both caches.
+    Llama { live: quantized_llama::ModelWeights, pristine: quantized_llama::ModelWeights },
+    /// Not `Clone`: reloaded from its file once its masks outgrow the budget; `None`
+    /// while reloading, so that the old copy is gone before the new one is read.
+    Qwen2 { live: Option<quantized_qwen2::ModelWeights>, mask_shapes: HashSet<(usize, usize)>, mask_bytes: usize },
 }
 
 impl Weights {
-    fn forward(&mut self, input: &Tensor, index_pos: usize) -> candle_core::Result<Tensor> {
-        match self {
-            Weights::Llama(m) => m.forward(input, index_pos),
-            Weights::Qwen2(m) => m.forward(input, index_pos),
+    fn load(content: gguf_file::Content, reader: &mut BufReader<File>, device: &Device) -> candle_core::Result<Weights> {
+        let architecture = content.metadata.get("general.architecture").and_then(|v| v.to_string().ok());
+        if architecture.is_some_and(|a| a == "qwen2") {
+            let live = quantized_qwen2::ModelWeights::from_gguf(content, reader, device)?;
+            Ok(Weights::Qwen2 { live: Some(live), mask_shapes: HashSet::new(), mask_bytes: 0 })
+        } else {
+            let pristine = quantized_llama::ModelWeights::from_gguf(content, reader, device)?;
+            Ok(Weights::Llama { live: pristine.clone(), pristine })
         }
     }
 
-    fn clear_kv_cache(&mut self) {
+    fn forward(&mut self, input: &Tensor, index_pos: usize) -> candle_core::Result<Tensor> {
         match self {
-            Weights::Llama(m) => m.clear_kv_cache(),
-            Weights::Qwen2(m) => m.clear_kv_cache(),
+            Weights::Llama { live, .. } => live.forward(input, index_pos),
+            Weights::Qwen2 { live, mask_shapes, mask_bytes } => {
+                let Some(live) = live else { candle_core::bail!("the model's reload failed") };
+                let (_, seq_len) = input.dims2()?;
+                // Single tokens run without a mask.
+                if seq_len > 1 && mask_shapes.insert((seq_len, index_pos + seq_len)) {
+                    *mask_bytes += seq_len * (index_pos + seq_len);
+                }
+                live.forward(input, index_pos)
+            }
+        }
+    }
+
+    /// Empties the KV cache (and for llama the masks).
+    fn reset(&mut self) {
+        match self {
+            Weights::Llama { live, pristine } => *live = pristine.clone(),
+            Weights::Qwen2 { live, .. } => {
+                if let Some(live) = live {
+                    live.clear_kv_cache();
+                }
+            }
+        }
+    }
+
+    fn needs_reload(&self, mask_budget: usize) -> bool {
+        matches!(self, Weights::Qwen2 { live, mask_bytes, .. } if live.is_none() || *mask_bytes > mask_budget)
+    }
+
+    fn snapshot(&self) -> Option<quantized_llama::ModelWeights> {
+        match self {
+            Weights::Llama { live, .. } => Some(live.clone()),
+            Weights::Qwen2 { .. } => None,
+        }
+    }
+
+    fn restore(&mut self, snapshot: &quantized_llama::ModelWeights) {
+        if let Weights::Llama { live, .. } = self {
+            *live = snapshot.clone();
         }
     }
 }
 
 /// The llama model as it was after a prompt prefix: candle's KV cache can be appended to but
 /// not truncated, and only the llama model is `Clone` (its tensors are shared, so a clone
-/// costs the cache's pointers, not its memory).
+/// costs the cache's pointers, not its memory). Every state descends from the pristine model
+/// by extending the prompt, so the masks it carries stay below context_limit² bytes.
 struct Snapshot {
     tokens: Vec<u32>,
     weights: quantized_llama::ModelWeights,
@@ -168,6 +219,9 @@ struct PromptPlan {
 
 pub struct LlmModel {
     weights: Weights,
+    path: PathBuf,
+    /// `MASK_CACHE_BUDGET`, lowered by tests.
+    mask_budget: usize,
     tokenizer: GgufTokenizer,
     format: ChatFormat,
     name: String,
@@ -227,11 +281,8 @@ impl LlmModel {
         }
 
         let device = Device::Cpu;
-        let weights = match architecture.as_str() {
-            "qwen2" => quantized_qwen2::ModelWeights::from_gguf(content, &mut reader, &device).map(Weights::Qwen2),
-            _ => quantized_llama::ModelWeights::from_gguf(content, &mut reader, &device).map(Weights::Llama),
-        }
-        .map_err(|e| ModelError::load(gguf, format!("loading the weights: {e}")))?;
+        let weights =
+            Weights::load(content, &mut reader, &device).map_err(|e| ModelError::load(gguf, format!("loading the weights: {e}")))?;
 
         tracing::info!(
             model = %name,
@@ -243,6 +294,8 @@ impl LlmModel {
         );
         Ok(LlmModel {
             weights,
+            path: gguf.to_path_buf(),
+            mask_budget: MASK_CACHE_BUDGET,
             tokenizer,
             format,
             name,
@@ -291,7 +344,7 @@ impl LlmModel {
 
     /// Frees the KV cache and the cached prompt prefixes.
     pub fn clear_prompt_cache(&mut self) {
-        self.weights.clear_kv_cache();
+        self.weights.reset();
         self.live_tokens.clear();
         self.system_snapshot = None;
         self.prompt_snapshot = None;
@@ -562,7 +615,7 @@ impl LlmModel {
         }
         let snapshot = match start.1 {
             Start::Scratch => {
-                self.live_tokens.clear();
+                self.start_over()?;
                 None
             }
             Start::Live => None,
@@ -570,7 +623,7 @@ impl LlmModel {
             Start::PromptSnapshot => self.prompt_snapshot.as_ref(),
         };
         if let Some(s) = snapshot {
-            self.weights = Weights::Llama(s.weights.clone());
+            self.weights.restore(&s.weights);
             self.live_tokens = s.tokens.clone();
             if s.tokens.len() == prompt.len() {
                 return Ok((s.logits.clone(), prompt.len()));
@@ -579,7 +632,8 @@ impl LlmModel {
         let cached = start.0;
         let mut pos = cached;
         // Fed on its own so that the model after it can be kept for the next conversation.
-        if self.prompt_cache && matches!(self.weights, Weights::Llama(_)) && system_prefix_len > pos && system_prefix_len < prompt.len() {
+        if self.prompt_cache && matches!(self.weights, Weights::Llama { .. }) && system_prefix_len > pos && system_prefix_len < prompt.len()
+        {
             let logits = self.feed(&prompt[pos..system_prefix_len])?;
             self.system_snapshot = self.snapshot(logits);
             pos = system_prefix_len;
@@ -592,10 +646,29 @@ impl LlmModel {
     }
 
     fn snapshot(&self, logits: Tensor) -> Option<Snapshot> {
-        match &self.weights {
-            Weights::Llama(weights) => Some(Snapshot { tokens: self.live_tokens.clone(), weights: weights.clone(), logits }),
-            Weights::Qwen2(_) => None,
+        let weights = self.weights.snapshot()?;
+        Some(Snapshot { tokens: self.live_tokens.clone(), weights, logits })
+    }
+
+    /// Empties the KV cache for a prompt computed from its first token.
+    fn start_over(&mut self) -> Result<()> {
+        self.live_tokens.clear();
+        if self.weights.needs_reload(self.mask_budget) {
+            let started = Instant::now();
+            if let Weights::Qwen2 { live, .. } = &mut self.weights {
+                *live = None;
+            }
+            let reload = || -> candle_core::Result<Weights> {
+                let mut reader = BufReader::new(File::open(&self.path)?);
+                let content = gguf_file::Content::read(&mut reader)?;
+                Weights::load(content, &mut reader, &self.device)
+            };
+            self.weights = reload().map_err(|e| ModelError::load(&self.path, format!("reloading the weights: {e}")))?;
+            tracing::info!(model = %self.name, elapsed_ms = started.elapsed().as_millis() as u64, "reloaded to free cached attention masks");
+        } else {
+            self.weights.reset();
         }
+        Ok(())
     }
 
     /// One forward pass over `tokens` after `live_tokens`; returns the logits of the last.
@@ -772,7 +845,7 @@ mod tests {
     #[test]
     fn greedy_answer_knows_the_capital_of_france() {
         let mut model = model();
-        let generation = generate(&mut model, &user("What is the capital of France?"), &greedy(24));
+        let generation = generate(&mut model, &user("What is the capital of France?"), &greedy(20));
         assert!(generation.text.contains("Paris"), "{:?}", generation.text);
         assert!(generation.prompt_tokens > 20);
     }
@@ -846,7 +919,7 @@ mod tests {
             messages.push(ChatMessage { role: Role::Assistant, content: filler.clone() });
         }
         messages.push(ChatMessage { role: Role::User, content: "Say hi.".into() });
-        let full = model.count_tokens(&model.format_prompt(&messages));
+        let full = model.encode(&model.format_prompt(&messages), true).expect("encodes").len();
         assert!(full > 160, "{full}");
 
         let generation = generate(&mut model, &messages, &greedy(8));
@@ -854,13 +927,17 @@ mod tests {
         assert_eq!(generation.prompt_tokens + generation.truncated_prompt_tokens, full);
         assert!(generation.prompt_tokens + 8 <= 160, "{}", generation.prompt_tokens);
 
-        // More than half the window asked for: history is kept, max_tokens lowered instead.
-        let short = &messages[messages.len() - 3..];
-        let prompt = model.count_tokens(&model.format_prompt(short));
-        let generation = generate(&mut model, short, &greedy(1000));
-        assert_eq!(generation.truncated_prompt_tokens, 0);
-        assert!(generation.prompt_tokens + generation.completion_tokens <= 160);
-        assert_eq!(generation.prompt_tokens, prompt);
+        // A max_tokens beyond half the window reserves only half of it: history is dropped
+        // until the prompt fits into the other half, and max_tokens is lowered to the room left.
+        let plan = model.plan_prompt(&messages, 1000).expect("fits");
+        assert!(plan.dropped_tokens > generation.truncated_prompt_tokens);
+        assert_eq!(plan.tokens.len() + plan.dropped_tokens, full);
+        assert!(plan.tokens.len() <= 80, "{}", plan.tokens.len());
+        assert_eq!(plan.max_new_tokens, 160 - plan.tokens.len());
+        let short = [messages[0].clone(), messages[messages.len() - 1].clone()];
+        let plan = model.plan_prompt(&short, 1000).expect("fits");
+        assert_eq!(plan.dropped_tokens, 0);
+        assert_eq!(plan.max_new_tokens, 160 - plan.tokens.len());
 
         // The last message alone does not fit.
         let huge = user(&filler.repeat(4));
@@ -940,27 +1017,165 @@ mod tests {
             g.generation_tokens_per_second()
         );
     }
-}
-#[cfg(test)]
-mod scratch {
-    use super::*;
-    #[test]
-    fn scratch_debug() {
-        let path = crate::test_support::model_file("smollm2-135m-instruct", "SmolLM2-135M-Instruct.Q4_1.gguf");
-        let mut model = LlmModel::load(&path).unwrap();
-        for text in ["The capital of France is", "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"] {
-            let ids = model.encode(text, true).unwrap();
-            model.live_tokens.clear();
-            let mut ids2 = ids.clone();
-            for _ in 0..8 {
-                let logits = model.feed(&ids2).unwrap();
-                let v: Vec<f32> = logits.to_vec1().unwrap();
-                let mut idx: Vec<usize> = (0..v.len()).collect();
-                idx.sort_by(|a, b| v[*b].partial_cmp(&v[*a]).unwrap());
-                let top: Vec<(String, f32)> = idx[..3].iter().map(|&i| (model.decode(&[i as u32], false).unwrap(), v[i])).collect();
-                eprintln!("{top:?}");
-                ids2 = vec![idx[0] as u32];
+
+    /// Tiny GGUF models with made-up weights: no qwen2 or Llama 3 model is among the installed
+    /// ones, and these paths (tokenizer regexes, template, candle's qwen2) need a run too.
+    mod tiny {
+        use candle_core::quantized::{GgmlDType, QTensor};
+        use gguf_file::Value;
+        use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+
+        use super::*;
+
+        const HIDDEN: usize = 32;
+        const HEADS: usize = 4;
+        const KV_HEADS: usize = 2;
+        const FF: usize = 64;
+        const LAYERS: usize = 2;
+
+        fn tensor(shape: &[usize], seed: f32) -> QTensor {
+            let n: usize = shape.iter().product();
+            let values: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37 + seed).sin() * 0.2).collect();
+            let t = Tensor::from_vec(values, shape, &Device::Cpu).expect("tensor");
+            QTensor::quantize(&t, GgmlDType::F32).expect("F32 tensor")
+        }
+
+        /// Writes a model of `arch` whose vocabulary is the 256 byte-level characters, four
+        /// merged tokens (`202` shows how digits are split) and `specials` (control tokens, in that order after the rest).
+        fn write_model(dir: &Path, arch: &str, pre: &str, template: &str, specials: &[&str], bos: &str, eos: &str) -> PathBuf {
+            let mut tokens: Vec<String> = ByteLevel::alphabet().into_iter().map(String::from).collect();
+            tokens.sort();
+            tokens.extend(["Ġt", "he", "20", "202"].map(String::from));
+            let normal = tokens.len();
+            tokens.extend(specials.iter().map(|s| s.to_string()));
+            let id = |t: &str| tokens.iter().position(|x| x == t).expect("token") as u32;
+            let types: Vec<Value> = (0..tokens.len()).map(|i| Value::I32(if i < normal { 1 } else { 3 })).collect();
+            let (bos, eos) = (id(bos), id(eos));
+            let u = |n: usize| Value::U32(n as u32);
+            let key = |k: &str| format!("{arch}.{k}");
+            let metadata: Vec<(String, Value)> = vec![
+                ("general.architecture".into(), Value::String(arch.into())),
+                ("general.name".into(), Value::String(format!("tiny {arch}"))),
+                (key("context_length"), u(256)),
+                (key("embedding_length"), u(HIDDEN)),
+                (key("block_count"), u(LAYERS)),
+                (key("feed_forward_length"), u(FF)),
+                (key("attention.head_count"), u(HEADS)),
+                (key("attention.head_count_kv"), u(KV_HEADS)),
+                (key("rope.dimension_count"), u(HIDDEN / HEADS)),
+                (key("attention.layer_norm_rms_epsilon"), Value::F32(1e-5)),
+                (key("rope.freq_base"), Value::F32(10000.0)),
+                ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
+                ("tokenizer.ggml.pre".into(), Value::String(pre.into())),
+                ("tokenizer.ggml.tokens".into(), Value::Array(tokens.iter().cloned().map(Value::String).collect())),
+                ("tokenizer.ggml.token_type".into(), Value::Array(types)),
+                ("tokenizer.ggml.merges".into(), Value::Array(["Ġ t", "h e", "2 0", "20 2"].map(|m| Value::String(m.into())).to_vec())),
+                ("tokenizer.ggml.bos_token_id".into(), Value::U32(bos)),
+                ("tokenizer.ggml.eos_token_id".into(), Value::U32(eos)),
+                ("tokenizer.chat_template".into(), Value::String(template.into())),
+            ];
+            let vocab = tokens.len();
+            let kv = KV_HEADS * HIDDEN / HEADS;
+            let mut tensors: Vec<(String, QTensor)> =
+                vec![("token_embd.weight".into(), tensor(&[vocab, HIDDEN], 0.1)), ("output_norm.weight".into(), tensor(&[HIDDEN], 0.2))];
+            for layer in 0..LAYERS {
+                let seed = layer as f32;
+                let mut add = |name: &str, shape: &[usize], offset: f32| {
+                    tensors.push((format!("blk.{layer}.{name}"), tensor(shape, seed + offset)));
+                };
+                add("attn_q.weight", &[HIDDEN, HIDDEN], 0.3);
+                add("attn_k.weight", &[kv, HIDDEN], 0.4);
+                add("attn_v.weight", &[kv, HIDDEN], 0.5);
+                add("attn_output.weight", &[HIDDEN, HIDDEN], 0.6);
+                add("ffn_gate.weight", &[FF, HIDDEN], 0.7);
+                add("ffn_up.weight", &[FF, HIDDEN], 0.8);
+                add("ffn_down.weight", &[HIDDEN, FF], 0.9);
+                add("attn_norm.weight", &[HIDDEN], 1.0);
+                add("ffn_norm.weight", &[HIDDEN], 1.1);
+                if arch == "qwen2" {
+                    add("attn_q.bias", &[HIDDEN], 1.2);
+                    add("attn_k.bias", &[kv], 1.3);
+                    add("attn_v.bias", &[kv], 1.4);
+                }
             }
+            let path = dir.join(format!("tiny-{arch}.gguf"));
+            let mut file = File::create(&path).expect("create");
+            let metadata: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+            let tensors: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+            gguf_file::write(&mut file, &metadata, &tensors).expect("write GGUF");
+            path
+        }
+
+        #[test]
+        fn qwen2_model_generates_and_reloads_to_drop_its_masks() {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let template = "{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}{%- else %}{{- '<|im_start|>system\\nYou are Qwen.<|im_end|>\\n' }}{%- endif %}";
+            let path = write_model(
+                dir.path(),
+                "qwen2",
+                "qwen2",
+                template,
+                &["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                "<|endoftext|>",
+                "<|endoftext|>",
+            );
+            let mut model = LlmModel::load(&path).expect("tiny qwen2 loads");
+            assert_eq!(model.architecture(), "qwen2");
+            assert_eq!(model.model_name(), "tiny qwen2");
+            assert_eq!(model.context_length(), 256);
+            assert_eq!(
+                model.format_prompt(&user("hi")),
+                "<|im_start|>system\nYou are Qwen.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+            );
+            let im_start = model.encode("<|im_start|>", true).expect("encodes");
+            assert_eq!(im_start.len(), 1);
+            let text = "the 2024 café, ünïcödé 🦀!\n  x";
+            let ids = model.encode(text, false).expect("encodes");
+            assert_eq!(model.decode(&ids, false).expect("decodes"), text);
+            // The merges apply, but Qwen2's regex splits digits one by one.
+            assert_eq!(model.encode("he", false).expect("encodes").len(), 1);
+            assert_eq!(model.encode("2024", false).expect("encodes").len(), 4);
+
+            let params = greedy(6);
+            let first = generate(&mut model, &user("hello there"), &params);
+            assert!(first.completion_tokens <= 6);
+            generate(&mut model, &user("something else"), &params);
+            let shapes = |model: &LlmModel| match &model.weights {
+                Weights::Qwen2 { mask_shapes, .. } => mask_shapes.len(),
+                Weights::Llama { .. } => unreachable!("a qwen2 model"),
+            };
+            assert_eq!(shapes(&model), 2);
+            // Over budget, the next prompt from scratch reloads the model and its masks are gone.
+            model.mask_budget = 0;
+            let again = generate(&mut model, &user("hello there"), &params);
+            assert_eq!(shapes(&model), 1);
+            assert_eq!(first.text, again.text);
+            assert_eq!(first.completion_tokens, again.completion_tokens);
+        }
+
+        #[test]
+        fn llama3_model_renders_its_format() {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let template = "{{- bos_token }}{{- '<|start_header_id|>system<|end_header_id|>\\n\\n' }}{{- 'Cutting Knowledge Date: December 2023\\n' }}";
+            let specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"];
+            let path = write_model(dir.path(), "llama", "llama-bpe", template, &specials, "<|begin_of_text|>", "<|eot_id|>");
+            let mut model = LlmModel::load(&path).expect("tiny llama loads");
+            let messages = [ChatMessage { role: Role::System, content: " Be brief. ".into() }, user("hi").remove(0)];
+            assert_eq!(
+                model.format_prompt(&messages),
+                "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n\
+                 Today Date: 26 Jul 2024\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>\
+                 <|start_header_id|>assistant<|end_header_id|>\n\n"
+            );
+            let plan = model.plan_prompt(&messages, 4).expect("fits");
+            let special = |t: &str| model.encode(t, true).expect("encodes");
+            assert_eq!(plan.tokens[..2], [special("<|begin_of_text|>"), special("<|start_header_id|>")].concat());
+            assert_eq!(plan.tokens.iter().filter(|t| special("<|eot_id|>").contains(t)).count(), 2);
+            // Llama 3's regex keeps up to three digits together.
+            assert_eq!(model.encode("2024", false).expect("encodes").len(), 2);
+            let generation = generate(&mut model, &messages, &greedy(4));
+            assert!(generation.completion_tokens <= 4);
+            assert_eq!(generation.prompt_tokens, plan.tokens.len());
         }
     }
 }

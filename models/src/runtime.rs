@@ -537,8 +537,8 @@ impl TtsState {
 }
 
 fn load_llm(path: &std::path::Path, context: usize) -> Result<LlmModel> {
-    let model = LlmModel::load(path)?;
-    let _ = context; // TODO(context) once llm exposes it
+    let mut model = LlmModel::load(path)?;
+    model.set_context_limit(context);
     Ok(model)
 }
 

@@ -18,8 +18,9 @@ use serde::Deserialize;
 
 use crate::{ModelError, Result, espeak};
 
-/// Intra-op threads of a voice loaded with [`PiperVoice::load`]. Two halve the latency of one on
-/// a medium voice and leave cores to the other models of an edge device.
+/// Intra-op threads of a voice loaded with [`PiperVoice::load`]. A medium voice already runs
+/// ~15x faster than real time on one x86 core; the second thread helps quiet multi-core boards
+/// while leaving the remaining cores to the other models of an edge device.
 pub const DEFAULT_THREADS: usize = 2;
 
 /// Silence between sentences of one [`PiperVoice::synthesize`] call (Piper's default).
@@ -79,8 +80,6 @@ struct VoiceConfig {
     #[serde(default)]
     phoneme_map: HashMap<String, Vec<String>>,
     phoneme_id_map: HashMap<String, Vec<i64>>,
-    #[serde(default)]
-    num_speakers: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -194,7 +193,7 @@ impl PiperVoice {
                 return Err(ModelError::load(onnx, format!("not a Piper voice: no `{required}` input (inputs: {inputs:?})")));
             }
         }
-        let speaker_input = inputs.contains(&"sid") && config.num_speakers > 1;
+        let speaker_input = inputs.contains(&"sid");
         if session.outputs().is_empty() {
             return Err(ModelError::load(onnx, "the model has no outputs"));
         }
@@ -541,7 +540,8 @@ mod tests {
         assert!((1.0..4.0).contains(&seconds), "{seconds} s");
         assert!(samples.iter().all(|s| s.is_finite() && s.abs() <= 1.0));
         assert!(rms(&samples) > 0.03, "rms {}", rms(&samples));
-        assert!((again.len() as f32 / samples.len() as f32 - 1.0).abs() < 0.2);
+        // Durations are sampled (noise_w), so a second run differs a little.
+        assert!((again.len() as f32 / samples.len() as f32 - 1.0).abs() < 0.3);
     }
 
     #[test]
@@ -561,8 +561,10 @@ mod tests {
     fn length_scale_slows_speech() {
         let voice = PiperVoice::load(&joe(), &onnxruntime()).unwrap();
         let text = "Turn off the lights in the living room.";
-        let normal = voice.synthesize(text, &TtsOptions { length_scale: Some(1.0), ..TtsOptions::default() }).unwrap();
-        let slow = voice.synthesize(text, &TtsOptions { length_scale: Some(2.0), ..TtsOptions::default() }).unwrap();
+        // No duration noise, so lengths depend on length_scale alone.
+        let options = |length_scale| TtsOptions { length_scale: Some(length_scale), noise_w: Some(0.0), ..TtsOptions::default() };
+        let normal = voice.synthesize(text, &options(1.0)).unwrap();
+        let slow = voice.synthesize(text, &options(2.0)).unwrap();
         let ratio = slow.len() as f32 / normal.len() as f32;
         assert!(ratio > 1.6, "ratio {ratio}");
     }
@@ -570,11 +572,13 @@ mod tests {
     #[test]
     fn sentences_are_joined_with_silence() {
         let voice = PiperVoice::load(&joe(), &onnxruntime()).unwrap();
-        let one = voice.synthesize("Good morning.", &TtsOptions::default()).unwrap();
-        let two = voice.synthesize("Good morning. Good morning.", &TtsOptions::default()).unwrap();
+        // No duration noise, so both sentences come out exactly as long as the single one.
+        let options = TtsOptions { noise_w: Some(0.0), ..TtsOptions::default() };
+        let one = voice.synthesize("Good morning.", &options).unwrap();
+        let two = voice.synthesize("Good morning. Good morning.", &options).unwrap();
         let silence = (SENTENCE_SILENCE_S * 22_050.0) as usize;
-        let expected = 2 * one.len() + silence;
-        assert!((two.len() as f32 / expected as f32 - 1.0).abs() < 0.15, "{} vs {expected}", two.len());
+        assert_eq!(two.len(), 2 * one.len() + silence);
+        assert!(two[one.len()..one.len() + silence].iter().all(|&s| s == 0.0));
     }
 
     #[test]
@@ -601,45 +605,5 @@ mod tests {
         std::fs::copy(config_path(&joe()), config_path(&onnx)).unwrap();
         std::fs::write(&onnx, b"not an onnx model").unwrap();
         assert!(matches!(PiperVoice::load(&onnx, &onnxruntime()), Err(ModelError::Load { .. })));
-    }
-}
-#[cfg(test)]
-mod bench_tmp {
-    use super::*;
-    use crate::test_support::model_file;
-    #[test]
-    fn bench_rtf() {
-        let joe = model_file("piper-en_US-joe-medium", "en_US-joe-medium.onnx");
-        let lib = model_file("onnxruntime", "libonnxruntime.so.1.31.1");
-        let text = "Please turn off the lights in the kitchen and the living room.";
-        eprintln!("phonemes {:?}", espeak::phonemize(text, "en-us").unwrap());
-        eprintln!("phonemes {:?}", espeak::phonemize("The kitchen lights are on.", "en-us").unwrap());
-        for threads in [1usize, 2, 1, 2] {
-            let t = Instant::now();
-            let v = PiperVoice::load_with_threads(&joe, &lib, threads).unwrap();
-            let load = t.elapsed();
-            let mut times = Vec::new();
-            let mut len = 0;
-            for _ in 0..4 {
-                let t = Instant::now();
-                let s = v.synthesize(text, &TtsOptions::default()).unwrap();
-                times.push(t.elapsed().as_secs_f32());
-                len = s.len();
-            }
-            let audio = len as f32 / 22050.0;
-            eprintln!(
-                "threads {threads}: load {load:?}, audio {audio:.2}s, runs {times:?}, rtf later {:.3}",
-                times[1..].iter().sum::<f32>() / 3.0 / audio
-            );
-            if threads == 2 {
-                let s = v.synthesize(text, &TtsOptions::default()).unwrap();
-                std::fs::write("/tmp/uag-tts-test.wav", crate::audio::encode_wav_pcm16(&s, 22050)).unwrap();
-                let env: Vec<String> = s
-                    .chunks(1102)
-                    .map(|c| format!("{:.0}", 100.0 * (c.iter().map(|x| x * x).sum::<f32>() / c.len() as f32).sqrt()))
-                    .collect();
-                eprintln!("envelope (50ms rms %): {}", env.join(" "));
-            }
-        }
     }
 }

@@ -179,3 +179,51 @@ pub fn error_code(body: &Value) -> String {
     assert!(err["type"].is_string(), "no error.type in {body}");
     err["code"].as_str().unwrap_or_else(|| panic!("no error.code in {body}")).to_owned()
 }
+
+/// The model directory `scripts/fetch-models.sh` fills (`UAG_MODELS_DIR` overrides). Tests of
+/// the local models use the real files and fail, naming the install command, when one is
+/// missing: they never skip.
+pub fn models_dir() -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("UAG_MODELS_DIR").filter(|d| !d.is_empty()) {
+        return dir.into();
+    }
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap_or_default();
+    home.join(".local/state/uag/models")
+}
+
+/// `[models]` config pointing at the real model directory, asserting the given models exist.
+pub fn models_toml(required: &[&str]) -> String {
+    let dir = models_dir();
+    let manifest = uag_models::manifest::Manifest::embedded().unwrap();
+    for id in required {
+        let entry = manifest.require(id).unwrap();
+        assert!(
+            uag_models::fetch::is_installed(entry, &dir),
+            "model {id} is not installed in {}: run `scripts/fetch-models.sh {id}` (or set UAG_MODELS_DIR)",
+            dir.display()
+        );
+    }
+    format!("\n[models]\ndir = \"{}\"\n", dir.display())
+}
+
+/// Word error rate: word-level edit distance over the reference length, ignoring case and
+/// punctuation.
+pub fn word_error_rate(reference: &str, hypothesis: &str) -> f64 {
+    let words = |s: &str| -> Vec<String> {
+        s.split_whitespace()
+            .map(|w| w.chars().filter(|c| c.is_alphanumeric()).collect::<String>().to_lowercase())
+            .filter(|w| !w.is_empty())
+            .collect()
+    };
+    let (r, h) = (words(reference), words(hypothesis));
+    let mut prev: Vec<usize> = (0..=h.len()).collect();
+    for i in 1..=r.len() {
+        let mut cur = vec![i; h.len() + 1];
+        for j in 1..=h.len() {
+            let cost = usize::from(r[i - 1] != h[j - 1]);
+            cur[j] = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
+        }
+        prev = cur;
+    }
+    prev[h.len()] as f64 / r.len().max(1) as f64
+}
