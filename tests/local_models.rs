@@ -128,7 +128,8 @@ async fn the_local_llm_answers_chat_and_writes_grounded_answers() {
         .post_json(
             "/v1/chat/completions",
             &json!({"model": "smollm2-135m-instruct", "temperature": 0, "max_tokens": 24,
-                    "messages": [{"role": "user", "content": "What is the capital of France?"}]}),
+                    "messages": [{"role": "system", "content": "You are a helpful assistant. Answer in one short sentence."},
+                                 {"role": "user", "content": "What is the capital of France?"}]}),
         )
         .await;
     assert_eq!(status, 200, "{body}");

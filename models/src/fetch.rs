@@ -146,7 +146,11 @@ pub fn convert(entry: &ModelEntry, models_dir: &Path, show_progress: bool) -> Re
     let staged = dir.join(format!("{}.converted", conversion.output));
     let spinner = spinner(show_progress, format!("convert {} -> {}", entry.id, conversion.output));
     let result = match conversion.kind {
-        ConversionKind::WhisperCt2ToGgml => crate::whisper_convert::convert_ct2_to_ggml(&dir, &staged),
+        ConversionKind::WhisperCt2ToGgml => crate::whisper_convert::convert_ct2_to_ggml(&dir, &staged).map(drop),
+        ConversionKind::GgufRequantizeQ80 => {
+            let input = conversion.input.as_deref().ok_or_else(|| ModelError::Manifest(format!("{}: conversion needs an input", entry.id)))?;
+            crate::gguf_convert::requantize_to_q8_0(&dir.join(input), &staged).map(drop)
+        }
     };
     spinner.finish_and_clear();
     result?;

@@ -2,7 +2,8 @@
 //!
 //! - [`manifest`] / [`fetch`]: which models exist, where their files come from (a registry
 //!   package or an upstream URL), their sha256, and installing them into the model directory.
-//! - [`whisper_convert`]: CTranslate2 Whisper checkpoints -> ggml files for whisper.cpp.
+//! - [`whisper_convert`]: CTranslate2 Whisper checkpoints -> ggml files for whisper.cpp;
+//!   [`gguf_convert`]: GGUF Q4_1 -> Q8_0 (the format candle runs fast).
 //! - [`audio`]: decoding (WAV, FLAC, MP3, OGG) and resampling to 16 kHz mono; WAV/PCM output.
 //! - [`asr`] (whisper-rs), [`llm`] (candle, quantized GGUF), [`embed`] (candle BERT),
 //!   [`tts`] (Piper voices on ONNX Runtime via ort, phonemes from [`espeak`]).
@@ -18,6 +19,7 @@ pub mod embed;
 pub mod error;
 pub mod espeak;
 pub mod fetch;
+pub mod gguf_convert;
 pub mod llm;
 pub mod manifest;
 pub mod runtime;

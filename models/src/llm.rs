@@ -1,9 +1,14 @@
 //! Local LLM on candle: quantized GGUF models (llama and qwen2 architectures), the tokenizer
 //! built from the GGUF metadata, the model's chat template, sampling and streaming.
 //!
-//! Everything runs on the CPU. candle spreads matrix products over rayon's global pool and its
-//! own gemm threads, one per core unless `RAYON_NUM_THREADS` says otherwise; nothing here
-//! changes that, so on a device shared with other runtimes set the variable for the process.
+//! Everything runs on the CPU. candle spreads matrix products over its own thread pools, one
+//! thread per physical core unless `CANDLE_NUM_THREADS` (else `RAYON_NUM_THREADS`) says
+//! otherwise; nothing here changes that. Its quantized matmul threads spin while waiting, so
+//! on a device shared with other runtimes (ASR, TTS) give it fewer threads than cores: on two
+//! cores busy with other work, generation was seen dropping from ~30 to ~2 tokens/s.
+//!
+//! Speed depends on the quantization more than on the model size: candle has SIMD kernels
+//! (AVX2, NEON) for Q4_0, Q8_0 and the k-quants, but computes Q4_1, Q5_0 and Q5_1 in scalar code.
 //!
 //! The KV cache of the last request is kept between calls and its prefix reused (see
 //! [`LlmModel::set_prompt_cache`]): chat clients resend the whole conversation every turn, and
@@ -132,7 +137,7 @@ fn per_second(tokens: usize, duration: Duration) -> f64 {
 /// them: a server seeing prompts of many lengths would grow without bound.
 enum Weights {
     /// `pristine` is the model as loaded; starting over from a clone of it drops both caches.
-    Llama { live: quantized_llama::ModelWeights, pristine: quantized_llama::ModelWeights },
+    Llama { live: quantized_llama::ModelWeights, pristine: Box<quantized_llama::ModelWeights> },
     /// Not `Clone`: reloaded from its file once its masks outgrow the budget; `None`
     /// while reloading, so that the old copy is gone before the new one is read.
     Qwen2 { live: Option<quantized_qwen2::ModelWeights>, mask_shapes: HashSet<(usize, usize)>, mask_bytes: usize },
@@ -146,7 +151,7 @@ impl Weights {
             Ok(Weights::Qwen2 { live: Some(live), mask_shapes: HashSet::new(), mask_bytes: 0 })
         } else {
             let pristine = quantized_llama::ModelWeights::from_gguf(content, reader, device)?;
-            Ok(Weights::Llama { live: pristine.clone(), pristine })
+            Ok(Weights::Llama { live: pristine.clone(), pristine: Box::new(pristine) })
         }
     }
 
@@ -168,7 +173,7 @@ impl Weights {
     /// Empties the KV cache (and for llama the masks).
     fn reset(&mut self) {
         match self {
-            Weights::Llama { live, pristine } => *live = pristine.clone(),
+            Weights::Llama { live, pristine } => *live = (**pristine).clone(),
             Weights::Qwen2 { live, .. } => {
                 if let Some(live) = live {
                     live.clear_kv_cache();
@@ -385,14 +390,16 @@ impl LlmModel {
     /// Generates a reply to `messages`; `on_text` receives each decoded text piece as soon as
     /// it is complete UTF-8 and may stop generation by returning `Break`.
     ///
-    /// The prompt is the model's chat template applied to `messages`. When the prompt and
-    /// `max_tokens` do not fit into [`context_length`](Self::context_length), the oldest
-    /// messages other than system messages and the last message are dropped, one at a time,
-    /// until the prompt leaves room for `max_tokens` — but for at most half the window: a
-    /// larger `max_tokens` does not cost the conversation its history. `max_tokens` is then
-    /// lowered to the room left. When the system messages and the last message alone leave no
-    /// room at all, this is `InvalidInput` with the prompt's size and the limit: cutting the
-    /// caller's last message would answer a question that was not asked.
+    /// The prompt is the model's chat template applied to `messages`. It must fit into
+    /// [`context_length`](Self::context_length) together with the reply:
+    /// - While the prompt plus `min(max_tokens, context_length / 2)` does not fit, the oldest
+    ///   message is dropped, never a system message nor the last message
+    ///   (`Generation::truncated_prompt_tokens`, logged). Reserving at most half the window
+    ///   keeps a client that asks for a huge `max_tokens` from losing its whole history.
+    /// - `max_tokens` is then lowered to the room left after the prompt.
+    /// - When the system messages and the last message alone fill the window, the call fails
+    ///   with `InvalidInput` stating the prompt's size and the limit. The last message is not
+    ///   cut: the model would answer a question that was not asked.
     ///
     /// Errors: `InvalidInput` for no messages, `max_tokens` 0, a negative or non-finite
     /// temperature, `top_p` <= 0, a repeat penalty <= 0 or a prompt that cannot fit;
@@ -526,7 +533,7 @@ impl LlmModel {
         }
         let limit = self.context_limit;
         let reserve = max_tokens.min(limit / 2);
-        let last = messages.len() - 1;
+        let last = messages.len().saturating_sub(1);
         let mut total: usize = encoded.iter().map(|(_, ids)| ids.len()).sum();
         let mut keep = vec![true; encoded.len()];
         let (mut dropped_tokens, mut dropped_messages) = (0, 0);
@@ -875,7 +882,7 @@ mod tests {
         // A stop string from the middle of the greedy reply, likely split across tokens.
         let words: Vec<&str> = full.text.split_whitespace().collect();
         assert!(words.len() >= 4, "{:?}", full.text);
-        let stop = format!("{} {}", words[2], &words[3][..1]);
+        let stop = format!("{} {}", words[2], words[3].chars().next().expect("a word"));
         let at = full.text.find(&stop).expect("stop string in the reply");
         let params = GenerationParams { stop: vec!["never appears".into(), stop.clone()], ..greedy(24) };
         let stopped = generate(&mut model, &messages, &params);

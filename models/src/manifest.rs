@@ -66,6 +66,9 @@ pub struct ModelEntry {
 #[serde(deny_unknown_fields)]
 pub struct Conversion {
     pub kind: ConversionKind,
+    /// The fetched file the conversion reads (a folder-wide conversion when absent).
+    #[serde(default)]
+    pub input: Option<String>,
     pub output: String,
     pub size: u64,
     /// The output's sha256: the conversion is deterministic, so a different result means a
@@ -77,6 +80,8 @@ pub struct Conversion {
 #[serde(rename_all = "kebab-case")]
 pub enum ConversionKind {
     WhisperCt2ToGgml,
+    /// `input` is the GGUF to requantise.
+    GgufRequantizeQ80,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -18,6 +18,11 @@ require uag-crates.inc
 
 inherit cargo systemd
 
+# whisper.cpp (whisper-rs-sys) builds with CMake and binds through libclang.
+DEPENDS += "cmake-native clang-native"
+# Portable builds of whisper.cpp: never tuned to the build host's CPU.
+export GGML_NATIVE = "OFF"
+
 CARGO_BUILD_FLAGS += "--bin uag"
 # Cortex-A76 (Pi 5) / Cortex-A78AE (Orin) tuning comes from the machine's TUNE_FEATURES.
 
@@ -40,4 +45,7 @@ FILES:${PN} += "${systemd_system_unitdir} ${sysconfdir}/uag"
 CONFFILES:${PN} = "${sysconfdir}/uag/uag.toml"
 # The sample knowledge base is optional on an image; add debian-handbook's HTML or your own
 # documents under /var/lib/uag-inbox.
+# espeak-ng is opened at run time for the Piper voices' phonemes; without it speech synthesis
+# answers 503 and everything else works. Model files are fetched on the device (`uag models fetch`).
 RDEPENDS:${PN} = "ca-certificates"
+RRECOMMENDS:${PN} = "espeak-ng"
