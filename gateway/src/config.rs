@@ -170,7 +170,7 @@ impl Default for ModelsConfig {
             tts_threads: 0,
             llm_context: 2048,
             llm_max_tokens: 256,
-            rag_passages: 4,
+            rag_passages: 3,
             rag_passage_words: 120,
             max_audio_bytes: 25 * 1024 * 1024,
             max_speech_chars: 4096,

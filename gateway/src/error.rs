@@ -267,14 +267,18 @@ impl From<&uag_models::ModelError> for ApiError {
     fn from(err: &uag_models::ModelError) -> Self {
         use uag_models::ModelError as M;
         match err {
-            M::NotInstalled { .. } => Self::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", "model_not_installed", err.to_string()),
+            M::NotInstalled { .. } => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", "model_not_installed", err.to_string())
+            }
             M::Busy { retry_after_s, .. } => {
                 let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", "model_busy", err.to_string());
                 e.retry_after = Some(Duration::from_secs(*retry_after_s));
                 e
             }
             M::InvalidInput(message) => Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_input", message.clone()),
-            M::UnsupportedAudio(_) => Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", "unsupported_audio_format", err.to_string()),
+            M::UnsupportedAudio(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", "unsupported_audio_format", err.to_string())
+            }
             M::Unavailable(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", "model_unavailable", err.to_string()),
             M::Load { .. } => {
                 tracing::error!(error = %err, "model failed to load");

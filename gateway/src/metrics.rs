@@ -136,8 +136,16 @@ impl Metrics {
         r.register("process_resident_memory_bytes", "Resident memory of the uag process", m.resident_memory.clone());
         r.register("model_runtime_queue_depth", "Requests waiting per local model runtime", m.runtime_queue_depth.clone());
         r.register("model_runtime_jobs", "Requests a local model runtime has finished (since start)", m.runtime_jobs.clone());
-        r.register("model_runtime_busy_rejections", "Requests refused because a runtime's queue was full", m.runtime_busy_rejections.clone());
-        r.register("model_runtime_busy_seconds", "Seconds a local model runtime spent working (since start)", m.runtime_busy_seconds.clone());
+        r.register(
+            "model_runtime_busy_rejections",
+            "Requests refused because a runtime's queue was full",
+            m.runtime_busy_rejections.clone(),
+        );
+        r.register(
+            "model_runtime_busy_seconds",
+            "Seconds a local model runtime spent working (since start)",
+            m.runtime_busy_seconds.clone(),
+        );
         r.register("model_loaded", "1 while a local model is loaded in memory", m.model_loaded.clone());
         r.register("model_load_seconds", "How long the local model took to load", m.model_load_seconds.clone());
         r.register("asr_real_time_factor", "Transcription time per second of audio", m.asr_real_time_factor.clone());
@@ -197,7 +205,8 @@ impl Metrics {
         }
         // Models evicted since the last scrape read 0.
         let loaded: Vec<&str> = status.iter().flat_map(|s| s.loaded.iter().map(|(m, _)| m.as_str())).collect();
-        let known: Vec<String> = uag_models::manifest::Manifest::embedded().map(|m| m.models.into_iter().map(|e| e.id).collect()).unwrap_or_default();
+        let known: Vec<String> =
+            uag_models::manifest::Manifest::embedded().map(|m| m.models.into_iter().map(|e| e.id).collect()).unwrap_or_default();
         for model in known {
             if !loaded.contains(&model.as_str()) {
                 if let Some(g) = self.model_loaded_if_present(&model) {

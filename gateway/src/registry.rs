@@ -51,9 +51,10 @@ impl Registry {
         for (index, pc) in config.providers.iter().enumerate() {
             let fail = |message: String| RegistryError::Provider { index, name: pc.name().to_owned(), message };
             let (provider, timeout): (Arc<dyn Provider>, Duration) = match pc {
-                ProviderConfig::Local(c) => {
-                    (Arc::new(LocalProvider::new(&c.name, engine.clone(), models.clone(), &config.graphrag, &config.models)), config.server.request_timeout())
-                }
+                ProviderConfig::Local(c) => (
+                    Arc::new(LocalProvider::new(&c.name, engine.clone(), models.clone(), &config.graphrag, &config.models)),
+                    config.server.request_timeout(),
+                ),
                 ProviderConfig::OpenAi(c)
                 | ProviderConfig::Anthropic(c)
                 | ProviderConfig::Ollama(c)

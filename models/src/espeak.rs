@@ -42,8 +42,7 @@ type SetVoiceByNameFn = unsafe extern "C" fn(*const c_char) -> c_int;
 type ListVoicesFn = unsafe extern "C" fn(*mut EspeakVoice) -> *mut *const EspeakVoice;
 type TextToPhonemesFn = unsafe extern "C" fn(*mut *const c_void, c_int, c_int) -> *const c_char;
 type SetSynthCallbackFn = unsafe extern "C" fn(Option<SynthCallback>);
-type SynthFn =
-    unsafe extern "C" fn(*const c_void, usize, c_uint, c_int, c_uint, c_uint, *mut c_uint, *mut c_void) -> c_int;
+type SynthFn = unsafe extern "C" fn(*const c_void, usize, c_uint, c_int, c_uint, c_uint, *mut c_uint, *mut c_void) -> c_int;
 
 /// libespeak-ng, opened at run time rather than linked: the binary starts (and everything but
 /// speech works) on a device without espeak-ng, and cross builds need no arm64 copy of it.
@@ -170,9 +169,7 @@ unsafe fn espeak_Synth(
 ) -> c_int {
     match API.get() {
         // SAFETY: forwarded with the caller's guarantees.
-        Some(Ok(api)) => unsafe {
-            (api.synth)(text, size, position, position_type, end_position, flags, unique_identifier, user_data)
-        },
+        Some(Ok(api)) => unsafe { (api.synth)(text, size, position, position_type, end_position, flags, unique_identifier, user_data) },
         _ => -1,
     }
 }

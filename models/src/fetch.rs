@@ -148,7 +148,8 @@ pub fn convert(entry: &ModelEntry, models_dir: &Path, show_progress: bool) -> Re
     let result = match conversion.kind {
         ConversionKind::WhisperCt2ToGgml => crate::whisper_convert::convert_ct2_to_ggml(&dir, &staged).map(drop),
         ConversionKind::GgufRequantizeQ80 => {
-            let input = conversion.input.as_deref().ok_or_else(|| ModelError::Manifest(format!("{}: conversion needs an input", entry.id)))?;
+            let input =
+                conversion.input.as_deref().ok_or_else(|| ModelError::Manifest(format!("{}: conversion needs an input", entry.id)))?;
             crate::gguf_convert::requantize_to_q8_0(&dir.join(input), &staged).map(drop)
         }
     };

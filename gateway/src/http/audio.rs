@@ -86,10 +86,8 @@ async fn transcriptions(State(state): State<AppState>, mut multipart: Multipart)
         let name = field.name().unwrap_or_default().to_owned();
         match name.as_str() {
             "file" => {
-                let extension = field
-                    .file_name()
-                    .and_then(|n| std::path::Path::new(n).extension())
-                    .map(|e| e.to_string_lossy().to_ascii_lowercase());
+                let extension =
+                    field.file_name().and_then(|n| std::path::Path::new(n).extension()).map(|e| e.to_string_lossy().to_ascii_lowercase());
                 let bytes = field.bytes().await.map_err(bad_form)?;
                 audio = Some((bytes.to_vec(), extension));
             }
@@ -282,7 +280,9 @@ async fn embeddings(State(state): State<AppState>, JsonBody(request): JsonBody<E
     let base64 = match request.encoding_format.as_deref().unwrap_or("float") {
         "float" => false,
         "base64" => true,
-        other => return Err(ApiError::invalid_field("encoding_format", format!("unsupported encoding_format `{other}`; use float or base64"))),
+        other => {
+            return Err(ApiError::invalid_field("encoding_format", format!("unsupported encoding_format `{other}`; use float or base64")));
+        }
     };
     let entry = models.resolve(ModelKind::Embed, request.model.as_deref())?;
     tracing::Span::current().record("provider", "local").record("model", entry.id.as_str());

@@ -41,8 +41,8 @@ use crate::metrics::{HttpLabels, Metrics};
 use crate::registry::{Registry, RegistryError};
 
 use crate::routing::FallbackRouter;
-use uag_models::runtime::ModelRuntimes;
 pub use documents::ingest_sample_knowledge_base;
+use uag_models::runtime::ModelRuntimes;
 
 /// Why the application could not be assembled.
 #[derive(Debug, thiserror::Error)]

@@ -154,7 +154,8 @@ impl LocalProvider {
 
     fn chat_stream(&self, call: ProviderCall) -> Result<EventStream, ProviderError> {
         let models = self.models.clone().ok_or_else(|| ProviderError::ModelNotFound { model: call.model.clone() })?;
-        let entry = models.resolve(ModelKind::Llm, Some(&call.model)).map_err(|_| ProviderError::ModelNotFound { model: call.model.clone() })?;
+        let entry =
+            models.resolve(ModelKind::Llm, Some(&call.model)).map_err(|_| ProviderError::ModelNotFound { model: call.model.clone() })?;
         if !entry.main_path(models.models_dir()).is_file() {
             return Err(entry.not_installed().into());
         }
@@ -315,7 +316,13 @@ fn engine_error(e: EngineError) -> ProviderError {
 }
 
 fn citation_source(c: &Citation) -> Source {
-    Source { index: c.index, document: c.document.clone(), section: c.section.clone(), snippet: Some(c.snippet.clone()), score: Some(c.score) }
+    Source {
+        index: c.index,
+        document: c.document.clone(),
+        section: c.section.clone(),
+        snippet: Some(c.snippet.clone()),
+        score: Some(c.score),
+    }
 }
 
 pub(crate) fn sources(answer: &Answer) -> Vec<Source> {
