@@ -208,17 +208,12 @@ impl Metrics {
         let known: Vec<String> =
             uag_models::manifest::Manifest::embedded().map(|m| m.models.into_iter().map(|e| e.id).collect()).unwrap_or_default();
         for model in known {
-            if !loaded.contains(&model.as_str()) {
-                if let Some(g) = self.model_loaded_if_present(&model) {
-                    g.set(0);
-                }
+            if !loaded.contains(&model.as_str())
+                && let Some(gauge) = self.model_loaded.get(&ModelLabels { model })
+            {
+                gauge.set(0);
             }
         }
-    }
-
-    fn model_loaded_if_present(&self, model: &str) -> Option<Gauge> {
-        let labels = ModelLabels { model: model.to_owned() };
-        self.model_loaded.get(&labels).map(|g| g.clone())
     }
 
     /// The exposition text.

@@ -32,7 +32,7 @@ pub use error::{ModelError, Result};
 pub const DEFAULT_MODELS_SUBDIR: &str = "models";
 
 /// Where the unit tests find real model files: `UAG_MODELS_DIR`, else the default model
-/// directory of a user install (`~/.local/state/uag/models`), which `scripts/fetch-models.sh`
+/// directory of a user install (`$XDG_STATE_HOME/uag/models` or `~/.local/state/uag/models`), which `scripts/fetch-models.sh`
 /// fills. A missing model fails the test with the command that installs it: these tests never
 /// skip silently.
 #[cfg(test)]
@@ -42,6 +42,10 @@ pub(crate) mod test_support {
     pub(crate) fn models_dir() -> PathBuf {
         if let Some(dir) = std::env::var_os("UAG_MODELS_DIR").filter(|d| !d.is_empty()) {
             return PathBuf::from(dir);
+        }
+        // The same default as the server's (`[storage] data_dir`): XDG state dir, else ~/.local/state.
+        if let Some(state) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+            return PathBuf::from(state).join("uag/models");
         }
         let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
         home.join(".local/state/uag/models")

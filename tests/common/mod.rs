@@ -187,6 +187,10 @@ pub fn models_dir() -> std::path::PathBuf {
     if let Some(dir) = std::env::var_os("UAG_MODELS_DIR").filter(|d| !d.is_empty()) {
         return dir.into();
     }
+    // The same default as the server's (`[storage] data_dir`): XDG state dir, else ~/.local/state.
+    if let Some(state) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return std::path::PathBuf::from(state).join("uag/models");
+    }
     let home = std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap_or_default();
     home.join(".local/state/uag/models")
 }
