@@ -20,7 +20,7 @@ MOCK_ADDR="127.0.0.1:${MOCK_PORT:-18081}"
 UAG_ADDR="127.0.0.1:${UAG_PORT:-18080}"
 export PATH="$HOME/.cargo/bin:$PATH"
 
-scripts/setup.sh --bench
+scripts/setup.sh --bench --no-models
 cargo build --release --locked --bin uag --example mock_upstream
 
 work="$(mktemp -d)"

@@ -2,6 +2,8 @@
 # Machine checks of the deployment files (no Docker engine or board needed):
 # - systemd units: `systemd-analyze verify`, and `systemd-analyze security` exposure <= 2.0
 # - docker-compose files: `docker-compose config`
+# - Prometheus: `promtool check config`, `check rules` and `test rules` on deploy/prometheus
+#   (the Grafana dashboard's metric names are checked against a live /metrics by tests/metrics.rs)
 # - Yocto: the recipe's crate list matches Cargo.lock exactly
 # The NGINX production config is tested for real by tests/nginx_proxy.rs.
 #
@@ -36,5 +38,10 @@ for f in docker-compose.yml docker-compose.prod.yml; do
   docker-compose -f "$f" config -q
   echo "check-deploy: $f: valid"
 done
+
+promtool check config deploy/prometheus/prometheus.yml >/dev/null
+promtool check rules deploy/prometheus/alerts.yml >/dev/null
+(cd deploy/prometheus && promtool test rules alerts_test.yml >/dev/null)
+echo "check-deploy: prometheus config, alert rules and rule tests: ok"
 
 python3 scripts/yocto-crates.py --check

@@ -32,7 +32,7 @@ case "$cpu" in
   *) echo "cross-build.sh: --cpu takes generic, pi5 or orin" >&2; exit 2 ;;
 esac
 
-scripts/setup.sh --cross
+scripts/setup.sh --cross --no-models
 # The cc crate finds aarch64-linux-gnu-gcc by itself; say it explicitly for C deps that
 # read the target-suffixed variables (and for cmake/bindgen-based ones: whisper.cpp later).
 export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc

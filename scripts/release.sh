@@ -55,7 +55,9 @@ mkdir -p dist
 tar -C dist -czf "dist/$name.tar.gz" "$name"
 size=$(stat -c %s "$stage/usr/bin/uag")
 echo "release: dist/$name.tar.gz ($(du -h "dist/$name.tar.gz" | cut -f1)); binary $((size / 1024 / 1024)) MiB stripped ($size bytes)"
-if [ "$size" -gt $((30 * 1024 * 1024)) ]; then
-  echo "release: the binary is over the 30 MB goal" >&2
+# The 30 MB goal is the appliance's (aarch64). x86_64 builds are larger by design: x86-64-v3
+# multiversioned kernels in candle/gemm/whisper.cpp; their size is reported, not gated.
+if [ "$arch" = aarch64 ] && [ "$size" -gt $((30 * 1024 * 1024)) ]; then
+  echo "release: the aarch64 binary is over the 30 MB goal" >&2
   exit 1
 fi

@@ -7,7 +7,7 @@
 #                                 the Piper voice, ONNX Runtime; ~450 MB, verified by sha256)
 #   scripts/setup.sh --test     + what the test suite needs: the official openai SDK in .venv-sdk,
 #                                 nginx, openssl, docker-compose and systemd tools (deploy checks),
-#                                 and the multilingual whisper-base model
+#                                 redis-server (shared rate limits), and the multilingual whisper-base model
 #   scripts/setup.sh --no-models  skip the model download (build and run without local models)
 #   scripts/setup.sh --bench    + the load generator for scripts/bench-gateway.sh (oha)
 #   scripts/setup.sh --cross    + the aarch64 cross toolchain and qemu (scripts/cross-build.sh)
@@ -48,7 +48,10 @@ log() { printf 'setup: %s\n' "$*"; }
 packages=(ca-certificates pkg-config gcc g++ cmake clang libclang-dev python3 python3-venv python3-pip curl procps
   espeak-ng espeak-ng-data debian-handbook)
 if [ "$want_cross" = 1 ]; then packages+=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user file); fi
-if [ "$want_deploy" = 1 ]; then packages+=(nginx docker-compose openssl systemd); fi
+# prometheus: promtool checks the Prometheus config and alert rules in deploy/.
+if [ "$want_deploy" = 1 ]; then packages+=(nginx docker-compose openssl systemd prometheus); fi
+# redis-server: the shared rate-limit backend tests start their own instance on a free port.
+if [ "$want_test" = 1 ]; then packages+=(redis-server); fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

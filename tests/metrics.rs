@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{Gateway, MockUpstream, client};
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// `name{a="x",b="y"} value` lines -> (name, sorted labels) -> value.
 fn parse(text: &str) -> BTreeMap<(String, BTreeMap<String, String>), f64> {
@@ -79,4 +79,75 @@ async fn metrics_change_as_expected_after_known_requests() {
     assert_eq!(get(&m, "uag_knowledge_base_documents", &[]), 0.0);
     assert!(get(&m, "uag_process_resident_memory_bytes", &[]) > 1_000_000.0);
     assert_eq!(get(&m, "uag_build_info", &[("version", env!("CARGO_PKG_VERSION"))]), 1.0);
+}
+
+/// Metric names a PromQL expression uses (`uag_*`), without the exposition suffixes.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let bytes = expr.as_bytes();
+    let mut i = 0;
+    while let Some(pos) = expr[i..].find("uag_") {
+        let start = i + pos;
+        let boundary = start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        let end = expr[start..].find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(expr.len(), |e| start + e);
+        if boundary {
+            let mut name = &expr[start..end];
+            for suffix in ["_bucket", "_count", "_sum", "_total"] {
+                name = name.strip_suffix(suffix).unwrap_or(name);
+            }
+            names.push(name.to_owned());
+        }
+        i = end;
+    }
+    names
+}
+
+/// Every query of the provisioned Grafana dashboard and every alert rule refers to a metric uag
+/// exports (its registered families, checked against a live /metrics).
+#[tokio::test]
+async fn dashboard_and_alert_queries_use_exported_metric_names() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::with_mock(&mock, "").await;
+    let exported: std::collections::BTreeSet<String> = gw.state.metrics.families().iter().cloned().collect();
+    // The registered families are what /metrics serves: everything it shows is among them.
+    let text = client().get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for line in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let name = line.split_whitespace().next().unwrap();
+        assert!(exported.contains(name.strip_suffix("_total").unwrap_or(name)), "{name} served but not registered");
+    }
+    assert!(exported.contains("uag_http_requests"), "{exported:?}");
+
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("deploy/grafana/dashboards/uag.json")).unwrap()).unwrap();
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            if target["datasource"]["type"] == "prometheus" {
+                exprs.push((panel["title"].as_str().unwrap().to_owned(), target["expr"].as_str().unwrap().to_owned()));
+            }
+        }
+    }
+    let rules = std::fs::read_to_string(root.join("deploy/prometheus/alerts.yml")).unwrap();
+    exprs.extend(rules.lines().filter(|l| l.contains("uag_")).map(|l| ("alerts.yml".to_owned(), l.to_owned())));
+    assert!(exprs.len() > 20, "the dashboard lost its panels");
+    let mut used = std::collections::BTreeSet::new();
+    for (title, expr) in &exprs {
+        for name in metric_names(expr) {
+            assert!(exported.contains(&name), "{title}: `{name}` in `{expr}` is not exported by uag; exported: {exported:?}");
+            used.insert(name);
+        }
+    }
+    // The dashboard covers the families an engineer needs at a glance.
+    for family in [
+        "uag_http_requests",
+        "uag_upstream_request_duration_seconds",
+        "uag_time_to_first_token_seconds",
+        "uag_circuit_state",
+        "uag_asr_real_time_factor",
+        "uag_model_runtime_queue_depth",
+        "uag_process_resident_memory_bytes",
+    ] {
+        assert!(used.contains(family), "the dashboard has no panel for {family}");
+    }
 }

@@ -54,6 +54,12 @@ pub struct Config {
     pub graphrag: GraphRagConfig,
     pub providers: Vec<ProviderConfig>,
     pub routes: RoutesConfig,
+    /// Who may call the gateway; absent: anonymous everywhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<crate::auth::AuthConfig>,
+    /// Request and token budgets; absent: unlimited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limits: Option<crate::ratelimit::RateLimitConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -330,6 +336,14 @@ pub struct RemoteProviderConfig {
     /// Used when a request gives no `max_tokens` and the upstream requires one (Anthropic).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_max_tokens: Option<u32>,
+    /// Send the authenticated caller upstream: the OpenAI `user` field (openai,
+    /// openai_compatible), the `x-uag-user` header (openai_compatible, ollama).
+    #[serde(default = "default_true")]
+    pub forward_identity: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_timeout_ms() -> u64 {
@@ -684,6 +698,12 @@ impl Config {
             }
             Ok(())
         };
+        if let Some(auth) = &self.auth {
+            auth.validate()?;
+        }
+        if let Some(limits) = &self.rate_limits {
+            limits.validate(names.keys().copied())?;
+        }
         check_chain("routes.default".into(), &self.routes.default)?;
         for (alias, chain) in &self.routes.aliases {
             if alias.is_empty() {

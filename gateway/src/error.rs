@@ -116,6 +116,9 @@ pub struct ApiError {
     pub message: String,
     pub param: Option<String>,
     pub retry_after: Option<Duration>,
+    /// Extra response headers (`WWW-Authenticate`, `x-ratelimit-*`).
+    /// (A boxed slice: `ApiError` travels in every handler's `Result`, so it stays small.)
+    pub headers: Box<[(&'static str, String)]>,
 }
 
 #[derive(Serialize)]
@@ -134,7 +137,7 @@ struct ErrorObject<'a> {
 
 impl ApiError {
     fn new(status: StatusCode, kind: &'static str, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, kind, code, message: message.into(), param: None, retry_after: None }
+        Self { status, kind, code, message: message.into(), param: None, retry_after: None, headers: Box::default() }
     }
 
     pub fn invalid_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -246,6 +249,35 @@ impl From<&ProviderError> for ApiError {
     }
 }
 
+impl From<&crate::auth::AuthError> for ApiError {
+    /// 401 with an RFC 6750 challenge; the detail of an invalid token stays in the log.
+    fn from(err: &crate::auth::AuthError) -> Self {
+        let code = err.code();
+        let mut e = Self::new(StatusCode::UNAUTHORIZED, "authentication_error", code, err.to_string());
+        let challenge = match err {
+            crate::auth::AuthError::MissingCredentials => "Bearer realm=\"uag\"".to_owned(),
+            _ => format!("Bearer realm=\"uag\", error=\"invalid_token\", error_description=\"{code}\""),
+        };
+        e.headers = Box::new([("www-authenticate", challenge)]);
+        e
+    }
+}
+
+impl From<&crate::ratelimit::RateLimitError> for ApiError {
+    fn from(err: &crate::ratelimit::RateLimitError) -> Self {
+        use crate::ratelimit::RateLimitError as R;
+        match err {
+            R::Exceeded { scope, limit, retry_after } => {
+                let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", scope.code(), err.to_string());
+                e.retry_after = Some(*retry_after);
+                e.headers = limit.headers().into_boxed_slice();
+                e
+            }
+            R::BackendUnavailable => Self::unavailable("rate_limit_backend_unavailable", err.to_string()),
+        }
+    }
+}
+
 impl From<uag_models::ModelError> for ProviderError {
     /// How a local model failure looks to the router: a missing model or a full queue lets the
     /// next provider in the chain answer; the caller's own mistakes do not.
@@ -329,6 +361,11 @@ impl IntoResponse for ApiError {
             let secs = after.as_secs_f64().ceil().max(1.0) as u64;
             if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        for (name, value) in self.headers.iter() {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                response.headers_mut().insert(*name, value);
             }
         }
         response

@@ -13,6 +13,7 @@
 //! - [`metrics`]: the Prometheus registry behind `GET /metrics`
 //! - [`telemetry`]: logging set-up (text or JSON)
 
+pub mod auth;
 pub mod circuit;
 pub mod codec;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod provider;
+pub mod ratelimit;
 pub mod registry;
 pub mod routing;
 pub mod telemetry;

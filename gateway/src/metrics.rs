@@ -42,6 +42,12 @@ pub struct TokenLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScopeLabels {
+    /// `user`, `route`, `provider` or `tokens`.
+    pub scope: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RuntimeLabels {
     /// `asr`, `llm`, `embed` or `tts`.
     pub runtime: String,
@@ -51,6 +57,19 @@ pub struct RuntimeLabels {
 pub struct ModelLabels {
     /// A manifest id (bounded: the manifest is compiled in).
     pub model: String,
+}
+
+/// Registers into the `uag_`-prefixed registry and remembers the family's full name.
+struct Registering<'a> {
+    registry: &'a mut Registry,
+    names: &'a mut Vec<String>,
+}
+
+impl Registering<'_> {
+    fn register(&mut self, name: &str, help: &str, metric: impl prometheus_client::registry::Metric) {
+        self.names.push(format!("uag_{name}"));
+        self.registry.register(name, help, metric);
+    }
 }
 
 fn rtf_histogram() -> Histogram {
@@ -67,12 +86,16 @@ fn latency_histogram() -> Histogram {
 /// are listed in docs and checked against the Grafana dashboard by the test suite.
 pub struct Metrics {
     registry: Registry,
+    /// Every family's exposition name (`uag_http_requests`, counters without `_total`).
+    families: Vec<String>,
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_duration: Family<HttpLabels, Histogram, fn() -> Histogram>,
     pub upstream_duration: Family<OutcomeLabels, Histogram, fn() -> Histogram>,
     pub time_to_first_token: Family<ProviderLabels, Histogram, fn() -> Histogram>,
     pub tokens: Family<TokenLabels, Counter>,
     pub fallbacks: Family<ProviderLabels, Counter>,
+    pub rate_limit_rejections: Family<ScopeLabels, Counter>,
+    pub rate_limit_backend_errors: Counter,
     pub circuit_state: Family<ProviderLabels, Gauge>,
     pub websocket_connections: Gauge,
     pub kb_documents: Gauge,
@@ -105,6 +128,8 @@ impl Metrics {
             time_to_first_token: Family::new_with_constructor(latency_histogram),
             tokens: Family::default(),
             fallbacks: Family::default(),
+            rate_limit_rejections: Family::default(),
+            rate_limit_backend_errors: Counter::default(),
             circuit_state: Family::default(),
             websocket_connections: Gauge::default(),
             kb_documents: Gauge::default(),
@@ -120,14 +145,22 @@ impl Metrics {
             asr_real_time_factor: Family::new_with_constructor(rtf_histogram),
             build_info: Family::default(),
             registry: Registry::default(),
+            families: Vec::new(),
         };
-        let r = &mut root;
+        let mut families = Vec::new();
+        let r = &mut Registering { registry: &mut root, names: &mut families };
         r.register("http_requests", "HTTP requests by route template, method and status", m.http_requests.clone());
         r.register("http_request_duration_seconds", "HTTP request latency (to the response head)", m.http_duration.clone());
         r.register("upstream_request_duration_seconds", "Provider attempt latency by outcome", m.upstream_duration.clone());
         r.register("time_to_first_token_seconds", "Time from request to the first streamed token", m.time_to_first_token.clone());
         r.register("tokens", "Tokens reported by providers, in and out", m.tokens.clone());
         r.register("fallbacks", "Times a chain moved past a failing provider", m.fallbacks.clone());
+        r.register("rate_limit_rejections", "Requests refused by a rate limit, by scope", m.rate_limit_rejections.clone());
+        r.register(
+            "rate_limit_backend_errors",
+            "Rate-limit checks the shared backend (Redis) could not answer",
+            m.rate_limit_backend_errors.clone(),
+        );
         r.register("circuit_state", "Circuit breaker state per provider: 0 closed, 1 half-open, 2 open", m.circuit_state.clone());
         r.register("websocket_connections", "Open WebSocket connections", m.websocket_connections.clone());
         r.register("knowledge_base_documents", "Documents in the knowledge base", m.kb_documents.clone());
@@ -151,12 +184,16 @@ impl Metrics {
         r.register("asr_real_time_factor", "Transcription time per second of audio", m.asr_real_time_factor.clone());
         r.register("build_info", "uag version", m.build_info.clone());
         m.build_info.get_or_create(&vec![("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned())]).set(1);
-        Arc::new(Metrics { registry: root, ..m })
+        Arc::new(Metrics { registry: root, families, ..m })
     }
 
     pub fn observe_http(&self, labels: HttpLabels, elapsed: Duration) {
         self.http_duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
         self.http_requests.get_or_create(&labels).inc();
+    }
+
+    pub fn count_rate_limit_rejection(&self, scope: &'static str) {
+        self.rate_limit_rejections.get_or_create(&ScopeLabels { scope: scope.to_owned() }).inc();
     }
 
     pub fn observe_upstream(&self, provider: &str, outcome: &str, elapsed: Duration) {
@@ -214,6 +251,12 @@ impl Metrics {
                 gauge.set(0);
             }
         }
+    }
+
+    /// The names of every metric family uag registers, empty or not (`/metrics` omits families
+    /// without samples yet); the dashboard check compares against these.
+    pub fn families(&self) -> &[String] {
+        &self.families
     }
 
     /// The exposition text.

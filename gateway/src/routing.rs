@@ -7,6 +7,7 @@
 //! timeouts, 429, 5xx); any other 4xx ends the request. Each provider has a circuit breaker.
 //! A stream may fall back only before its first token reached the client.
 
+use crate::ratelimit::ProviderSlot;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -194,11 +195,14 @@ impl FallbackRouter {
     }
 
     async fn infer_one(&self, target: &Target, req: &InferenceRequest, ctx: &RequestContext) -> Result<InferenceResponse, ProviderError> {
-        let (response, permit, started) =
+        let (response, permit, started, _slot) =
             self.call_target(target, req, ctx, |provider, call| async move { provider.infer(call).await }).await?;
         permit.success();
         self.metrics.observe_upstream(&target.provider, "ok", started.elapsed());
         self.metrics.observe_tokens(&target.provider, response.usage.input_tokens, response.usage.output_tokens);
+        if let Some(limits) = &ctx.limits {
+            limits.record_tokens(u64::from(response.usage.input_tokens) + u64::from(response.usage.output_tokens)).await;
+        }
         Ok(response)
     }
 
@@ -212,7 +216,7 @@ impl FallbackRouter {
         req: &InferenceRequest,
         ctx: &RequestContext,
         mut attempt: F,
-    ) -> Result<(T, Permit, Instant), ProviderError>
+    ) -> Result<(T, Permit, Instant, Option<ProviderSlot>), ProviderError>
     where
         F: FnMut(Arc<dyn crate::provider::Provider>, ProviderCall) -> Fut,
         Fut: std::future::Future<Output = Result<T, ProviderError>>,
@@ -220,6 +224,11 @@ impl FallbackRouter {
         let entry = self.entry(target)?;
         let mut retry = 0;
         loop {
+            // Provider limits first: a refusal is the gateway's own, not the provider's health.
+            let slot = match &ctx.limits {
+                Some(limits) => Some(limits.acquire_provider(&target.provider).await?),
+                None => None,
+            };
             let permit = entry.breaker.try_acquire().ok_or_else(|| ProviderError::CircuitOpen { provider: target.provider.clone() })?;
             let timeout = entry.timeout.min(ctx.remaining());
             let call = ProviderCall { model: target.model.clone(), request: req.clone(), ctx: ctx.clone(), timeout };
@@ -230,7 +239,7 @@ impl FallbackRouter {
                 r = tokio::time::timeout(timeout, attempt(Arc::clone(&entry.provider), call)) => r.unwrap_or(Err(ProviderError::Timeout)),
             };
             let err = match result {
-                Ok(value) => return Ok((value, permit, started)),
+                Ok(value) => return Ok((value, permit, started, slot)),
                 Err(e) => e,
             };
             self.metrics.observe_upstream(&target.provider, err.code(), started.elapsed());
@@ -270,7 +279,7 @@ impl FallbackRouter {
 
     async fn open_one(&self, target: &Target, req: &InferenceRequest, ctx: &RequestContext) -> Result<OpenStream, ProviderError> {
         let idle_timeout = self.entry(target)?.timeout;
-        let ((stream, first), permit, _) = self
+        let ((stream, first), permit, _, slot) = self
             .call_target(target, req, ctx, |provider, call| async move {
                 let mut stream = provider.stream_infer(call).await?;
                 match stream.next().await {
@@ -280,7 +289,7 @@ impl FallbackRouter {
                 }
             })
             .await?;
-        Ok(OpenStream { target: target.clone(), stream, first: Some(first), permit: Some(permit), idle_timeout })
+        Ok(OpenStream { target: target.clone(), stream, first: Some(first), permit: Some(permit), idle_timeout, _slot: slot })
     }
 
     /// Streams an answer along `targets`. Fails (for a proper HTTP status) when no target
@@ -313,6 +322,9 @@ impl FallbackRouter {
                         if let Some(p) = current.permit.take() { p.success(); }
                         router.metrics.observe_upstream(&current.target.provider, "ok", started.elapsed());
                         router.metrics.observe_tokens(&current.target.provider, usage.input_tokens, usage.output_tokens);
+                        if let Some(limits) = &ctx.limits {
+                            limits.record_tokens(u64::from(usage.input_tokens) + u64::from(usage.output_tokens)).await;
+                        }
                         yield Ok(Event::Done {
                             finish_reason,
                             usage,
@@ -365,6 +377,8 @@ struct OpenStream {
     first: Option<Event>,
     permit: Option<Permit>,
     idle_timeout: Duration,
+    /// The provider's concurrency slot, held until the stream ends or falls back.
+    _slot: Option<ProviderSlot>,
 }
 
 /// Retrying the same target only helps with transient upstream trouble; a missing component

@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod mock_upstream;
+pub mod redis;
 
 use std::net::SocketAddr;
 use std::time::Duration;

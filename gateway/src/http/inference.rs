@@ -5,7 +5,7 @@ use std::convert::Infallible;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{Extensions, HeaderMap};
 use axum::response::sse::{self, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
@@ -13,7 +13,8 @@ use futures::{Stream, StreamExt};
 use super::AppState;
 use super::extract::JsonBody;
 use crate::error::{ApiError, ProviderError};
-use crate::provider::RequestContext;
+use crate::provider::{Identity, RequestContext};
+use crate::ratelimit::RequestLimits;
 use crate::routing::RouteError;
 use crate::types::{Event, InferenceRequest};
 
@@ -28,19 +29,33 @@ impl From<RouteError> for ApiError {
 }
 
 /// Validates `req` and opens its context: the request id (the client's, else the one the
-/// request-id layer assigned) and the deadline.
-pub(crate) fn prepare(state: &AppState, headers: &HeaderMap, req: &InferenceRequest) -> Result<RequestContext, ApiError> {
+/// request-id layer assigned), the deadline, and what the auth and rate-limit layers put in
+/// the request's extensions.
+pub(crate) fn prepare(
+    state: &AppState,
+    headers: &HeaderMap,
+    extensions: &Extensions,
+    req: &InferenceRequest,
+) -> Result<RequestContext, ApiError> {
     req.validate().map_err(|e| ApiError::invalid_field(e.field, e.message))?;
     let id = req.id.clone().unwrap_or_else(|| super::request_id(headers));
-    Ok(RequestContext::new(id, state.config.server.request_timeout()))
+    Ok(with_caller(RequestContext::new(id, state.config.server.request_timeout()), extensions))
+}
+
+/// Copies the verified identity and the caller's limits into a request context.
+pub(crate) fn with_caller(mut ctx: RequestContext, extensions: &Extensions) -> RequestContext {
+    ctx.identity = extensions.get::<Identity>().cloned();
+    ctx.limits = extensions.get::<RequestLimits>().cloned();
+    ctx
 }
 
 pub async fn infer(
     State(state): State<AppState>,
     headers: HeaderMap,
+    extensions: Extensions,
     JsonBody(req): JsonBody<InferenceRequest>,
 ) -> Result<Response, ApiError> {
-    let ctx = prepare(&state, &headers, &req)?;
+    let ctx = prepare(&state, &headers, &extensions, &req)?;
     let targets = state.router.plan(&req).await?;
     // Dropping the guard (client gone, handler future dropped) cancels upstream work.
     let cancel_on_drop = ctx.cancel.clone().drop_guard();

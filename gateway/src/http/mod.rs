@@ -35,11 +35,13 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::metrics::{HttpLabels, Metrics};
 use crate::registry::{Registry, RegistryError};
 
+use crate::ratelimit::RateLimiter;
 use crate::routing::FallbackRouter;
 pub use documents::ingest_sample_knowledge_base;
 use uag_models::runtime::ModelRuntimes;
@@ -53,6 +55,10 @@ pub enum StartupError {
     KnowledgeBase(#[from] uag_graphrag::EngineError),
     #[error("cannot start the local model runtimes: {0}")]
     Models(#[from] uag_models::ModelError),
+    #[error("authentication: {0}")]
+    Auth(#[from] crate::auth::AuthSetupError),
+    #[error("rate limits: {0}")]
+    RateLimits(String),
 }
 
 /// Everything a handler needs; cheap to clone.
@@ -69,11 +75,22 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Work that outlives its HTTP request (upgraded WebSockets); shutdown waits for it.
     pub tasks: TaskTracker,
+    /// `[auth]`; `None`: anonymous everywhere.
+    pub auth: Option<Arc<Authenticator>>,
+    /// `[rate_limits]`; `None`: unlimited.
+    pub limiter: Option<Arc<RateLimiter>>,
 }
 
 impl AppState {
     /// Opens the knowledge base under the data directory and builds the providers.
     pub fn new(config: Config) -> Result<Self, StartupError> {
+        // Fail start-up (not each request) when a key file vanished since the config was checked.
+        if let Some(auth) = &config.auth {
+            Authenticator::from_config(auth, reqwest::Client::new())?;
+        }
+        if let Some(limits) = &config.rate_limits {
+            RateLimiter::from_config(limits, Metrics::new()).map_err(StartupError::RateLimits)?;
+        }
         let engine = Arc::new(uag_graphrag::Engine::open(&config.graphrag_dir())?);
         let manifest = uag_models::manifest::Manifest::embedded()?;
         let models = ModelRuntimes::start(manifest, config.model_runtime_config())?;
@@ -87,6 +104,22 @@ impl AppState {
     pub fn with_registry(config: Config, registry: Registry, engine: Option<Arc<uag_graphrag::Engine>>) -> Self {
         let metrics = Metrics::new();
         let router = FallbackRouter::new(Arc::new(registry), &config.routes, Arc::clone(&metrics));
+        // `new` has checked both; a failure here can only come from a test's own config, and
+        // authentication then fails closed.
+        let auth = config.auth.as_ref().map(|a| {
+            let client = crate::provider::upstream::http_client().unwrap_or_default();
+            Arc::new(Authenticator::from_config(a, client).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "authentication is misconfigured; refusing every request");
+                Authenticator::deny_all()
+            }))
+        });
+        let limiter = config.rate_limits.as_ref().and_then(|l| match RateLimiter::from_config(l, Arc::clone(&metrics)) {
+            Ok(limiter) => Some(Arc::new(limiter)),
+            Err(e) => {
+                tracing::error!(error = %e, "rate limits are misconfigured; not limiting");
+                None
+            }
+        });
         Self {
             config: Arc::new(config),
             router: Arc::new(router),
@@ -95,6 +128,8 @@ impl AppState {
             metrics,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            auth,
+            limiter,
         }
     }
 }
@@ -113,6 +148,10 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/providers", get(discovery::providers))
         .route("/metrics", get(discovery::metrics))
         .merge(documents::routes(state.config.graphrag.max_document_bytes))
+        // Route layers run after routing (the last added runs first): metrics see every answer,
+        // authentication runs before rate limits so callers are limited by subject, not address.
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::ratelimit::enforce))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::authenticate))
         // Per-route metrics run after routing, so they see the route template, never the raw path.
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), track_http))
         .fallback(not_found)

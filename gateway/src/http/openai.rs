@@ -190,11 +190,12 @@ fn extension(provider: &str, sources: &[Source]) -> Value {
 pub async fn chat_completions(
     State(state): State<AppState>,
     headers: HeaderMap,
+    extensions: axum::http::Extensions,
     JsonBody(body): JsonBody<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     let (req, include_usage) = body.into_inference()?;
     // Native validation errors say `params.temperature`; OpenAI clients know `temperature`.
-    let ctx = prepare(&state, &headers, &req).map_err(|mut e| {
+    let ctx = prepare(&state, &headers, &extensions, &req).map_err(|mut e| {
         e.param = e.param.map(|p| p.trim_start_matches("params.").to_owned());
         e.message = e.message.replace("`input`", "`messages`");
         e

@@ -52,7 +52,11 @@ fn error_message(id: Option<&str>, code: &str, message: impl Into<String>) -> St
     encode(id, &Event::Error { code: code.to_owned(), message: message.into() })
 }
 
-pub async fn upgrade(State(state): State<AppState>, ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>) -> Response {
+pub async fn upgrade(
+    State(state): State<AppState>,
+    extensions: axum::http::Extensions,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
     let ws = match ws {
         Ok(ws) => ws,
         Err(_) => {
@@ -67,11 +71,13 @@ pub async fn upgrade(State(state): State<AppState>, ws: Result<WebSocketUpgrade,
     }
     let tasks = state.tasks.clone();
     ws.max_message_size(state.config.server.ws_max_message_bytes)
-        .on_upgrade(move |socket| tasks.track_future(Session::new(state).run(socket)))
+        .on_upgrade(move |socket| tasks.track_future(Session::new(state, extensions).run(socket)))
 }
 
 struct Session {
     state: AppState,
+    /// The upgrade request's extensions: the identity and limits every request on it runs with.
+    caller: axum::http::Extensions,
     in_flight: HashMap<String, CancellationToken>,
     requests: JoinSet<String>,
     out_tx: mpsc::Sender<String>,
@@ -84,9 +90,9 @@ enum Flow {
 }
 
 impl Session {
-    fn new(state: AppState) -> Self {
+    fn new(state: AppState, caller: axum::http::Extensions) -> Self {
         let (out_tx, out_rx) = mpsc::channel(256);
-        Self { state, in_flight: HashMap::new(), requests: JoinSet::new(), out_tx, out_rx }
+        Self { state, caller, in_flight: HashMap::new(), requests: JoinSet::new(), out_tx, out_rx }
     }
 
     async fn run(mut self, socket: WebSocket) {
@@ -215,7 +221,7 @@ impl Session {
         if let Err(e) = request.validate() {
             return self.reply(error_message(Some(&id), "invalid_request", format!("{}: {}", e.field, e.message)));
         }
-        let ctx = RequestContext::new(id.clone(), config.request_timeout());
+        let ctx = super::inference::with_caller(RequestContext::new(id.clone(), config.request_timeout()), &self.caller);
         self.in_flight.insert(id.clone(), ctx.cancel.clone());
         let state = self.state.clone();
         let tx = self.out_tx.clone();

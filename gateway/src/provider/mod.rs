@@ -39,6 +39,16 @@ pub struct Identity {
     pub roles: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    pub method: AuthMethod,
+}
+
+/// How the caller proved who it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    #[default]
+    Jwt,
+    ApiKey,
 }
 
 /// What travels with every request through routing and into providers.
@@ -46,6 +56,8 @@ pub struct Identity {
 pub struct RequestContext {
     pub request_id: String,
     pub identity: Option<Identity>,
+    /// Provider limits and the caller's token budget, when `[rate_limits]` is configured.
+    pub limits: Option<crate::ratelimit::RequestLimits>,
     /// No work for this request is useful after this instant.
     pub deadline: Instant,
     /// Cancelled when the client disconnects or cancels; providers stop upstream work.
@@ -54,7 +66,13 @@ pub struct RequestContext {
 
 impl RequestContext {
     pub fn new(request_id: impl Into<String>, timeout: Duration) -> Self {
-        Self { request_id: request_id.into(), identity: None, deadline: Instant::now() + timeout, cancel: CancellationToken::new() }
+        Self {
+            request_id: request_id.into(),
+            identity: None,
+            limits: None,
+            deadline: Instant::now() + timeout,
+            cancel: CancellationToken::new(),
+        }
     }
 
     pub fn remaining(&self) -> Duration {

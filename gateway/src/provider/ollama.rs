@@ -20,11 +20,19 @@ pub struct OllamaProvider {
     api_key: Option<SecretString>,
     client: reqwest::Client,
     discovery: Discovery,
+    forward_identity: bool,
 }
 
 impl OllamaProvider {
     pub fn new(config: &RemoteProviderConfig, base_url: String, api_key: Option<SecretString>, client: reqwest::Client) -> Self {
-        Self { name: config.name.clone(), base_url, api_key, client, discovery: Discovery::new(config.models.clone()) }
+        Self {
+            name: config.name.clone(),
+            base_url,
+            api_key,
+            client,
+            discovery: Discovery::new(config.models.clone()),
+            forward_identity: config.forward_identity,
+        }
     }
 
     fn authorized(&self, builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -48,7 +56,7 @@ impl OllamaProvider {
             options: Options { num_predict: p.max_tokens, temperature: p.temperature, top_p: p.top_p, stop: &p.stop, seed: p.seed },
         };
         let mut builder = self.authorized(self.client.post(format!("{}/api/chat", self.base_url))).json(&body);
-        if let Some(identity) = &call.ctx.identity {
+        if let Some(identity) = call.ctx.identity.as_ref().filter(|_| self.forward_identity) {
             builder = builder.header("x-uag-user", identity.subject.as_str());
         }
         builder

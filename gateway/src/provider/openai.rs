@@ -24,6 +24,7 @@ pub struct OpenAiProvider {
     api_key: Option<SecretString>,
     client: reqwest::Client,
     discovery: Discovery,
+    forward_identity: bool,
 }
 
 impl OpenAiProvider {
@@ -34,11 +35,24 @@ impl OpenAiProvider {
         api_key: Option<SecretString>,
         client: reqwest::Client,
     ) -> Self {
-        Self { name: config.name.clone(), kind, base_url, api_key, client, discovery: Discovery::new(config.models.clone()) }
+        Self {
+            name: config.name.clone(),
+            kind,
+            base_url,
+            api_key,
+            client,
+            discovery: Discovery::new(config.models.clone()),
+            forward_identity: config.forward_identity,
+        }
     }
 
     fn post(&self, body: &ChatRequest<'_>) -> reqwest::RequestBuilder {
-        self.authorized(self.client.post(format!("{}/chat/completions", self.base_url))).json(body)
+        let builder = self.authorized(self.client.post(format!("{}/chat/completions", self.base_url))).json(body);
+        // OpenAI reads only the body's `user`; self-hosted servers and their proxies log headers.
+        match body.user {
+            Some(user) if self.kind == ProviderKind::OpenAiCompatible => builder.header("x-uag-user", user),
+            _ => builder,
+        }
     }
 
     fn authorized(&self, builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -72,7 +86,7 @@ impl OpenAiProvider {
             seed: p.seed,
             stream,
             stream_options: stream.then_some(StreamOptions { include_usage: true }),
-            user: call.ctx.identity.as_ref().map(|i| i.subject.as_str()),
+            user: call.ctx.identity.as_ref().filter(|_| self.forward_identity).map(|i| i.subject.as_str()),
         }
     }
 
