@@ -227,7 +227,8 @@ impl Metrics {
     }
 
     /// Mirrors the runtimes' counters (read at scrape time, so the workers never touch metrics).
-    pub fn observe_runtimes(&self, status: &[uag_models::runtime::RuntimeStatus]) {
+    /// `known` are the manifest's model ids, so models evicted since the last scrape read 0.
+    pub fn observe_runtimes<'a>(&self, status: &[uag_models::runtime::RuntimeStatus], known: impl IntoIterator<Item = &'a str>) {
         for s in status {
             let labels = RuntimeLabels { runtime: s.kind.as_str().to_owned() };
             self.runtime_queue_depth.get_or_create(&labels).set(s.queue_depth as i64);
@@ -240,13 +241,10 @@ impl Metrics {
                 self.model_load_seconds.get_or_create(&labels).set(*seconds);
             }
         }
-        // Models evicted since the last scrape read 0.
         let loaded: Vec<&str> = status.iter().flat_map(|s| s.loaded.iter().map(|(m, _)| m.as_str())).collect();
-        let known: Vec<String> =
-            uag_models::manifest::Manifest::embedded().map(|m| m.models.into_iter().map(|e| e.id).collect()).unwrap_or_default();
         for model in known {
-            if !loaded.contains(&model.as_str())
-                && let Some(gauge) = self.model_loaded.get(&ModelLabels { model })
+            if !loaded.contains(&model)
+                && let Some(gauge) = self.model_loaded.get(&ModelLabels { model: model.to_owned() })
             {
                 gauge.set(0);
             }

@@ -62,6 +62,12 @@ impl Embedder {
 
     /// One unit-length vector per text, in order.
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        self.embed_counting(texts).map(|(vectors, _)| vectors)
+    }
+
+    /// As [`Self::embed`], plus the word pieces the model read (after truncation), for usage
+    /// reporting without tokenising the texts a second time.
+    pub fn embed_counting(&self, texts: &[&str]) -> Result<(Vec<Vec<f32>>, usize)> {
         if texts.is_empty() {
             return Err(ModelError::InvalidInput("no input to embed".into()));
         }
@@ -69,13 +75,16 @@ impl Embedder {
             return Err(ModelError::InvalidInput(format!("input[{i}] is empty")));
         }
         let mut out = Vec::with_capacity(texts.len());
+        let mut tokens = 0;
         for batch in texts.chunks(BATCH) {
-            out.extend(self.embed_batch(batch)?);
+            let (vectors, batch_tokens) = self.embed_batch(batch)?;
+            out.extend(vectors);
+            tokens += batch_tokens;
         }
-        Ok(out)
+        Ok((out, tokens))
     }
 
-    fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+    fn embed_batch(&self, texts: &[&str]) -> Result<(Vec<Vec<f32>>, usize)> {
         let inference = |e: candle_core::Error| ModelError::Inference(e.to_string());
         let encodings =
             self.tokenizer.encode_batch(texts.to_vec(), true).map_err(|e| ModelError::InvalidInput(format!("cannot tokenize: {e}")))?;
@@ -83,9 +92,11 @@ impl Embedder {
         let cols = encodings.first().map_or(0, |e| e.get_ids().len());
         let mut ids = Vec::with_capacity(rows * cols);
         let mut mask = Vec::with_capacity(rows * cols);
+        let mut tokens = 0;
         for encoding in &encodings {
             ids.extend(encoding.get_ids().iter().map(|&i| i as i64));
             mask.extend(encoding.get_attention_mask().iter().map(|&m| m as i64));
+            tokens += encoding.get_attention_mask().iter().filter(|&&m| m == 1).count();
         }
         let ids = Tensor::from_vec(ids, (rows, cols), &self.device).map_err(inference)?;
         let mask = Tensor::from_vec(mask, (rows, cols), &self.device).map_err(inference)?;
@@ -98,7 +109,7 @@ impl Embedder {
         let mean = summed.broadcast_div(&counts).map_err(inference)?;
         let norms = mean.sqr().map_err(inference)?.sum_keepdim(1).map_err(inference)?.sqrt().map_err(inference)?;
         let normalised = mean.broadcast_div(&norms.clamp(1e-12, f64::MAX).map_err(inference)?).map_err(inference)?;
-        normalised.to_vec2::<f32>().map_err(inference)
+        Ok((normalised.to_vec2::<f32>().map_err(inference)?, tokens))
     }
 }
 

@@ -1006,25 +1006,6 @@ mod tests {
         assert!(matches!(LlmModel::load(&missing), Err(ModelError::Load { .. })));
     }
 
-    /// Prompt and generation speed; run with `--release -- --ignored --nocapture`.
-    #[test]
-    #[ignore]
-    fn bench_tokens_per_second() {
-        let mut model = model();
-        let prompt = "Explain how a rainbow forms. ".repeat(12);
-        model.clear_prompt_cache();
-        let g = generate(&mut model, &user(&prompt), &GenerationParams { max_tokens: 64, ..greedy(64) });
-        eprintln!(
-            "prompt: {} tokens in {:?} = {:.1} tok/s; generation: {} tokens in {:?} = {:.1} tok/s",
-            g.prompt_tokens,
-            g.prompt_duration,
-            g.prompt_tokens_per_second(),
-            g.completion_tokens,
-            g.generation_duration,
-            g.generation_tokens_per_second()
-        );
-    }
-
     /// Tiny GGUF models with made-up weights: no qwen2 or Llama 3 model is among the installed
     /// ones, and these paths (tokenizer regexes, template, candle's qwen2) need a run too.
     mod tiny {

@@ -397,11 +397,7 @@ impl ModelRuntimes {
             .call(move |s| {
                 let embedder = s.get(&entry, load_embedder)?;
                 let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                let vectors = embedder.embed(&refs)?;
-                let mut tokens = 0;
-                for t in &refs {
-                    tokens += embedder.count_tokens(t)?;
-                }
+                let (vectors, tokens) = embedder.embed_counting(&refs)?;
                 Ok(Embeddings { model: entry.id.clone(), vectors, tokens })
             })
             .await

@@ -74,7 +74,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         m.kb_entities.set(snapshot.kg.entities.len() as i64);
     }
     if let Some(models) = &state.models {
-        m.observe_runtimes(&models.status());
+        m.observe_runtimes(&models.status(), models.manifest().models.iter().map(|e| e.id.as_str()));
     }
     m.resident_memory.set(resident_memory_bytes());
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], m.render()).into_response()
