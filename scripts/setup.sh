@@ -7,7 +7,8 @@
 #                                 the Piper voice, ONNX Runtime; ~450 MB, verified by sha256)
 #   scripts/setup.sh --test     + what the test suite needs: the official openai SDK in .venv-sdk,
 #                                 nginx, openssl, docker-compose and systemd tools (deploy checks),
-#                                 redis-server (shared rate limits), and the multilingual whisper-base model
+#                                 redis-server (shared rate limits), chromium + chromium-driver (kiosk
+#                                 browser test), and the multilingual whisper-base model
 #   scripts/setup.sh --no-models  skip the model download (build and run without local models)
 #   scripts/setup.sh --bench    + the load generator for scripts/bench-gateway.sh (oha)
 #   scripts/setup.sh --cross    + the aarch64 cross toolchain and qemu (scripts/cross-build.sh)
@@ -52,6 +53,9 @@ if [ "$want_cross" = 1 ]; then packages+=(gcc-aarch64-linux-gnu g++-aarch64-linu
 if [ "$want_deploy" = 1 ]; then packages+=(nginx docker-compose openssl systemd prometheus); fi
 # redis-server: the shared rate-limit backend tests start their own instance on a free port.
 if [ "$want_test" = 1 ]; then packages+=(redis-server); fi
+# chromium + chromium-driver: the kiosk page's end-to-end test drives a real headless browser
+# over WebDriver (tests/kiosk_browser.rs); fonts so the screenshot shows text.
+if [ "$want_test" = 1 ]; then packages+=(chromium chromium-driver fonts-dejavu-core); fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

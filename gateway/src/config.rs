@@ -60,6 +60,11 @@ pub struct Config {
     /// Request and token budgets; absent: unlimited.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limits: Option<crate::ratelimit::RateLimitConfig>,
+    /// Response cache; absent: nothing is cached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<crate::cache::CacheConfig>,
+    /// The voice WebSocket and the kiosk page.
+    pub voice: crate::voice::VoiceConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -642,6 +647,7 @@ impl Config {
             return Err(("graphrag.top_k".into(), "must be between 1 and 50".into()));
         }
         self.validate_models()?;
+        self.voice.validate()?;
         if self.log.level.trim().is_empty() {
             return Err(("log.level".into(), "must not be empty (e.g. \"info\")".into()));
         }
@@ -703,6 +709,9 @@ impl Config {
         }
         if let Some(limits) = &self.rate_limits {
             limits.validate(names.keys().copied())?;
+        }
+        if let Some(cache) = &self.cache {
+            cache.validate()?;
         }
         check_chain("routes.default".into(), &self.routes.default)?;
         for (alias, chain) in &self.routes.aliases {

@@ -11,9 +11,12 @@
 //! - [`error`]: error categories and their single mapping to HTTP
 //! - [`codec`]: incremental SSE and NDJSON decoders for upstream streams
 //! - [`metrics`]: the Prometheus registry behind `GET /metrics`
+//! - [`cache`]: the response cache (exact and semantic) of the inference routes
 //! - [`telemetry`]: logging set-up (text or JSON)
+//! - [`voice`]: the voice pipeline (ASR -> answer -> sentence-by-sentence speech)
 
 pub mod auth;
+pub mod cache;
 pub mod circuit;
 pub mod codec;
 pub mod config;
@@ -26,6 +29,7 @@ pub mod registry;
 pub mod routing;
 pub mod telemetry;
 pub mod types;
+pub mod voice;
 
 pub use config::Config;
 pub use http::{AppState, app, serve};

@@ -48,6 +48,26 @@ pub struct ScopeLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// `exact` or `semantic`.
+    pub kind: String,
+    /// `hit`, `miss`, `bypass` or `error`.
+    pub result: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheBackendLabels {
+    /// `sled` or `redis`.
+    pub backend: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VoiceTurnLabels {
+    /// `answered`, `cancelled`, `no_speech` or `error`.
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RuntimeLabels {
     /// `asr`, `llm`, `embed` or `tts`.
     pub runtime: String,
@@ -96,8 +116,14 @@ pub struct Metrics {
     pub fallbacks: Family<ProviderLabels, Counter>,
     pub rate_limit_rejections: Family<ScopeLabels, Counter>,
     pub rate_limit_backend_errors: Counter,
+    pub cache_requests: Family<CacheLabels, Counter>,
+    pub cache_backend_errors: Family<CacheBackendLabels, Counter>,
     pub circuit_state: Family<ProviderLabels, Gauge>,
     pub websocket_connections: Gauge,
+    pub voice_sessions: Gauge,
+    pub voice_turns_active: Gauge,
+    pub voice_turns: Family<VoiceTurnLabels, Counter>,
+    pub voice_first_audio_seconds: Histogram,
     pub kb_documents: Gauge,
     pub kb_chunks: Gauge,
     pub kb_entities: Gauge,
@@ -130,8 +156,14 @@ impl Metrics {
             fallbacks: Family::default(),
             rate_limit_rejections: Family::default(),
             rate_limit_backend_errors: Counter::default(),
+            cache_requests: Family::default(),
+            cache_backend_errors: Family::default(),
             circuit_state: Family::default(),
             websocket_connections: Gauge::default(),
+            voice_sessions: Gauge::default(),
+            voice_turns_active: Gauge::default(),
+            voice_turns: Family::default(),
+            voice_first_audio_seconds: latency_histogram(),
             kb_documents: Gauge::default(),
             kb_chunks: Gauge::default(),
             kb_entities: Gauge::default(),
@@ -161,8 +193,22 @@ impl Metrics {
             "Rate-limit checks the shared backend (Redis) could not answer",
             m.rate_limit_backend_errors.clone(),
         );
+        r.register("cache_requests", "Response cache lookups by kind (exact, semantic) and result", m.cache_requests.clone());
+        r.register(
+            "cache_backend_errors",
+            "Response cache calls the backend could not answer (the request was served without the cache)",
+            m.cache_backend_errors.clone(),
+        );
         r.register("circuit_state", "Circuit breaker state per provider: 0 closed, 1 half-open, 2 open", m.circuit_state.clone());
         r.register("websocket_connections", "Open WebSocket connections", m.websocket_connections.clone());
+        r.register("voice_sessions", "Open voice WebSocket sessions (/v1/voice)", m.voice_sessions.clone());
+        r.register("voice_turns_active", "Voice turns being answered right now", m.voice_turns_active.clone());
+        r.register("voice_turns", "Finished voice turns by how they ended", m.voice_turns.clone());
+        r.register(
+            "voice_first_audio_seconds",
+            "End of speech to the first audio frame of the answer",
+            m.voice_first_audio_seconds.clone(),
+        );
         r.register("knowledge_base_documents", "Documents in the knowledge base", m.kb_documents.clone());
         r.register("knowledge_base_chunks", "Chunks in the knowledge base", m.kb_chunks.clone());
         r.register("knowledge_base_entities", "Entities in the knowledge graph", m.kb_entities.clone());
@@ -194,6 +240,15 @@ impl Metrics {
 
     pub fn count_rate_limit_rejection(&self, scope: &'static str) {
         self.rate_limit_rejections.get_or_create(&ScopeLabels { scope: scope.to_owned() }).inc();
+    }
+
+    /// `kind` and `result` are the fixed strings of [`CacheLabels`].
+    pub fn count_cache(&self, kind: &'static str, result: &'static str) {
+        self.cache_requests.get_or_create(&CacheLabels { kind: kind.to_owned(), result: result.to_owned() }).inc();
+    }
+
+    pub fn count_cache_backend_error(&self, backend: &'static str) {
+        self.cache_backend_errors.get_or_create(&CacheBackendLabels { backend: backend.to_owned() }).inc();
     }
 
     pub fn observe_upstream(&self, provider: &str, outcome: &str, elapsed: Duration) {

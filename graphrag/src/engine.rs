@@ -228,6 +228,13 @@ impl Engine {
         Ok(doc)
     }
 
+    /// The store's generation: every ingest that changes a document and every delete bumps
+    /// it, and it survives restarts, so caches of answers can tell when the knowledge base
+    /// changed (also through `uag ingest` while no server ran).
+    pub fn generation(&self) -> Result<u64> {
+        self.store.generation()
+    }
+
     pub fn stats(&self) -> Stats {
         let s = self.snapshot();
         Stats {

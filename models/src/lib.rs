@@ -24,6 +24,7 @@ pub mod llm;
 pub mod manifest;
 pub mod runtime;
 pub mod tts;
+pub mod vad;
 pub mod whisper_convert;
 
 pub use error::{ModelError, Result};

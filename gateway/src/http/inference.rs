@@ -12,6 +12,7 @@ use futures::{Stream, StreamExt};
 
 use super::AppState;
 use super::extract::JsonBody;
+use crate::cache::CacheSlot;
 use crate::error::{ApiError, ProviderError};
 use crate::provider::{Identity, RequestContext};
 use crate::ratelimit::RequestLimits;
@@ -56,6 +57,19 @@ pub async fn infer(
     JsonBody(req): JsonBody<InferenceRequest>,
 ) -> Result<Response, ApiError> {
     let ctx = prepare(&state, &headers, &extensions, &req)?;
+    // The cache layer found a stored answer: replay it in the same framing.
+    let cache = extensions.get::<CacheSlot>();
+    if let Some(answer) = cache.and_then(CacheSlot::answer) {
+        record_target(&answer.provider, &answer.model);
+        if req.stream
+            && let Some(events) = cache.and_then(CacheSlot::replay_events)
+        {
+            return Ok(sse_response(events.map(|item| Ok::<_, Infallible>(sse_frame(&into_event(item))))));
+        }
+        if let Some(response) = cache.and_then(|c| c.replay_response(&ctx.request_id)) {
+            return Ok(Json(response).into_response());
+        }
+    }
     let targets = state.router.plan(&req).await?;
     // Dropping the guard (client gone, handler future dropped) cancels upstream work.
     let cancel_on_drop = ctx.cancel.clone().drop_guard();
@@ -63,7 +77,10 @@ pub async fn infer(
         if let Some(first) = targets.first() {
             record_target(&first.provider, &first.model);
         }
-        let events = state.router.stream(targets, req, ctx).await?;
+        let mut events = state.router.stream(targets, req, ctx).await?;
+        if let Some(cache) = cache {
+            events = cache.tap(events);
+        }
         let frames = events.map(move |item| {
             let _keep = &cancel_on_drop;
             Ok::<_, Infallible>(sse_frame(&into_event(item)))
@@ -73,6 +90,9 @@ pub async fn infer(
     let response = state.router.infer(&targets, &req, &ctx).await?;
     record_target(&response.provider, &response.model);
     drop(cancel_on_drop.disarm());
+    if let Some(cache) = cache {
+        cache.fill(&response).await;
+    }
     Ok(Json(response).into_response())
 }
 

@@ -5,6 +5,8 @@
 //! - [`openai`]: OpenAI-compatible `POST /v1/chat/completions` and `GET /v1/models`
 //! - [`discovery`]: `GET /v1/providers`, `/healthz`, `/readyz`
 //! - [`audio`]: `POST /v1/audio/transcriptions`, `/v1/audio/speech`, `/v1/embeddings` (local models)
+//! - [`voice`]: `GET /v1/voice` (WebSocket voice assistant: audio in, text and speech out)
+//! - [`kiosk`]: the kiosk web page at `/`, embedded in the binary
 //! - [`extract`]: the JSON body extractor whose errors name the offending field
 
 pub mod audio;
@@ -12,7 +14,9 @@ pub mod discovery;
 pub mod documents;
 pub mod extract;
 pub mod inference;
+pub mod kiosk;
 pub mod openai;
+pub mod voice;
 pub mod ws;
 
 use std::future::Future;
@@ -59,6 +63,8 @@ pub enum StartupError {
     Auth(#[from] crate::auth::AuthSetupError),
     #[error("rate limits: {0}")]
     RateLimits(String),
+    #[error("response cache: {0}")]
+    Cache(String),
 }
 
 /// Everything a handler needs; cheap to clone.
@@ -79,6 +85,8 @@ pub struct AppState {
     pub auth: Option<Arc<Authenticator>>,
     /// `[rate_limits]`; `None`: unlimited.
     pub limiter: Option<Arc<RateLimiter>>,
+    /// `[cache]`; `None`: nothing is cached.
+    pub cache: Option<Arc<crate::cache::ResponseCache>>,
 }
 
 impl AppState {
@@ -96,6 +104,13 @@ impl AppState {
         let models = ModelRuntimes::start(manifest, config.model_runtime_config())?;
         let registry = Registry::from_config(&config, Some(Arc::clone(&engine)), Some(Arc::clone(&models)))?;
         let mut state = Self::with_registry(config, registry, Some(engine));
+        // Opened once (sled takes a lock); `with_registry` logged why when it could not.
+        if state.config.cache.as_ref().is_some_and(|c| c.enabled) && state.cache.is_none() {
+            return Err(StartupError::Cache(format!(
+                "cannot open the cache under {} (see the log)",
+                state.config.storage.data_dir.join("cache").display()
+            )));
+        }
         state.models = Some(models);
         Ok(state)
     }
@@ -120,6 +135,16 @@ impl AppState {
                 None
             }
         });
+        let cache = config.cache.as_ref().filter(|c| c.enabled).and_then(|c| {
+            let local = config.providers.iter().filter(|p| p.kind() == crate::config::ProviderKind::Local).map(|p| p.name().to_owned());
+            match crate::cache::ResponseCache::open(c, &config.storage.data_dir, local.collect(), Arc::clone(&metrics)) {
+                Ok(cache) => Some(Arc::new(cache)),
+                Err(e) => {
+                    tracing::error!(error = %e, "the response cache cannot be opened; not caching");
+                    None
+                }
+            }
+        });
         Self {
             config: Arc::new(config),
             router: Arc::new(router),
@@ -130,6 +155,7 @@ impl AppState {
             tasks: TaskTracker::new(),
             auth,
             limiter,
+            cache,
         }
     }
 }
@@ -140,18 +166,26 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(discovery::healthz))
         .route("/readyz", get(discovery::readyz))
-        .route("/v1/inference", post(inference::infer))
+        // The response cache wraps only the inference routes (inside auth and rate limits).
+        .route("/v1/inference", post(inference::infer).layer(axum::middleware::from_fn_with_state(state.clone(), crate::cache::layer)))
         .route("/v1/inference/stream", get(ws::upgrade))
-        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route(
+            "/v1/chat/completions",
+            post(openai::chat_completions).layer(axum::middleware::from_fn_with_state(state.clone(), crate::cache::layer)),
+        )
         .route("/v1/models", get(openai::models))
         .merge(audio::routes(&state.config.models))
         .route("/v1/providers", get(discovery::providers))
         .route("/metrics", get(discovery::metrics))
         .merge(documents::routes(state.config.graphrag.max_document_bytes))
+        .merge(voice_routes(&state))
         // Route layers run after routing (the last added runs first): metrics see every answer,
         // authentication runs before rate limits so callers are limited by subject, not address.
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::ratelimit::enforce))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::authenticate))
+        // The kiosk page is static and holds no data: it loads without credentials (its
+        // WebSocket still authenticates, e.g. with `?access_token=`).
+        .merge(kiosk_routes(&state))
         // Per-route metrics run after routing, so they see the route template, never the raw path.
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), track_http))
         .fallback(not_found)
@@ -187,6 +221,14 @@ pub fn app(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(max_body)),
         )
         .with_state(state)
+}
+
+fn voice_routes(state: &AppState) -> Router<AppState> {
+    if state.config.voice.enabled { Router::new().route("/v1/voice", get(voice::upgrade)) } else { Router::new() }
+}
+
+fn kiosk_routes(state: &AppState) -> Router<AppState> {
+    if state.config.voice.enabled { kiosk::routes() } else { Router::new() }
 }
 
 async fn not_found(State(state): State<AppState>, method: Method, uri: Uri) -> ApiError {

@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::extract::JsonBody;
 use super::inference::{into_event, prepare, record_target, sse_response};
+use crate::cache::CacheSlot;
 use crate::error::ApiError;
 use crate::types::{Event, FinishReason, InferenceRequest, Message, Params, Role, Source, Usage};
 
@@ -95,7 +96,7 @@ pub struct ContentPart {
 
 impl ChatCompletionRequest {
     /// The native request, or a 400 naming the OpenAI field that uag cannot honour.
-    fn into_inference(self) -> Result<(InferenceRequest, bool), ApiError> {
+    pub(crate) fn into_inference(self) -> Result<(InferenceRequest, bool), ApiError> {
         if self.n.is_some_and(|n| n != 1) {
             return Err(ApiError::invalid_field("n", "only n = 1 is supported"));
         }
@@ -200,14 +201,26 @@ pub async fn chat_completions(
         e.message = e.message.replace("`input`", "`messages`");
         e
     })?;
-    let targets = state.router.plan(&req).await?;
     let requested_model = req.model.clone().unwrap_or_else(|| "default".into());
     let id = format!("chatcmpl-{}", ctx.request_id);
     let created = unix_now();
+    // A stored answer from the cache layer replaces the router's; the framing is the same.
+    let cache = extensions.get::<CacheSlot>().cloned();
+    let cached = cache.as_ref().filter(|c| c.answer().is_some());
+    let targets = if cached.is_some() { Vec::new() } else { state.router.plan(&req).await? };
     let cancel_on_drop = ctx.cancel.clone().drop_guard();
 
     if !req.stream {
-        let answer = state.router.infer(&targets, &req, &ctx).await?;
+        let answer = match cached.and_then(|c| c.replay_response(&ctx.request_id)) {
+            Some(answer) => answer,
+            None => {
+                let answer = state.router.infer(&targets, &req, &ctx).await?;
+                if let Some(cache) = &cache {
+                    cache.fill(&answer).await;
+                }
+                answer
+            }
+        };
         record_target(&answer.provider, &answer.model);
         drop(cancel_on_drop.disarm());
         return Ok(Json(json!({
@@ -230,8 +243,14 @@ pub async fn chat_completions(
 
     if let Some(first) = targets.first() {
         record_target(&first.provider, &first.model);
+    } else if let Some(answer) = cached.and_then(CacheSlot::answer) {
+        record_target(&answer.provider, &answer.model);
     }
-    let events = state.router.stream(targets, req, ctx).await?;
+    let events = match (cached.and_then(CacheSlot::replay_events), &cache) {
+        (Some(events), _) => events,
+        (None, Some(cache)) => cache.tap(state.router.stream(targets, req, ctx).await?),
+        (None, None) => state.router.stream(targets, req, ctx).await?,
+    };
     let chunk = move |model: &str, delta: Value, finish: Option<&str>, extra: Option<Value>| {
         let mut c = json!({
             "id": id,

@@ -108,6 +108,9 @@ impl LocalProvider {
         // Grounded answers are factual: low temperature unless the client asks otherwise.
         let params = self.generation_params(&call.request, 0.2);
         let history = history(&call.request);
+        // The voice pipeline passes the spoken language so the answer comes back in it.
+        let language =
+            call.request.metadata.get("language").and_then(|v| v.as_str()).filter(|l| *l != "en").map(crate::voice::language_name);
         let rag = self.rag;
         let (tx, rx) = mpsc::channel::<Result<Event, ProviderError>>(64);
         tokio::spawn(async move {
@@ -121,7 +124,10 @@ impl LocalProvider {
                     }
                 };
                 engine.ask(&question, &options, &mut progress).map(|(retrieval, answer)| {
-                    let prompt = grounded_prompt(&question, &retrieval, rag.passages, rag.passage_words);
+                    let mut prompt = grounded_prompt(&question, &retrieval, rag.passages, rag.passage_words);
+                    if let Some(language) = language {
+                        prompt.system.push_str(&format!("\nAnswer in {language}."));
+                    }
                     (answer, prompt)
                 })
             })
