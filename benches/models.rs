@@ -96,7 +96,7 @@ fn main() {
     let pcm = uag_models::audio::resample_mono(&speech, voice.sample_rate(), 16_000).unwrap();
     for id in ["whisper-tiny.en", "whisper-base"] {
         let model = WhisperModel::load(&file(id, "ggml-model.bin")).unwrap();
-        let opts = AsrOptions { language: Some("en".into()), threads };
+        let opts = AsrOptions { language: Some("en".into()), threads, fit_window: false };
         let _ = model.transcribe(&pcm, &opts).unwrap();
         let mut rtf = Vec::new();
         let mut text = String::new();

@@ -10,7 +10,8 @@
 #                                 redis-server (shared rate limits), chromium + chromium-driver (kiosk
 #                                 browser test), and the multilingual whisper-base model
 #   scripts/setup.sh --no-models  skip the model download (build and run without local models)
-#   scripts/setup.sh --bench    + the load generator for scripts/bench-gateway.sh (oha)
+#   scripts/setup.sh --bench    + oha, an HTTP load generator for ad-hoc runs (scripts/bench-gateway.sh
+#                                 builds its own, examples/loadgen.rs, and installs LiteLLM in .venv-litellm)
 #   scripts/setup.sh --cross    + the aarch64 cross toolchain and qemu (scripts/cross-build.sh)
 #   scripts/setup.sh --deploy   + what the deployment checks use (nginx, docker-compose, openssl)
 set -euo pipefail
@@ -28,7 +29,7 @@ for arg in "$@"; do
     --cross) want_cross=1 ;;
     --deploy) want_deploy=1 ;;
     --no-models) want_models=0 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown option $arg (use --test, --bench, --cross, --deploy, --no-models)" >&2; exit 2 ;;
   esac
 done

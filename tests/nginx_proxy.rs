@@ -175,11 +175,12 @@ async fn prod_nginx_config_proxies_http_sse_and_websocket() {
         roots.add(cert.unwrap()).unwrap();
     }
     let tls = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let tls = Arc::new(tls);
     let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(
         format!("wss://localhost:{}/v1/inference/stream", nginx.https),
         None,
         false,
-        Some(tokio_tungstenite::Connector::Rustls(Arc::new(tls))),
+        Some(tokio_tungstenite::Connector::Rustls(Arc::clone(&tls))),
     )
     .await
     .unwrap();
@@ -200,6 +201,34 @@ async fn prod_nginx_config_proxies_http_sse_and_websocket() {
         }
     }
     assert_eq!(answer, "The capital of France is Paris.");
+
+    // The voice WebSocket and the kiosk page go through too.
+    let (mut voice, _) = tokio_tungstenite::connect_async_tls_with_config(
+        format!("wss://localhost:{}/v1/voice", nginx.https),
+        None,
+        false,
+        Some(tokio_tungstenite::Connector::Rustls(tls)),
+    )
+    .await
+    .unwrap();
+    let ready = loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), voice.next()).await.unwrap().unwrap().unwrap();
+        if let Message::Text(t) = msg {
+            break serde_json::from_str::<Value>(&t).unwrap();
+        }
+    };
+    assert_eq!(ready["type"], "ready", "{ready}");
+    voice.send(Message::Text(json!({"type": "ping"}).to_string().into())).await.unwrap();
+    let pong = loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), voice.next()).await.unwrap().unwrap().unwrap();
+        if let Message::Text(t) = msg {
+            break serde_json::from_str::<Value>(&t).unwrap();
+        }
+    };
+    assert_eq!(pong["type"], "pong");
+    let page = client.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("<title>uag kiosk</title>"));
 
     // The body limit answers at NGINX, before uag buffers anything.
     let r = client

@@ -63,6 +63,9 @@ pub struct Config {
     /// Response cache; absent: nothing is cached.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<crate::cache::CacheConfig>,
+    /// Authorization with Rego policies; absent: every caller may use everything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::policy::PolicyConfig>,
     /// The voice WebSocket and the kiosk page.
     pub voice: crate::voice::VoiceConfig,
 }
@@ -712,6 +715,9 @@ impl Config {
         }
         if let Some(cache) = &self.cache {
             cache.validate()?;
+        }
+        if let Some(policy) = &self.policy {
+            policy.validate()?;
         }
         check_chain("routes.default".into(), &self.routes.default)?;
         for (alias, chain) in &self.routes.aliases {

@@ -11,6 +11,7 @@
 //! - [`error`]: error categories and their single mapping to HTTP
 //! - [`codec`]: incremental SSE and NDJSON decoders for upstream streams
 //! - [`metrics`]: the Prometheus registry behind `GET /metrics`
+//! - [`policy`]: authorization with Rego policies (regorus), reloaded on SIGHUP or file change
 //! - [`cache`]: the response cache (exact and semantic) of the inference routes
 //! - [`telemetry`]: logging set-up (text or JSON)
 //! - [`voice`]: the voice pipeline (ASR -> answer -> sentence-by-sentence speech)
@@ -23,6 +24,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod policy;
 pub mod provider;
 pub mod ratelimit;
 pub mod registry;

@@ -56,6 +56,18 @@ pub struct CacheLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyDecisionLabels {
+    /// `allow`, `deny` or `error` (the policy failed at run time; denied).
+    pub decision: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `ok` or `error`.
+    pub result: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CacheBackendLabels {
     /// `sled` or `redis`.
     pub backend: String,
@@ -118,6 +130,8 @@ pub struct Metrics {
     pub rate_limit_backend_errors: Counter,
     pub cache_requests: Family<CacheLabels, Counter>,
     pub cache_backend_errors: Family<CacheBackendLabels, Counter>,
+    pub policy_decisions: Family<PolicyDecisionLabels, Counter>,
+    pub policy_reloads: Family<ResultLabels, Counter>,
     pub circuit_state: Family<ProviderLabels, Gauge>,
     pub websocket_connections: Gauge,
     pub voice_sessions: Gauge,
@@ -158,6 +172,8 @@ impl Metrics {
             rate_limit_backend_errors: Counter::default(),
             cache_requests: Family::default(),
             cache_backend_errors: Family::default(),
+            policy_decisions: Family::default(),
+            policy_reloads: Family::default(),
             circuit_state: Family::default(),
             websocket_connections: Gauge::default(),
             voice_sessions: Gauge::default(),
@@ -198,6 +214,12 @@ impl Metrics {
             "cache_backend_errors",
             "Response cache calls the backend could not answer (the request was served without the cache)",
             m.cache_backend_errors.clone(),
+        );
+        r.register("policy_decisions", "Authorization decisions of the Rego policy (one per target tried)", m.policy_decisions.clone());
+        r.register(
+            "policy_reloads",
+            "Policy reloads (SIGHUP or file change); an error keeps the previous policy",
+            m.policy_reloads.clone(),
         );
         r.register("circuit_state", "Circuit breaker state per provider: 0 closed, 1 half-open, 2 open", m.circuit_state.clone());
         r.register("websocket_connections", "Open WebSocket connections", m.websocket_connections.clone());
@@ -245,6 +267,15 @@ impl Metrics {
     /// `kind` and `result` are the fixed strings of [`CacheLabels`].
     pub fn count_cache(&self, kind: &'static str, result: &'static str) {
         self.cache_requests.get_or_create(&CacheLabels { kind: kind.to_owned(), result: result.to_owned() }).inc();
+    }
+
+    /// `decision` is one of the fixed strings of [`PolicyDecisionLabels`].
+    pub fn count_policy_decision(&self, decision: &'static str) {
+        self.policy_decisions.get_or_create(&PolicyDecisionLabels { decision: decision.to_owned() }).inc();
+    }
+
+    pub fn count_policy_reload(&self, result: &'static str) {
+        self.policy_reloads.get_or_create(&ResultLabels { result: result.to_owned() }).inc();
     }
 
     pub fn count_cache_backend_error(&self, backend: &'static str) {

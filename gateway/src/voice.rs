@@ -341,7 +341,7 @@ async fn answer(
                 return "cancelled";
             }
             let language = input.language.clone().filter(|l| l != "auto");
-            match models.transcribe_pcm(&entry, pcm, AsrOptions { language, threads: 0 }).await {
+            match models.transcribe_pcm(&entry, pcm, AsrOptions { language, threads: 0, fit_window: true }).await {
                 Ok(t) => {
                     timings.asr_ms = Some(ms_since(input.ended_at));
                     (clean_transcript(&t.text), t.language)
@@ -389,11 +389,19 @@ async fn answer(
         metadata,
     };
     let request_id = format!("voice-{}", uuid::Uuid::new_v4());
-    let ctx = crate::http::inference::with_caller(RequestContext::new(request_id, state.config.server.request_timeout()), &deps.caller);
+    let mut ctx = crate::http::inference::with_caller(RequestContext::new(request_id, state.config.server.request_timeout()), &deps.caller);
     // Dropping this guard (turn cancelled or finished) cancels the provider's work.
     let _cancel_guard = ctx.cancel.clone().drop_guard();
+    // `[policy]` decides per target, as for every inference request.
+    let route = crate::policy::Route { path: "/v1/voice", method: "GET" };
     let events = match state.router.plan(&request).await {
-        Ok(targets) => state.router.stream(targets, request, ctx).await.map_err(ApiError::from),
+        Ok(targets) => match crate::policy::authorize_targets(state, ctx.identity.as_ref(), route, &request, targets) {
+            Ok((targets, collections)) => {
+                ctx.allowed_collections = collections;
+                state.router.stream(targets, request, ctx).await.map_err(ApiError::from)
+            }
+            Err(api) => Err(api),
+        },
         Err(e) => Err(ApiError::from(e)),
     };
     let mut events = match events {
@@ -407,7 +415,10 @@ async fn answer(
     let (sentence_tx, sentence_rx) = mpsc::channel::<String>(16);
     let speech = match speaker {
         Speaker::Silent(_) => None,
-        speaker => Some(tokio::spawn(speak(speaker, sentence_rx, out.clone(), turn, input.ended_at))),
+        // Aborted when this future is dropped (turn cancelled): no sentence is spoken after that.
+        speaker => {
+            Some(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(speak(speaker, sentence_rx, out.clone(), turn, input.ended_at))))
+        }
     };
     let mut chunker = SpeechChunker::new(voice_config.first_chunk_words);
     let mut reason = "answered";

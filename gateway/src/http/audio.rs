@@ -113,7 +113,7 @@ async fn transcriptions(State(state): State<AppState>, mut multipart: Multipart)
     let entry = models.resolve(ModelKind::Asr, model.as_deref())?;
     tracing::Span::current().record("provider", "local").record("model", entry.id.as_str());
     let started = std::time::Instant::now();
-    let transcript = models.transcribe(&entry, bytes, extension, AsrOptions { language, threads: 0 }).await?;
+    let transcript = models.transcribe(&entry, bytes, extension, AsrOptions { language, threads: 0, fit_window: false }).await?;
     state.metrics.observe_asr(&entry.id, transcript.duration_s, started.elapsed());
     Ok(format_transcript(&transcript, format))
 }

@@ -1,7 +1,8 @@
 //! The knowledge base over HTTP, for LAN clients: `POST /v1/documents` (multipart upload or
 //! a raw body), `GET /v1/documents`, `DELETE /v1/documents/{id}`, and
 //! `GET /v1/graph/entities?q=` (entity search with neighbours). Engine work runs on the
-//! blocking pool.
+//! blocking pool. With `[policy]` collections, a caller lists, uploads to and deletes from only
+//! the collections the policy allows ([`AllowedCollections`]).
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{Extensions, HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use serde::Deserialize;
@@ -20,6 +21,7 @@ use uag_graphrag::{Engine, EngineError, IngestOutcome, NewDocument};
 
 use super::AppState;
 use crate::error::ApiError;
+use crate::policy::AllowedCollections;
 
 pub fn routes(max_document_bytes: usize) -> Router<AppState> {
     Router::new()
@@ -96,6 +98,7 @@ async fn upload(
 ) -> Result<Response, ApiError> {
     let query = query(query_string)?;
     let engine = engine(&state)?;
+    let allowed = request.extensions().get::<AllowedCollections>().cloned();
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let limit = state.config.graphrag.max_document_bytes;
     let too_large = |e: &dyn std::fmt::Display| {
@@ -149,6 +152,11 @@ async fn upload(
         return Err(ApiError::invalid_field("file", "the document is empty"));
     }
     let collection = checked_collection(collection)?;
+    if !AllowedCollections::permits(allowed.as_ref(), &collection) {
+        return Err(crate::policy::denied(format!(
+            "the access policy does not allow uploads to collection `{collection}` for this caller"
+        )));
+    }
     let shown = name.clone();
     let outcome = blocking(move || engine.ingest(&NewDocument { name: &name, bytes: &bytes, format, collection: &collection })).await?;
     let (status, id, chunks, code) = match outcome {
@@ -159,12 +167,14 @@ async fn upload(
     Ok((code, Json(json!({"id": id, "name": shown, "status": status, "chunks": chunks}))).into_response())
 }
 
-async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn list(State(state): State<AppState>, extensions: Extensions) -> Result<Json<Value>, ApiError> {
     let engine = engine(&state)?;
+    let allowed = extensions.get::<AllowedCollections>();
     let snapshot = engine.snapshot();
     let data: Vec<Value> = snapshot
         .docs
         .values()
+        .filter(|d| AllowedCollections::permits(allowed, &d.collection))
         .map(|d| {
             json!({
                 "id": d.id, "name": d.source, "title": d.title, "collection": d.collection,
@@ -175,8 +185,13 @@ async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({"object": "list", "data": data})))
 }
 
-async fn remove(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn remove(State(state): State<AppState>, extensions: Extensions, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let engine = engine(&state)?;
+    // A document outside the caller's collections does not exist for them.
+    let hidden = engine.snapshot().docs.get(&id).is_some_and(|d| !AllowedCollections::permits(extensions.get(), &d.collection));
+    if hidden {
+        return Err(ApiError::from(EngineError::NotFound(id)));
+    }
     let doc = blocking(move || engine.delete(&id)).await?;
     Ok(Json(json!({"id": doc.id, "name": doc.source, "deleted": true})))
 }

@@ -50,16 +50,23 @@ pub(crate) fn with_caller(mut ctx: RequestContext, extensions: &Extensions) -> R
     ctx
 }
 
+const ROUTE: crate::policy::Route = crate::policy::Route { path: "/v1/inference", method: "POST" };
+
 pub async fn infer(
     State(state): State<AppState>,
     headers: HeaderMap,
     extensions: Extensions,
     JsonBody(req): JsonBody<InferenceRequest>,
 ) -> Result<Response, ApiError> {
-    let ctx = prepare(&state, &headers, &extensions, &req)?;
-    // The cache layer found a stored answer: replay it in the same framing.
+    let mut ctx = prepare(&state, &headers, &extensions, &req)?;
+    let identity = extensions.get::<Identity>();
+    // The cache layer found a stored answer: replay it in the same framing, if the policy lets
+    // this caller have it.
     let cache = extensions.get::<CacheSlot>();
-    if let Some(answer) = cache.and_then(CacheSlot::answer) {
+    if let Some(answer) = cache
+        .and_then(CacheSlot::answer)
+        .filter(|a| crate::policy::may_replay(&state, identity, ROUTE, &req, &a.provider, &a.model, !a.sources.is_empty()))
+    {
         record_target(&answer.provider, &answer.model);
         if req.stream
             && let Some(events) = cache.and_then(CacheSlot::replay_events)
@@ -71,6 +78,8 @@ pub async fn infer(
         }
     }
     let targets = state.router.plan(&req).await?;
+    let (targets, collections) = crate::policy::authorize_targets(&state, identity, ROUTE, &req, targets)?;
+    ctx.allowed_collections = collections;
     // Dropping the guard (client gone, handler future dropped) cancels upstream work.
     let cancel_on_drop = ctx.cancel.clone().drop_guard();
     if req.stream {

@@ -65,6 +65,8 @@ pub enum StartupError {
     RateLimits(String),
     #[error("response cache: {0}")]
     Cache(String),
+    #[error("policy: {0}")]
+    Policy(#[from] crate::policy::PolicyError),
 }
 
 /// Everything a handler needs; cheap to clone.
@@ -87,6 +89,8 @@ pub struct AppState {
     pub limiter: Option<Arc<RateLimiter>>,
     /// `[cache]`; `None`: nothing is cached.
     pub cache: Option<Arc<crate::cache::ResponseCache>>,
+    /// `[policy]`; `None`: every caller may use every provider and collection.
+    pub policy: Option<Arc<crate::policy::PolicyEngine>>,
 }
 
 impl AppState {
@@ -98,6 +102,9 @@ impl AppState {
         }
         if let Some(limits) = &config.rate_limits {
             RateLimiter::from_config(limits, Metrics::new()).map_err(StartupError::RateLimits)?;
+        }
+        if let Some(policy) = &config.policy {
+            crate::policy::PolicyEngine::load(policy, Metrics::new())?;
         }
         let engine = Arc::new(uag_graphrag::Engine::open(&config.graphrag_dir())?);
         let manifest = uag_models::manifest::Manifest::embedded()?;
@@ -135,6 +142,13 @@ impl AppState {
                 None
             }
         });
+        // A policy that cannot be loaded here (a test's own config) denies every request: fail closed.
+        let policy = config.policy.as_ref().map(|p| {
+            Arc::new(crate::policy::PolicyEngine::load(p, Arc::clone(&metrics)).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "the policy cannot be loaded; denying every request until it reloads");
+                crate::policy::PolicyEngine::deny_all(p, Arc::clone(&metrics))
+            }))
+        });
         let cache = config.cache.as_ref().filter(|c| c.enabled).and_then(|c| {
             let local = config.providers.iter().filter(|p| p.kind() == crate::config::ProviderKind::Local).map(|p| p.name().to_owned());
             match crate::cache::ResponseCache::open(c, &config.storage.data_dir, local.collect(), Arc::clone(&metrics)) {
@@ -156,6 +170,7 @@ impl AppState {
             auth,
             limiter,
             cache,
+            policy,
         }
     }
 }
@@ -181,6 +196,8 @@ pub fn app(state: AppState) -> Router {
         .merge(voice_routes(&state))
         // Route layers run after routing (the last added runs first): metrics see every answer,
         // authentication runs before rate limits so callers are limited by subject, not address.
+        // Authorization of documents/audio/embeddings routes (inference decides per target).
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::policy::enforce))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::ratelimit::enforce))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::authenticate))
         // The kiosk page is static and holds no data: it loads without credentials (its
@@ -260,6 +277,11 @@ async fn method_not_allowed() -> ApiError {
 pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
     let grace = state.config.server.shutdown_grace();
     let token = state.shutdown.clone();
+    // Policies reload on SIGHUP and file changes while the server runs.
+    match &state.policy {
+        Some(policy) => policy.spawn_watcher(token.clone()),
+        None => crate::policy::ignore_hangup(token.clone()),
+    }
     let tasks = state.tasks.clone();
     let stopping_since = Arc::new(std::sync::OnceLock::<Instant>::new());
     let signal = {

@@ -188,6 +188,8 @@ fn extension(provider: &str, sources: &[Source]) -> Value {
     json!({"provider": provider, "sources": sources})
 }
 
+const ROUTE: crate::policy::Route = crate::policy::Route { path: "/v1/chat/completions", method: "POST" };
+
 pub async fn chat_completions(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -196,7 +198,7 @@ pub async fn chat_completions(
 ) -> Result<Response, ApiError> {
     let (req, include_usage) = body.into_inference()?;
     // Native validation errors say `params.temperature`; OpenAI clients know `temperature`.
-    let ctx = prepare(&state, &headers, &extensions, &req).map_err(|mut e| {
+    let mut ctx = prepare(&state, &headers, &extensions, &req).map_err(|mut e| {
         e.param = e.param.map(|p| p.trim_start_matches("params.").to_owned());
         e.message = e.message.replace("`input`", "`messages`");
         e
@@ -206,8 +208,18 @@ pub async fn chat_completions(
     let created = unix_now();
     // A stored answer from the cache layer replaces the router's; the framing is the same.
     let cache = extensions.get::<CacheSlot>().cloned();
-    let cached = cache.as_ref().filter(|c| c.answer().is_some());
-    let targets = if cached.is_some() { Vec::new() } else { state.router.plan(&req).await? };
+    let identity = extensions.get::<crate::provider::Identity>();
+    // A stored answer is replayed only when the policy lets this caller have it.
+    let cached = cache.as_ref().filter(|c| {
+        c.answer().is_some_and(|a| crate::policy::may_replay(&state, identity, ROUTE, &req, &a.provider, &a.model, !a.sources.is_empty()))
+    });
+    let targets = if cached.is_some() {
+        Vec::new()
+    } else {
+        let (targets, collections) = crate::policy::authorize_targets(&state, identity, ROUTE, &req, state.router.plan(&req).await?)?;
+        ctx.allowed_collections = collections;
+        targets
+    };
     let cancel_on_drop = ctx.cancel.clone().drop_guard();
 
     if !req.stream {

@@ -232,7 +232,7 @@ impl Session {
     }
 }
 
-async fn run_request(state: AppState, request: InferenceRequest, ctx: RequestContext, tx: mpsc::Sender<String>) {
+async fn run_request(state: AppState, request: InferenceRequest, mut ctx: RequestContext, tx: mpsc::Sender<String>) {
     let id = ctx.request_id.clone();
     let send = |event: Event| {
         let tx = tx.clone();
@@ -242,10 +242,18 @@ async fn run_request(state: AppState, request: InferenceRequest, ctx: RequestCon
     if !send(Event::status("accepted", "request accepted")).await {
         return;
     }
-    let targets = match state.router.plan(&request).await {
-        Ok(t) => t,
-        Err(e) => {
-            let api = ApiError::from(e);
+    // Each request on the connection is authorized on its own (its targets differ).
+    let route = crate::policy::Route { path: "/v1/inference/stream", method: "GET" };
+    let planned = match state.router.plan(&request).await {
+        Ok(t) => crate::policy::authorize_targets(&state, ctx.identity.as_ref(), route, &request, t),
+        Err(e) => Err(ApiError::from(e)),
+    };
+    let targets = match planned {
+        Ok((targets, collections)) => {
+            ctx.allowed_collections = collections;
+            targets
+        }
+        Err(api) => {
             send(Event::Error { code: api.code.to_owned(), message: api.message }).await;
             return;
         }

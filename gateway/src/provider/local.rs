@@ -103,7 +103,8 @@ impl LocalProvider {
     fn rag_stream(&self, call: ProviderCall) -> Result<EventStream, ProviderError> {
         let engine = self.engine()?;
         let question = Self::question(&call.request)?;
-        let options = QueryOptions { top_k: self.rag.top_k, ..QueryOptions::default() };
+        // Only chunks of the collections the policy (and the request) allow are ranked at all.
+        let options = QueryOptions { top_k: self.rag.top_k, collections: call.ctx.allowed_collections.clone(), ..QueryOptions::default() };
         let llm = self.rag_llm();
         // Grounded answers are factual: low temperature unless the client asks otherwise.
         let params = self.generation_params(&call.request, 0.2);

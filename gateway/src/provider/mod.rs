@@ -58,6 +58,9 @@ pub struct RequestContext {
     pub identity: Option<Identity>,
     /// Provider limits and the caller's token budget, when `[rate_limits]` is configured.
     pub limits: Option<crate::ratelimit::RequestLimits>,
+    /// Knowledge-base collections this request may retrieve from (the requested ones within what
+    /// `[policy]` allows); `None`: all.
+    pub allowed_collections: Option<Vec<String>>,
     /// No work for this request is useful after this instant.
     pub deadline: Instant,
     /// Cancelled when the client disconnects or cancels; providers stop upstream work.
@@ -70,6 +73,7 @@ impl RequestContext {
             request_id: request_id.into(),
             identity: None,
             limits: None,
+            allowed_collections: None,
             deadline: Instant::now() + timeout,
             cancel: CancellationToken::new(),
         }
