@@ -14,6 +14,8 @@
 #   LITELLM=0 scripts/bench-gateway.sh       # uag against the mock only
 #   NO_BUILD=1 scripts/bench-gateway.sh      # use the release binaries already in target/
 #   NO_WRITE=1 scripts/bench-gateway.sh      # print only
+#   MAX_CONNECTIONS=0 ...                    # skip the closed-loop (highest rate) runs
+#   RESULTS_DIR=/tmp/gw ...                  # keep every run's JSON and the servers' logs
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -25,6 +27,8 @@ REPS="${REPS:-3}"
 CONNECTIONS="${CONNECTIONS:-16}"
 MAX_CONNECTIONS="${MAX_CONNECTIONS:-64}"
 LITELLM="${LITELLM:-1}"
+# LiteLLM's worker processes; the default uses every core, as uag's runtime does.
+LITELLM_WORKERS="${LITELLM_WORKERS:-$(nproc)}"
 # The newest LiteLLM whose `[proxy]` extra resolves from PyPI (1.108.x and later pin
 # litellm-proxy-extras / litellm-enterprise builds that are not published there).
 LITELLM_VERSION="${LITELLM_VERSION:-1.106.12}"
@@ -38,7 +42,6 @@ if [ -z "${NO_BUILD:-}" ]; then
   scripts/setup.sh --bench --no-models
   cargo build --release --locked --bin uag --example mock_upstream --example loadgen
 fi
-loadgen=target/release/examples/loadgen
 
 # --- LiteLLM, from PyPI, in its own venv (idempotent) ------------------------------------------
 venv="$root/.venv-litellm"
@@ -52,14 +55,27 @@ fi
 
 work="$(mktemp -d)"
 pids=()
+descendants() { # pid: its child processes, recursively (LiteLLM's uvicorn workers)
+  local c
+  for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do echo "$c"; descendants "$c"; done
+}
 cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  local all=() pid
+  for pid in "${pids[@]}"; do all+=("$pid" $(descendants "$pid")); done
+  for pid in "${all[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  if [ -n "${RESULTS_DIR:-}" ]; then mkdir -p "$RESULTS_DIR" && cp "$work"/*.json "$work"/*.log "$work"/*.toml "$RESULTS_DIR"/ 2>/dev/null || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-target/release/examples/mock_upstream "$MOCK_ADDR" >"$work/mock.log" 2>&1 &
+# Private copies: a build started elsewhere during the run cannot swap the binaries under it.
+mkdir -p "$work/bin"
+cp target/release/uag target/release/examples/mock_upstream target/release/examples/loadgen "$work/bin/"
+uag="$work/bin/uag"
+loadgen="$work/bin/loadgen"
+
+"$work/bin/mock_upstream" "$MOCK_ADDR" >"$work/mock.log" 2>&1 &
 mock_pid=$!
 pids+=("$mock_pid")
 
@@ -145,7 +161,7 @@ data = "$work/policy-data.json"
 EOF
 if grep -q "pub policy" gateway/src/config.rs 2>/dev/null; then
   cat "$work/uag.toml" "$work/policy.toml" >"$work/uag-policy.toml"
-  if target/release/uag config check "$work/uag-policy.toml" >/dev/null 2>"$work/policy-check.log"; then
+  if "$uag" config check "$work/uag-policy.toml" >/dev/null 2>"$work/policy-check.log"; then
     mv "$work/uag-policy.toml" "$work/uag.toml"
     policy_note="included: \`[policy]\`, a Rego role -> provider table (\`allow if { some role in input.identity.roles; input.provider in data.roles[role].providers }\`) evaluated per routed target"
   else
@@ -154,7 +170,7 @@ if grep -q "pub policy" gateway/src/config.rs 2>/dev/null; then
 fi
 echo "bench: policy $policy_note"
 
-target/release/uag serve --config "$work/uag.toml" >"$work/uag.log" 2>&1 &
+"$uag" serve --config "$work/uag.toml" >"$work/uag.log" 2>&1 &
 uag_pid=$!
 pids+=("$uag_pid")
 
@@ -177,7 +193,7 @@ litellm_settings:
 EOF
   # Offline: the bundled model cost map instead of a download; no telemetry; errors only.
   LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_LOG=ERROR LITELLM_TELEMETRY=False \
-    "$venv/bin/litellm" --config "$work/litellm.yaml" --host "${LITELLM_ADDR%:*}" --port "${LITELLM_ADDR##*:}" \
+    "$venv/bin/litellm" --config "$work/litellm.yaml" --host "${LITELLM_ADDR%:*}" --port "${LITELLM_ADDR##*:}" --num_workers "$LITELLM_WORKERS" \
     >"$work/litellm.log" 2>&1 &
   litellm_pid=$!
   pids+=("$litellm_pid")
@@ -264,15 +280,48 @@ for rep in $(seq "$REPS"); do
   done
 done
 
-echo "bench: highest rate (closed loop, $MAX_CONNECTIONS connections, ${DURATION}s): ${targets[*]}"
-for t in "${targets[@]}"; do
-  run_load "max-$t" "$t" 0 --duration-s "$DURATION" --connections "$MAX_CONNECTIONS" --threads 2
-done
+if [ "$MAX_CONNECTIONS" -gt 0 ]; then
+  echo "bench: highest rate (closed loop, $MAX_CONNECTIONS connections, ${DURATION}s): ${targets[*]}"
+  for t in "${targets[@]}"; do
+    run_load "max-$t" "$t" 0 --duration-s "$DURATION" --connections "$MAX_CONNECTIONS" --threads 2
+  done
+fi
+
+# LiteLLM's highest fixed rate held, when it failed one of RATES: step down from its closed-loop
+# throughput through round rates until one holds (no error, nothing left unsent), measuring the
+# mock and uag at the same rate for the overhead comparison.
+probe_rate=0
+if [ "$LITELLM" = 1 ] && [ "$MAX_CONNECTIONS" -gt 0 ]; then
+  read -r held cap < <(python3 - "$work" "$RATES" "$REPS" <<'PY'
+import json, sys
+work, rates, reps = sys.argv[1], [int(r) for r in sys.argv[2].split()], int(sys.argv[3])
+ok = lambda n: json.load(open(f"{work}/{n}.json"))["sustained"]
+held = [r for r in rates if all(ok(f"litellm-{r}-{rep}") for rep in range(1, reps + 1))]
+all_held = len(held) == len(rates)
+print(-1 if all_held else max(held, default=0), json.load(open(f"{work}/max-litellm.json"))["ok_per_s"])
+PY
+)
+  if [ "$held" -ge 0 ]; then
+    for r in 1500 1000 800 600 500 400 300 250 200 150 120 100 80 60 50 40 30 20 10; do
+      [ "$r" -gt "$held" ] || break
+      python3 -c "import sys; sys.exit(not $r < 0.95 * $cap)" || continue
+      case " $RATES " in *" $r "*) continue ;; esac
+      echo "bench: LiteLLM's highest held rate: trying $r requests/s (closed-loop throughput $cap/s)"
+      for t in "${targets[@]}"; do
+        run_load "probe-$t-$r" "$t" "$r" --duration-s "$DURATION" --connections "$CONNECTIONS"
+      done
+      if python3 -c "import json, sys; sys.exit(not json.load(open(sys.argv[1]))['sustained'])" "$work/probe-litellm-$r.json"; then
+        probe_rate=$r
+        break
+      fi
+    done
+  fi
+fi
 
 cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 mem_gib="$(awk '/^MemTotal/ {printf "%.0f", $2 / 1048576}' /proc/meminfo)"
-versions="uag $(target/release/uag version | awk '{print $2}'), $(rustc --version | awk '{print $1, $2}'), $(python3 --version)"
-[ "$LITELLM" = 1 ] && versions="$versions, LiteLLM $litellm_version (\`litellm[proxy]\` from PyPI, one uvicorn worker, master key, no database)"
+versions="uag $("$uag" version | awk '{print $2}'), $(rustc --version | awk '{print $1, $2}'), $(python3 --version)"
+[ "$LITELLM" = 1 ] && versions="$versions, LiteLLM $litellm_version (\`litellm[proxy]\` from PyPI, $LITELLM_WORKERS uvicorn worker processes, master key, no database, \`LITELLM_LOG=ERROR\`)"
 
 python3 - "$work" "$RATES" "$DURATION" "$CONNECTIONS" "$MAX_CONNECTIONS" "$REPS" "$LITELLM" "${NO_WRITE:-}" \
   "$uag_idle" "$uag_loaded" "$litellm_idle" "$litellm_loaded" "$cpu" "$(nproc)" "$mem_gib" "$versions" "$policy_note" "$UAG_LOG_LEVEL" <<'PY'
@@ -339,23 +388,31 @@ if litellm:
     rule += " ---: |"
 lines += [head, rule]
 verdict_ratio = []
-for rate in rates:
-    row = f"| {rate} |"
-    _, d, _ = best[rate, "uag"]
+def table_row(label, rate, runs):
+    """runs: gateway -> (p99 overhead, its direct run, its gateway run)."""
+    row = f"| {label} |"
+    _, d, _ = runs["uag"]
     row += f" {fmt(ms(d, 'p50'))} / {fmt(ms(d, 'p99'))} |"
     over = {}
     for g in gateways:
-        o99, dg, v = best[rate, g]
+        o99, dg, v = runs[g]
         o50 = ms(v, "p50") - ms(dg, "p50")
         over[g] = (o50, o99, v)
         row += f" {fmt(ms(v, 'p50'))} / {fmt(ms(v, 'p99'))} | **{fmt(o50)} / {fmt(o99)}** | {sent(v)} |"
     if litellm:
         u99, l99, lv = over["uag"][1], over["litellm"][1], over["litellm"][2]
         ratio = l99 / u99 if u99 > 0 else float("inf")
-        row += f" {ratio:.0f}x |" if lv["sustained"] else f" ({ratio:.0f}x) |"
+        row += f" {ratio:.0f}x |" if lv["sustained"] else f" ({ratio:.0f}x, not sustained) |"
         if lv["sustained"]:
             verdict_ratio.append((rate, ratio))
     lines.append(row)
+for rate in rates:
+    table_row(str(rate), rate, {g: best[rate, g] for g in gateways})
+probes = sorted((int(p.name.split("-")[2].split(".")[0]) for p in pathlib.Path(work).glob("probe-litellm-*.json")), reverse=True)
+for rate in probes:
+    d = load(f"probe-direct-{rate}")
+    runs = {g: (ms(load(f"probe-{g}-{rate}"), "p99") - ms(d, "p99"), d, load(f"probe-{g}-{rate}")) for g in gateways}
+    table_row(f"{rate} (LiteLLM probe, 1 run)", rate, runs)
 
 lines += ["", "p99 overhead (ms) of every repetition, sorted: " + "; ".join(
     f"{name[g]} at {rate}: " + ", ".join(fmt(x) for x in spread[rate, g]) for g in gateways for rate in rates) + "."]
@@ -367,17 +424,22 @@ for rate in rates:
             cache[k] = cache.get(k, 0) + v
 lines += ["", "uag's `x-uag-cache` on the fixed-rate answers: " + ", ".join(f"{k} {v}" for k, v in sorted(cache.items())) + "."]
 
-lines += ["", f"Highest rate held (closed loop: {max_conns} connections each sending its next request on an answer, {duration} s):", ""]
-lines += ["| path | answered 200 per s | errors | p50 / p99 (ms) |", "| --- | ---: | ---: | ---: |"]
-for t in ["direct"] + gateways:
+if int(max_conns) > 0:
+    lines += ["", f"Highest rate held (closed loop: {max_conns} connections each sending its next request on an answer, {duration} s):", ""]
+    lines += ["| path | answered 200 per s | errors | p50 / p99 (ms) |", "| --- | ---: | ---: | ---: |"]
+for t in (["direct"] + gateways) if int(max_conns) > 0 else []:
     m = load(f"max-{t}")
     label = {"direct": "mock upstream directly", "uag": "uag (full stack)", "litellm": "LiteLLM"}[t]
     errs = m["error_count"]
     lines.append(f"| {label} | {m['ok_per_s']:.0f} | {errs}{' (' + ', '.join(f'{k}: {v}' for k, v in m['errors'].items()) + ')' if errs else ''} | {fmt(ms(m, 'p50'))} / {fmt(ms(m, 'p99'))} |")
 if litellm:
     held = [rate for rate in rates if all(load(f"litellm-{rate}-{rep}")["sustained"] for rep in range(1, reps + 1))]
+    held_probe = [r for r in probes if load(f"probe-litellm-{r}")["sustained"]]
     lines += ["", "Fixed rates LiteLLM held in every repetition (no error, nothing left unsent): "
-              + (", ".join(str(r) for r in held) if held else "none") + " req/s."]
+              + (", ".join(str(r) for r in held) + " req/s" if held else "none")
+              + (f"; stepping down from its closed-loop throughput (rows marked \"probe\"), the highest it held was "
+                 f"**{held_probe[0]} req/s**" if held_probe else "")
+              + (f" (tried {', '.join(str(r) for r in probes)})" if probes and not held_probe else "") + "."]
 
 mib = lambda kb: f"{int(kb) / 1024:.1f} MiB"
 lines += ["", "| resident memory (process and children) | idle | loaded (highest after a run) |", "| --- | ---: | ---: |",

@@ -563,3 +563,45 @@ fn example_config(root: &Path) -> uag_gateway::policy::PolicyConfig {
     }))
     .unwrap()
 }
+
+/// The voice assistant asks the policy for each turn: a caller without a provider gets an
+/// `error` event with `policy_denied` after the transcript, and the session lives on.
+#[tokio::test]
+async fn voice_turns_are_authorized() {
+    let models = common::models_toml(&["whisper-tiny.en", "piper-en_US-joe-medium", "onnxruntime"]);
+    let (_mock, gw, _dir) = start_with(0, &models).await;
+    // The question as speech, from Piper over the HTTP API (audio is allowed to the admin).
+    let r = client()
+        .post(gw.url("/v1/audio/speech"))
+        .bearer_auth(token("root", &["admin"]))
+        .json(&json!({"model": "tts-1", "voice": "alloy", "input": "When is the maintenance window?", "response_format": "pcm"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let pcm = r.bytes().await.unwrap().to_vec();
+
+    let url = format!("ws://{}/v1/voice?access_token={}", gw.addr, token("eve", &["guest"]));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let start = json!({"type": "start", "sample_rate": 22050, "encoding": "pcm_s16le", "speak": false});
+    ws.send(Message::Text(start.to_string().into())).await.unwrap();
+    let silence = vec![0u8; 22_050 * 2 * 3 / 2];
+    for chunk in [&silence[..22_050 / 5], &pcm[..], &silence[..]] {
+        for frame in chunk.chunks(22_050 / 50 * 2) {
+            ws.send(Message::Binary(frame.to_vec().into())).await.unwrap();
+        }
+    }
+    let mut seen = Vec::new();
+    let code = loop {
+        let message = tokio::time::timeout(Duration::from_secs(60), ws.next()).await.expect("an event in time").unwrap().unwrap();
+        let Message::Text(text) = message else { continue };
+        let event: Value = serde_json::from_str(&text).unwrap();
+        seen.push(event["type"].as_str().unwrap_or_default().to_owned());
+        if event["type"] == "error" {
+            break event["code"].as_str().unwrap().to_owned();
+        }
+        assert_ne!(event["type"], "delta", "a denied caller got an answer: {event}");
+    };
+    assert_eq!(code, "policy_denied", "{seen:?}");
+    assert!(seen.contains(&"transcript".to_owned()), "denied after transcription: {seen:?}");
+}

@@ -583,6 +583,15 @@ impl Jwks {
 /// The middleware: authenticates, records the subject in the request span and puts the
 /// [`Identity`] in the request's extensions for handlers (and the rate limiter).
 pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    // A client certificate that TLS verified identifies the caller when nothing else is
+    // presented (a bearer token or API key, when sent, still decides).
+    let presented = !matches!(find_credential(request.uri(), request.headers()), Ok(None));
+    if !presented && let Some(cert) = request.extensions().get::<crate::tls::ClientCertificate>().cloned() {
+        tracing::Span::current().record("subject", cert.common_name.as_str());
+        let identity = Identity { subject: cert.common_name, roles: Vec::new(), tenant: None, method: AuthMethod::ClientCertificate };
+        request.extensions_mut().insert(identity);
+        return next.run(request).await;
+    }
     let Some(auth) = state.auth.as_ref().map(Arc::clone) else {
         return next.run(request).await;
     };

@@ -87,6 +87,9 @@ pub struct ServerConfig {
     pub ws_ping_interval_ms: u64,
     /// Requests one WebSocket connection may have in flight at once.
     pub ws_max_in_flight: usize,
+    /// HTTPS (and optional client certificates); absent: plain HTTP (e.g. behind NGINX).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -99,6 +102,7 @@ impl Default for ServerConfig {
             ws_max_message_bytes: 1024 * 1024,
             ws_ping_interval_ms: 20_000,
             ws_max_in_flight: 8,
+            tls: None,
         }
     }
 }
@@ -651,6 +655,9 @@ impl Config {
         }
         self.validate_models()?;
         self.voice.validate()?;
+        if let Some(tls) = &self.server.tls {
+            tls.validate()?;
+        }
         if self.log.level.trim().is_empty() {
             return Err(("log.level".into(), "must not be empty (e.g. \"info\")".into()));
         }

@@ -14,6 +14,7 @@
 //! - [`policy`]: authorization with Rego policies (regorus), reloaded on SIGHUP or file change
 //! - [`cache`]: the response cache (exact and semantic) of the inference routes
 //! - [`telemetry`]: logging set-up (text or JSON)
+//! - [`tls`]: HTTPS termination with certificate reload and client certificates
 //! - [`voice`]: the voice pipeline (ASR -> answer -> sentence-by-sentence speech)
 
 pub mod auth;
@@ -30,6 +31,7 @@ pub mod ratelimit;
 pub mod registry;
 pub mod routing;
 pub mod telemetry;
+pub mod tls;
 pub mod types;
 pub mod voice;
 

@@ -365,7 +365,8 @@ impl PolicyEngine {
                 let poll = async { if interval.is_zero() { std::future::pending().await } else { tokio::time::sleep(interval).await } };
                 tokio::select! {
                     () = shutdown.cancelled() => return,
-                    _ = hup => {
+                    // `None` (the signal driver is gone at runtime shutdown) disables the branch.
+                    Some(()) = hup => {
                         tracing::info!("SIGHUP: reloading the policy");
                         let _ = engine.reload();
                         last_seen = engine.current().stamps.clone();
@@ -392,7 +393,7 @@ pub fn ignore_hangup(shutdown: CancellationToken) {
                 loop {
                     tokio::select! {
                         () = shutdown.cancelled() => return,
-                        _ = hangup.recv() => tracing::info!("SIGHUP: no [policy] configured; nothing to reload"),
+                        Some(()) = hangup.recv() => tracing::info!("SIGHUP: no [policy] configured; nothing to reload"),
                     }
                 }
             });

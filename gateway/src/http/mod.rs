@@ -207,6 +207,9 @@ pub fn app(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), track_http))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // HTTPS connections: the peer address and a verified client certificate, in the shapes
+        // the rest of the stack reads (runs before authentication).
+        .layer(axum::middleware::from_fn(crate::tls::expose_connect_info))
         .layer(
             ServiceBuilder::new()
                 // 1. Tag every request first, so every later layer's log lines carry the id.
@@ -297,8 +300,24 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
             tracing::info!("shutting down: no new connections; draining in-flight work");
         }
     };
-    let server =
-        axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(signal).into_future();
+    let server: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match state.config.server.tls.clone() {
+        None => Box::pin(
+            axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(signal)
+                .into_future(),
+        ),
+        Some(tls) => {
+            let reloader = crate::tls::TlsReloader::new(tls.clone()).map_err(std::io::Error::other)?;
+            reloader.clone().watch(token.clone());
+            let handshake = Duration::from_millis(tls.handshake_timeout_ms);
+            let listener = crate::tls::TlsListener::new(listener, reloader, handshake, token.clone())?;
+            Box::pin(
+                axum::serve(listener, app(state).into_make_service_with_connect_info::<crate::tls::TlsConnectInfo>())
+                    .with_graceful_shutdown(signal)
+                    .into_future(),
+            )
+        }
+    };
     tokio::pin!(server);
     let forced = tokio::select! {
         result = &mut server => {

@@ -49,6 +49,8 @@ pub enum AuthMethod {
     #[default]
     Jwt,
     ApiKey,
+    /// A client certificate verified by TLS (`[server.tls] client_ca`); subject = its common name.
+    ClientCertificate,
 }
 
 /// What travels with every request through routing and into providers.
