@@ -100,9 +100,10 @@ async fn piper_pcm(gw: &Gateway, text: &str) -> Vec<u8> {
     r.bytes().await.unwrap().to_vec()
 }
 
-/// Streams PCM in 20 ms frames, as a microphone would (without the real-time wait).
+/// Streams PCM in 100 ms frames (without the real-time wait; a real microphone client sends
+/// 20 ms frames at 50 per second, within `ws_max_messages_per_second`).
 async fn stream_pcm(ws: &mut Ws, pcm: &[u8], sample_rate: usize) {
-    for frame in pcm.chunks(sample_rate / 50 * 2) {
+    for frame in pcm.chunks(sample_rate / 10 * 2) {
         ws.send(Message::Binary(frame.to_vec().into())).await.unwrap();
     }
 }

@@ -87,6 +87,15 @@ pub struct ServerConfig {
     pub ws_ping_interval_ms: u64,
     /// Requests one WebSocket connection may have in flight at once.
     pub ws_max_in_flight: usize,
+    /// A client must send a request's headers within this time (slowloris protection); idle
+    /// keep-alive connections close after it too.
+    pub header_read_timeout_ms: u64,
+    /// WebSocket messages a client may send per second (voice audio is 50 frames/s); faster
+    /// clients are closed with 1008.
+    pub ws_max_messages_per_second: u32,
+    /// Origins whose pages may call the API from a browser (`http://kiosk.lan:8080`);
+    /// empty: same origin only (the kiosk page at `/` needs nothing here).
+    pub cors_allowed_origins: Vec<String>,
     /// HTTPS (and optional client certificates); absent: plain HTTP (e.g. behind NGINX).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<crate::tls::TlsConfig>,
@@ -102,6 +111,9 @@ impl Default for ServerConfig {
             ws_max_message_bytes: 1024 * 1024,
             ws_ping_interval_ms: 20_000,
             ws_max_in_flight: 8,
+            header_read_timeout_ms: 10_000,
+            ws_max_messages_per_second: 200,
+            cors_allowed_origins: Vec::new(),
             tls: None,
         }
     }
@@ -655,6 +667,22 @@ impl Config {
         }
         self.validate_models()?;
         self.voice.validate()?;
+        if self.server.header_read_timeout_ms < 100 {
+            return Err(("server.header_read_timeout_ms".into(), "must be at least 100".into()));
+        }
+        if self.server.ws_max_messages_per_second == 0 {
+            return Err(("server.ws_max_messages_per_second".into(), "must be at least 1".into()));
+        }
+        for (i, origin) in self.server.cors_allowed_origins.iter().enumerate() {
+            let ok = url::Url::parse(origin)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.path() == "/" && !origin.ends_with('/'));
+            if !ok {
+                return Err((
+                    format!("server.cors_allowed_origins[{i}]"),
+                    format!("`{origin}` must be an origin: scheme, host and optional port, no path (e.g. \"http://kiosk.lan:8080\")"),
+                ));
+            }
+        }
         if let Some(tls) = &self.server.tls {
             tls.validate()?;
         }

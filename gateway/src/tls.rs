@@ -14,8 +14,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use axum::extract::connect_info::Connected;
-use axum::serve::IncomingStream;
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -285,12 +283,13 @@ pub struct TlsConnectInfo {
     pub client_common_name: Option<String>,
 }
 
-impl Connected<IncomingStream<'_, TlsListener>> for TlsConnectInfo {
-    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
-        let (_, session) = stream.io().get_ref();
-        let client_common_name = session.peer_certificates().and_then(|chain| chain.first()).and_then(|leaf| common_name(leaf.as_ref()));
-        Self { peer: *stream.remote_addr(), client_common_name }
-    }
+/// The request extensions of a TLS connection (see [`expose_connect_info`]).
+pub fn connection_extensions(stream: &TlsStream<TcpStream>, peer: &SocketAddr) -> axum::http::Extensions {
+    let (_, session) = stream.get_ref();
+    let client_common_name = session.peer_certificates().and_then(|chain| chain.first()).and_then(|leaf| common_name(leaf.as_ref()));
+    let mut extensions = axum::http::Extensions::new();
+    extensions.insert(axum::extract::ConnectInfo(TlsConnectInfo { peer: *peer, client_common_name }));
+    extensions
 }
 
 /// Middleware: on HTTPS connections, puts `ConnectInfo<SocketAddr>` (what rate limits and the

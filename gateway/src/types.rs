@@ -82,6 +82,8 @@ pub struct InvalidRequest {
 impl InferenceRequest {
     /// Checks what serde cannot: the request has something to answer and sane parameters.
     pub fn validate(&self) -> Result<(), InvalidRequest> {
+        const MAX_METADATA_KEYS: usize = 64;
+        const MAX_METADATA_BYTES: usize = 16 * 1024;
         let invalid = |field: &'static str, message: &str| Err(InvalidRequest { field, message: message.to_owned() });
         match (&self.input, self.messages.is_empty()) {
             (Some(_), false) => {
@@ -113,6 +115,10 @@ impl InferenceRequest {
         }
         if self.params.stop.len() > 4 {
             return invalid("params.stop", "at most 4 stop sequences are allowed");
+        }
+        // Metadata travels through logs, policy input and cache keys: keep it small.
+        if self.metadata.len() > MAX_METADATA_KEYS || serde_json::to_vec(&self.metadata).map_or(true, |v| v.len() > MAX_METADATA_BYTES) {
+            return invalid("metadata", "`metadata` may hold at most 64 keys and 16 KiB");
         }
         Ok(())
     }

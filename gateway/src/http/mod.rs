@@ -16,6 +16,7 @@ pub mod extract;
 pub mod inference;
 pub mod kiosk;
 pub mod openai;
+mod server;
 pub mod voice;
 pub mod ws;
 
@@ -210,6 +211,9 @@ pub fn app(state: AppState) -> Router {
         // HTTPS connections: the peer address and a verified client certificate, in the shapes
         // the rest of the stack reads (runs before authentication).
         .layer(axum::middleware::from_fn(crate::tls::expose_connect_info))
+        // Browsers on other origins (configured) may call the API; preflights are answered
+        // here, before authentication.
+        .layer(cors_layer(&state.config.server.cors_allowed_origins))
         .layer(
             ServiceBuilder::new()
                 // 1. Tag every request first, so every later layer's log lines carry the id.
@@ -241,6 +245,64 @@ pub fn app(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(max_body)),
         )
         .with_state(state)
+}
+
+/// CORS for `server.cors_allowed_origins`; with none configured the layer adds nothing, so
+/// browsers keep their same-origin rule.
+fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderName, HeaderValue, header};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    if origins.is_empty() {
+        return CorsLayer::new();
+    }
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("x-api-key"),
+            HeaderName::from_static("x-uag-cache"),
+        ])
+        .expose_headers([
+            HeaderName::from_static("x-request-id"),
+            HeaderName::from_static("x-uag-cache"),
+            header::RETRY_AFTER,
+            HeaderName::from_static("x-ratelimit-limit"),
+            HeaderName::from_static("x-ratelimit-remaining"),
+            HeaderName::from_static("x-ratelimit-reset"),
+        ])
+        .max_age(Duration::from_secs(600))
+}
+
+/// A per-connection budget of WebSocket messages per second (a token bucket of one second's
+/// worth), against clients that flood a socket.
+#[derive(Debug)]
+pub(crate) struct MessageRate {
+    per_second: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl MessageRate {
+    pub(crate) fn new(per_second: u32) -> Self {
+        let per_second = f64::from(per_second.max(1));
+        Self { per_second, tokens: per_second, last: Instant::now() }
+    }
+
+    /// Takes one message; false when the client is over its rate.
+    pub(crate) fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.per_second).min(self.per_second);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 fn voice_routes(state: &AppState) -> Router<AppState> {
@@ -300,30 +362,32 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
             tracing::info!("shutting down: no new connections; draining in-flight work");
         }
     };
-    let server: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match state.config.server.tls.clone() {
-        None => Box::pin(
-            axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(signal)
-                .into_future(),
-        ),
+    let header_timeout = Duration::from_millis(state.config.server.header_read_timeout_ms);
+    let tls = state.config.server.tls.clone();
+    let router = app(state);
+    let server: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = match tls {
+        None => Box::pin(server::run(
+            listener,
+            router,
+            header_timeout,
+            |_, peer: &SocketAddr| {
+                let mut extensions = axum::http::Extensions::new();
+                extensions.insert(axum::extract::ConnectInfo(*peer));
+                extensions
+            },
+            signal,
+        )),
         Some(tls) => {
             let reloader = crate::tls::TlsReloader::new(tls.clone()).map_err(std::io::Error::other)?;
             reloader.clone().watch(token.clone());
             let handshake = Duration::from_millis(tls.handshake_timeout_ms);
             let listener = crate::tls::TlsListener::new(listener, reloader, handshake, token.clone())?;
-            Box::pin(
-                axum::serve(listener, app(state).into_make_service_with_connect_info::<crate::tls::TlsConnectInfo>())
-                    .with_graceful_shutdown(signal)
-                    .into_future(),
-            )
+            Box::pin(server::run(listener, router, header_timeout, crate::tls::connection_extensions, signal))
         }
     };
     tokio::pin!(server);
     let forced = tokio::select! {
-        result = &mut server => {
-            result?;
-            false
-        }
+        () = &mut server => false,
         () = async {
             token.cancelled().await;
             tokio::time::sleep(grace).await;

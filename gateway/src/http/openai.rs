@@ -96,7 +96,7 @@ pub struct ContentPart {
 
 impl ChatCompletionRequest {
     /// The native request, or a 400 naming the OpenAI field that uag cannot honour.
-    pub(crate) fn into_inference(self) -> Result<(InferenceRequest, bool), ApiError> {
+    pub fn into_inference(self) -> Result<(InferenceRequest, bool), ApiError> {
         if self.n.is_some_and(|n| n != 1) {
             return Err(ApiError::invalid_field("n", "only n = 1 is supported"));
         }

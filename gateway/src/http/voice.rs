@@ -70,6 +70,13 @@ enum ClientMessage {
     Ping {},
 }
 
+/// Parses one client text message as a session does; true when it is well formed. For the
+/// fuzz targets in `fuzz/`, not an API.
+#[doc(hidden)]
+pub fn fuzz_parse_client_message(bytes: &[u8]) -> bool {
+    super::extract::parse_json::<ClientMessage>(bytes).is_ok()
+}
+
 fn default_encoding() -> String {
     "pcm_s16le".into()
 }
@@ -187,6 +194,7 @@ impl VoiceSession {
         let ping_every = Duration::from_millis(server.ws_ping_interval_ms.max(100));
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
         let mut last_heard = Instant::now();
+        let mut rate = super::MessageRate::new(self.state.config.server.ws_max_messages_per_second);
         let shutdown = self.state.shutdown.clone();
         let voice = &self.state.config.voice;
         let ready = VoiceEvent::Ready {
@@ -239,6 +247,11 @@ impl VoiceSession {
                             tracing::debug!(error = %e, "voice websocket read failed");
                             break (text.contains("too long") || text.contains("size"))
                                 .then(|| CloseFrame { code: close_code::SIZE, reason: "frame too big".into() });
+                        }
+                        Some(Ok(message)) if !rate.allow() => {
+                            drop(message);
+                            tracing::info!("websocket peer over its message rate; closing");
+                            break Some(CloseFrame { code: close_code::POLICY, reason: "message rate exceeded".into() });
                         }
                         Some(Ok(message)) => match self.on_message(message) {
                             Flow::Continue => {}

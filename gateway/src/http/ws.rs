@@ -36,6 +36,21 @@ enum ClientMessage {
     Ping {},
 }
 
+/// Parses one client text message as a session does (and validates a `request`'s payload);
+/// true when the session would accept it. For the fuzz targets in `fuzz/`, not an API.
+#[doc(hidden)]
+pub fn fuzz_parse_client_message(bytes: &[u8]) -> bool {
+    match super::extract::parse_json::<ClientMessage>(bytes) {
+        Ok(ClientMessage::Request { request }) => request.validate().is_ok(),
+        Ok(ClientMessage::Cancel { .. } | ClientMessage::Ping {}) => true,
+        Err(e) => {
+            // The error event a session would send back must encode.
+            let _ = error_message(None, "invalid_message", e.message);
+            false
+        }
+    }
+}
+
 /// One server message: an event tagged with the request it belongs to.
 #[derive(Serialize)]
 struct Tagged<'a> {
@@ -107,6 +122,7 @@ impl Session {
         let ping_every = Duration::from_millis(self.state.config.server.ws_ping_interval_ms.max(100));
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
         let mut last_heard = Instant::now();
+        let mut rate = super::MessageRate::new(self.state.config.server.ws_max_messages_per_second);
         let shutdown = self.state.shutdown.clone();
         let mut draining = false;
 
@@ -144,6 +160,11 @@ impl Session {
                                 || e.to_string().to_ascii_lowercase().contains("size");
                             tracing::debug!(error = %e, "websocket read failed");
                             break too_big.then(|| CloseFrame { code: close_code::SIZE, reason: "message too big".into() });
+                        }
+                        Some(Ok(message)) if !rate.allow() => {
+                            drop(message);
+                            tracing::info!("websocket peer over its message rate; closing");
+                            break Some(CloseFrame { code: close_code::POLICY, reason: "message rate exceeded".into() });
                         }
                         Some(Ok(message)) => match self.on_message(message, draining) {
                             Flow::Continue => {}

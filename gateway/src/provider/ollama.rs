@@ -62,6 +62,14 @@ impl OllamaProvider {
         builder
     }
 
+    /// The body of the request [`Self::chat`] builds (`None` when reqwest refuses to build it);
+    /// for the fuzz targets in `fuzz/`, not an API.
+    #[doc(hidden)]
+    pub fn fuzz_request_body(&self, call: &ProviderCall, stream: bool) -> Option<Vec<u8>> {
+        let request = self.chat(call, stream).build().ok()?;
+        request.body()?.as_bytes().map(<[u8]>::to_vec)
+    }
+
     async fn fetch_models(&self) -> Result<Vec<String>, ProviderError> {
         let cancel = tokio_util::sync::CancellationToken::new();
         let request = self.authorized(self.client.get(format!("{}/api/tags", self.base_url))).timeout(PROBE_TIMEOUT);

@@ -90,6 +90,12 @@ impl OpenAiProvider {
         }
     }
 
+    /// The JSON body sent upstream for `call`; for the fuzz targets in `fuzz/`, not an API.
+    #[doc(hidden)]
+    pub fn fuzz_request_body(&self, call: &ProviderCall, stream: bool) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(&self.body(call, stream))
+    }
+
     async fn fetch_models(&self) -> Result<Vec<String>, ProviderError> {
         let cancel = tokio_util::sync::CancellationToken::new();
         let request = self.authorized(self.client.get(format!("{}/models", self.base_url))).timeout(PROBE_TIMEOUT);

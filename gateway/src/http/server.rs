@@ -1,0 +1,62 @@
+//! The connection loop under [`super::serve`]: hyper-util's HTTP/1.1 + HTTP/2 server, run
+//! directly rather than through `axum::serve`, so slow clients can be cut off: a client must
+//! send a request's headers within `server.header_read_timeout_ms` (slowloris clients that
+//! trickle a header line every few seconds are dropped), and an idle keep-alive connection is
+//! closed after the same time. WebSocket upgrades work as with `axum::serve`; on shutdown the
+//! listener stops, open connections finish their current request, then close.
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Extensions, Request};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tower::ServiceExt;
+
+/// Serves `app` on every connection `listener` hands out until `stop` resolves, then waits for
+/// the open connections to finish (the caller bounds that wait with the grace period).
+/// `info` gives the request extensions of a connection (peer address, client certificate).
+pub(crate) async fn run<L, F>(mut listener: L, app: Router, header_timeout: Duration, info: F, stop: impl Future<Output = ()>)
+where
+    L: axum::serve::Listener,
+    L::Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: Fn(&L::Io, &L::Addr) -> Extensions,
+{
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout).keep_alive(true);
+    // HTTP/2: pings find dead peers; the connect protocol carries WebSockets over HTTP/2.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(header_timeout))
+        .keep_alive_timeout(header_timeout)
+        .enable_connect_protocol();
+    tokio::pin!(stop);
+    loop {
+        let (io, addr) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut stop => break,
+        };
+        let extensions = info(&io, &addr);
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().extend(extensions.clone());
+            app.clone().oneshot(request.map(Body::new))
+        });
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}

@@ -1,0 +1,152 @@
+//! Hardening of the HTTP edge: CORS only for configured origins (preflights answered before
+//! authentication), WebSocket floods closed with 1008, and hostile JSON (deep nesting, huge
+//! numbers of keys) refused with a 4xx while the server keeps serving.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Gateway, MockUpstream, client};
+use futures::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+#[tokio::test]
+async fn cors_is_granted_only_to_configured_origins() {
+    let mock = MockUpstream::start().await;
+    let auth = "\n[auth]\nrequired = true\n[[auth.api_keys]]\nname = \"k\"\nsha256 = \"".to_owned() + &"ab".repeat(32) + "\"\n";
+    let gw = Gateway::with_mock_env(&mock, &auth, &[("UAG__SERVER__CORS_ALLOWED_ORIGINS", "[\"http://kiosk.lan:8080\"]")]).await;
+    let preflight = |origin: &'static str| {
+        client()
+            .request(reqwest::Method::OPTIONS, gw.url("/v1/inference"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization,content-type")
+            .send()
+    };
+    let r = preflight("http://kiosk.lan:8080").await.unwrap();
+    assert!(r.status().is_success(), "a preflight needs no credentials: {}", r.status());
+    assert_eq!(r.headers()["access-control-allow-origin"], "http://kiosk.lan:8080");
+    let methods = r.headers()["access-control-allow-methods"].to_str().unwrap().to_owned();
+    assert!(methods.contains("POST"), "{methods}");
+    let r = preflight("http://evil.example").await.unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none(), "an unknown origin is not allowed");
+    // A real request from the allowed origin still needs credentials, and its answer says
+    // which headers the page may read.
+    let r = client()
+        .post(gw.url("/v1/inference"))
+        .header("origin", "http://kiosk.lan:8080")
+        .json(&json!({"input": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["access-control-allow-origin"], "http://kiosk.lan:8080");
+    assert!(r.headers()["access-control-expose-headers"].to_str().unwrap().contains("x-request-id"));
+
+    // Without configured origins no CORS header is ever sent.
+    let plain = Gateway::with_mock(&mock, "").await;
+    let r = client()
+        .post(plain.url("/v1/inference"))
+        .header("origin", "http://kiosk.lan:8080")
+        .json(&json!({"input": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+
+    // A bad origin in the config is refused at load with the key named.
+    let err = uag_gateway::Config::from_toml_str(
+        "[server]\ncors_allowed_origins = [\"http://kiosk.lan/path\"]\n",
+        &uag_gateway::config::ConfigOrigin::File("t.toml".into()),
+        &[],
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("server.cors_allowed_origins[0]"), "{err}");
+}
+
+#[tokio::test]
+async fn websocket_floods_are_closed_with_1008() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::with_mock_env(&mock, "", &[("UAG__SERVER__WS_MAX_MESSAGES_PER_SECOND", "20")]).await;
+    for route in ["/v1/inference/stream", "/v1/voice"] {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}{route}", gw.addr)).await.unwrap();
+        // Within the rate: answered.
+        ws.send(Message::Text(json!({"type": "ping"}).to_string().into())).await.unwrap();
+        for _ in 0..200 {
+            if ws.send(Message::Text(json!({"type": "ping"}).to_string().into())).await.is_err() {
+                break;
+            }
+        }
+        let close = loop {
+            match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("closed in time") {
+                Some(Ok(Message::Close(frame))) => break frame,
+                Some(Ok(_)) => continue,
+                other => panic!("{route}: expected a close frame, got {other:?}"),
+            }
+        };
+        assert_eq!(close.expect("a close frame").code, CloseCode::Policy, "{route}");
+    }
+    // The server is fine.
+    assert_eq!(client().get(gw.url("/healthz")).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn hostile_json_is_refused_and_the_server_keeps_serving() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::with_mock(&mock, "").await;
+    let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+    let nested_input = format!("{{\"input\": \"hi\", \"metadata\": {{\"x\": {deep}}}}}");
+    let many_keys =
+        format!("{{\"input\": \"hi\", \"metadata\": {{{}}}}}", (0..50_000).map(|i| format!("\"k{i}\": {i}")).collect::<Vec<_>>().join(","));
+    for (name, body) in [("deep nesting", nested_input), ("many keys", many_keys), ("not JSON", "{\"input\": ".to_owned())] {
+        let r = client().post(gw.url("/v1/inference")).header("content-type", "application/json").body(body).send().await.unwrap();
+        let status = r.status().as_u16();
+        assert!((400..500).contains(&status), "{name}: {status}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert!(body["error"]["message"].is_string(), "{name}: {body}");
+    }
+    let r = client().post(gw.url("/v1/inference")).json(&json!({"model": "openai/gpt-4o-mini", "input": "hi"})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn slow_header_senders_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::with_mock_env(&mock, "", &[("UAG__SERVER__HEADER_READ_TIMEOUT_MS", "500")]).await;
+    let mut slow = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n").await.unwrap();
+    let started = std::time::Instant::now();
+    // One header line every 200 ms, never finishing: the server must hang up.
+    let closed = loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if slow.write_all(b"X-Slow: 1\r\n").await.is_err() {
+            break true;
+        }
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(Duration::from_millis(10), slow.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => assert!(!buf[..n].starts_with(b"HTTP/1.1 200"), "a never-finished request was answered"),
+            Err(_) => {}
+        }
+        if started.elapsed() > Duration::from_secs(5) {
+            break false;
+        }
+    };
+    assert!(closed, "the slow client was not cut off");
+    assert!(started.elapsed() < Duration::from_secs(3), "cut off after {:?}", started.elapsed());
+    // Prompt clients are served, and a long stream is not cut by the header deadline.
+    assert_eq!(client().get(gw.url("/healthz")).send().await.unwrap().status(), 200);
+    let r = client()
+        .post(gw.url("/v1/inference"))
+        .json(&json!({"model": "openai/slowstream", "input": "hi", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    let body = r.text().await.unwrap();
+    assert!(body.contains("event: done"), "{body}");
+}
