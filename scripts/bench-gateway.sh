@@ -8,22 +8,23 @@
 # cache never hits), then each one's highest closed-loop rate, and the memory of both gateways.
 # Writes the results into docs/BENCHMARKS.md between the gateway-overhead markers.
 #
-#   scripts/bench-gateway.sh                 # rates 100 500 1000 2000, 15 s each, 3 repetitions
-#   REPS=5 scripts/bench-gateway.sh          # more repetitions (the table shows the median)
+#   scripts/bench-gateway.sh                 # rates 100 500 1000 2000, 6 s each, 7 repetitions
+#   REPS=9 scripts/bench-gateway.sh          # more repetitions (the table shows the median)
 #   RATES="2000" DURATION=30 scripts/bench-gateway.sh
 #   LITELLM=0 scripts/bench-gateway.sh       # uag against the mock only
 #   NO_BUILD=1 scripts/bench-gateway.sh      # use the release binaries already in target/
 #   NO_WRITE=1 scripts/bench-gateway.sh      # print only
 #   MAX_CONNECTIONS=0 ...                    # skip the closed-loop (highest rate) runs
 #   RESULTS_DIR=/tmp/gw ...                  # keep every run's JSON and the servers' logs
+#   NICE=-20 ...                             # run ahead of other work on a shared machine (root)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 RATES="${RATES:-100 500 1000 2000}"
-DURATION="${DURATION:-15}"
+DURATION="${DURATION:-6}"
 DURATION="${DURATION%s}"
-REPS="${REPS:-3}"
+REPS="${REPS:-7}"
 CONNECTIONS="${CONNECTIONS:-16}"
 MAX_CONNECTIONS="${MAX_CONNECTIONS:-64}"
 LITELLM="${LITELLM:-1}"
@@ -37,6 +38,9 @@ UAG_ADDR="127.0.0.1:${UAG_PORT:-18080}"
 LITELLM_ADDR="127.0.0.1:${LITELLM_PORT:-18082}"
 UAG_LOG_LEVEL="${UAG_LOG_LEVEL:-warn}"
 export PATH="$HOME/.cargo/bin:$PATH"
+# NICE=-20 (root): the servers and the load generator (children inherit it) take the CPU ahead
+# of whatever else runs on a shared machine, e.g. builds, which otherwise set the p99.
+if [ -n "${NICE:-}" ]; then renice -n "$NICE" -p $$ >/dev/null; fi
 
 if [ -z "${NO_BUILD:-}" ]; then
   scripts/setup.sh --bench --no-models
@@ -271,11 +275,17 @@ for t in "${targets[@]}"; do run_load "warm-$t" "$t" 0 --duration-s 3 --connecti
 
 # Repetitions interleave the three paths at each rate, so a noisy moment of the shared machine
 # hits all of them; the table reports the median repetition.
+# A rate LiteLLM failed in two repetitions is not offered to it again (it only builds a queue).
+declare -A litellm_failed
 for rep in $(seq "$REPS"); do
   for rate in $RATES; do
     echo "bench: repetition $rep: $rate requests/s for ${DURATION}s: ${targets[*]}"
     for t in "${targets[@]}"; do
+      if [ "$t" = litellm ] && [ "${litellm_failed[$rate]:-0}" -ge 2 ]; then continue; fi
       run_load "$t-$rate-$rep" "$t" "$rate" --duration-s "$DURATION" --connections "$CONNECTIONS"
+      if [ "$t" = litellm ] && ! python3 -c "import json, sys; sys.exit(not json.load(open(sys.argv[1]))['sustained'])" "$work/$t-$rate-$rep.json"; then
+        litellm_failed[$rate]=$(( ${litellm_failed[$rate]:-0} + 1 ))
+      fi
     done
   done
 done
@@ -287,7 +297,7 @@ if [ "$MAX_CONNECTIONS" -gt 0 ]; then
   done
 fi
 
-# LiteLLM's highest fixed rate held, when it failed one of RATES: step down from its closed-loop
+# LiteLLM's highest fixed rate held, when most repetitions of one of RATES failed: step down from its closed-loop
 # throughput through round rates until one holds (no error, nothing left unsent), measuring the
 # mock and uag at the same rate for the overhead comparison.
 probe_rate=0
@@ -295,8 +305,11 @@ if [ "$LITELLM" = 1 ] && [ "$MAX_CONNECTIONS" -gt 0 ]; then
   read -r held cap < <(python3 - "$work" "$RATES" "$REPS" <<'PY'
 import json, sys
 work, rates, reps = sys.argv[1], [int(r) for r in sys.argv[2].split()], int(sys.argv[3])
-ok = lambda n: json.load(open(f"{work}/{n}.json"))["sustained"]
-held = [r for r in rates if all(ok(f"litellm-{r}-{rep}") for rep in range(1, reps + 1))]
+import os
+def held_at(r):
+    runs = [json.load(open(f"{work}/litellm-{r}-{rep}.json"))["sustained"] for rep in range(1, reps + 1) if os.path.exists(f"{work}/litellm-{r}-{rep}.json")]
+    return 2 * sum(runs) > len(runs)
+held = [r for r in rates if held_at(r)]
 all_held = len(held) == len(rates)
 print(-1 if all_held else max(held, default=0), json.load(open(f"{work}/max-litellm.json"))["ok_per_s"])
 PY
@@ -324,10 +337,10 @@ versions="uag $("$uag" version | awk '{print $2}'), $(rustc --version | awk '{pr
 [ "$LITELLM" = 1 ] && versions="$versions, LiteLLM $litellm_version (\`litellm[proxy]\` from PyPI, $LITELLM_WORKERS uvicorn worker processes, master key, no database, \`LITELLM_LOG=ERROR\`)"
 
 python3 - "$work" "$RATES" "$DURATION" "$CONNECTIONS" "$MAX_CONNECTIONS" "$REPS" "$LITELLM" "${NO_WRITE:-}" \
-  "$uag_idle" "$uag_loaded" "$litellm_idle" "$litellm_loaded" "$cpu" "$(nproc)" "$mem_gib" "$versions" "$policy_note" "$UAG_LOG_LEVEL" <<'PY'
+  "$uag_idle" "$uag_loaded" "$litellm_idle" "$litellm_loaded" "$cpu" "$(nproc)" "$mem_gib" "$versions" "$policy_note" "$UAG_LOG_LEVEL" "${NICE:-}" <<'PY'
 import datetime, json, pathlib, re, sys
 (work, rates, duration, conns, max_conns, reps, litellm, no_write, uag_idle, uag_loaded, ll_idle, ll_loaded,
- cpu, ncpu, mem_gib, versions, policy_note, log_level) = sys.argv[1:19]
+ cpu, ncpu, mem_gib, versions, policy_note, log_level, nice) = sys.argv[1:20]
 reps, litellm = int(reps), litellm == "1"
 rates = [int(r) for r in rates.split()]
 gateways = ["uag"] + (["litellm"] if litellm else [])
@@ -343,6 +356,8 @@ for rate in rates:
     for g in gateways:
         runs = []
         for rep in range(1, reps + 1):
+            if not pathlib.Path(f"{work}/{g}-{rate}-{rep}.json").exists():
+                continue  # LiteLLM, after it failed this rate twice
             d, v = load(f"direct-{rate}-{rep}"), load(f"{g}-{rate}-{rep}")
             runs.append((ms(v, "p99") - ms(d, "p99"), d, v))
         runs.sort(key=lambda r: r[0])
@@ -364,12 +379,13 @@ today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UT
 lines = [
     "<!-- gateway-overhead:start -->",
     f"Measured {today} by `scripts/bench-gateway.sh` on {ncpu} cores ({cpu}, {mem_gib} GiB); the load generator, "
-    f"the mock upstream{', uag and LiteLLM' if litellm else ' and uag'} share those cores. Versions: {versions}. "
+    f"the mock upstream{', uag and LiteLLM' if litellm else ' and uag'} share those cores"
+    + (f" (all at nice {nice}, ahead of other work on the machine)" if nice else "") + f". Versions: {versions}. "
     f"Load: `examples/loadgen.rs`, open loop at each fixed rate for {duration} s per path, {conns} connections, "
     "latency from each request's scheduled send time (no coordinated omission), non-streaming "
     "`POST /v1/chat/completions` with a body unique to every request; "
     f"{reps} repetitions interleave the paths at each rate and the table shows each gateway's median repetition "
-    "by p99 overhead. Overhead = latency through the gateway minus latency straight to the mock upstream, "
+    "by p99 overhead (a rate LiteLLM failed twice is not offered to it again). Overhead = latency through the gateway minus latency straight to the mock upstream, "
     "same rate, same repetition.",
     "",
     f"uag runs the release build with the full stack: JWT (HS256) authentication, `[rate_limits]` per caller, "
@@ -433,9 +449,12 @@ for t in (["direct"] + gateways) if int(max_conns) > 0 else []:
     errs = m["error_count"]
     lines.append(f"| {label} | {m['ok_per_s']:.0f} | {errs}{' (' + ', '.join(f'{k}: {v}' for k, v in m['errors'].items()) + ')' if errs else ''} | {fmt(ms(m, 'p50'))} / {fmt(ms(m, 'p99'))} |")
 if litellm:
-    held = [rate for rate in rates if all(load(f"litellm-{rate}-{rep}")["sustained"] for rep in range(1, reps + 1))]
+    def held_at(rate):
+        runs = [load(f"litellm-{rate}-{rep}")["sustained"] for rep in range(1, reps + 1) if pathlib.Path(f"{work}/litellm-{rate}-{rep}.json").exists()]
+        return 2 * sum(runs) > len(runs)
+    held = [rate for rate in rates if held_at(rate)]
     held_probe = [r for r in probes if load(f"probe-litellm-{r}")["sustained"]]
-    lines += ["", "Fixed rates LiteLLM held in every repetition (no error, nothing left unsent): "
+    lines += ["", "Fixed rates LiteLLM held (no error, nothing left unsent) in most repetitions: "
               + (", ".join(str(r) for r in held) + " req/s" if held else "none")
               + (f"; stepping down from its closed-loop throughput (rows marked \"probe\"), the highest it held was "
                  f"**{held_probe[0]} req/s**" if held_probe else "")

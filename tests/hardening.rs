@@ -150,3 +150,19 @@ async fn slow_header_senders_are_cut_off() {
     let body = r.text().await.unwrap();
     assert!(body.contains("event: done"), "{body}");
 }
+
+#[tokio::test]
+async fn oversized_request_heads_are_refused() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::with_mock(&mock, "").await;
+    // One 200 KiB header, then 150 small ones: neither is read into memory.
+    let big = client().get(gw.url("/healthz")).header("x-big", "a".repeat(200 * 1024)).send().await;
+    assert!(big.map_or(true, |r| r.status() == 431), "a 200 KiB header was accepted");
+    let mut many = client().get(gw.url("/healthz"));
+    for i in 0..150 {
+        many = many.header(format!("x-h{i}"), "1");
+    }
+    let many = many.send().await;
+    assert!(many.map_or(true, |r| r.status() == 431), "150 headers were accepted");
+    assert_eq!(client().get(gw.url("/healthz")).header("x-normal", "a".repeat(4096)).send().await.unwrap().status(), 200);
+}

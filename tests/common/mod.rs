@@ -152,7 +152,8 @@ impl Gateway {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap()
+    // Generous: local inference on a busy 2-core CI machine can take many seconds.
+    reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
 }
 
 /// Parses an SSE body into (event name, data) pairs.

@@ -2,7 +2,7 @@
 //! directly rather than through `axum::serve`, so slow clients can be cut off: a client must
 //! send a request's headers within `server.header_read_timeout_ms` (slowloris clients that
 //! trickle a header line every few seconds are dropped), and an idle keep-alive connection is
-//! closed after the same time. WebSocket upgrades work as with `axum::serve`; on shutdown the
+//! closed after the same time. Request heads are capped at 128 KiB and 100 fields. WebSocket upgrades work as with `axum::serve`; on shutdown the
 //! listener stops, open connections finish their current request, then close.
 
 use std::future::Future;
@@ -18,6 +18,11 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tower::ServiceExt;
 
+/// Largest request head (request line and headers), in bytes.
+const MAX_HEADER_BYTES: usize = 128 * 1024;
+/// Most header fields in one request.
+const MAX_HEADERS: usize = 100;
+
 /// Serves `app` on every connection `listener` hands out until `stop` resolves, then waits for
 /// the open connections to finish (the caller bounds that wait with the grace period).
 /// `info` gives the request extensions of a connection (peer address, client certificate).
@@ -29,13 +34,22 @@ where
 {
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout).keep_alive(true);
+    // Header limits: 128 KiB of request head and 100 header fields (HTTP/1: over -> 431);
+    // within them, oversized credentials still get the JSON 401 of authentication.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(true)
+        .max_buf_size(MAX_HEADER_BYTES)
+        .max_headers(MAX_HEADERS);
     // HTTP/2: pings find dead peers; the connect protocol carries WebSockets over HTTP/2.
     builder
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(header_timeout))
         .keep_alive_timeout(header_timeout)
+        .max_header_list_size(MAX_HEADER_BYTES as u32)
         .enable_connect_protocol();
     tokio::pin!(stop);
     loop {
