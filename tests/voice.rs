@@ -405,3 +405,24 @@ async fn a_vanished_client_leaks_no_task() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(mock.abandoned_streams(), 1, "the upstream answer was abandoned, not read to the end");
 }
+
+#[tokio::test]
+async fn one_frame_holding_a_whole_utterance_is_endpointed() {
+    let (_mock, gw) = gateway(SPEECH_MODELS, "").await;
+    // Speech and the silence after it in a single binary frame (8 kHz keeps it under 64 KiB).
+    let pcm = piper_pcm(&gw, "Where are the kiosk logs?").await;
+    let samples: Vec<f32> = pcm.chunks_exact(2).map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0).collect();
+    let mut frame = uag_models::audio::to_pcm16le(&uag_models::audio::resample_mono(&samples, 22_050, 8_000).unwrap());
+    frame.extend(silence(1200, 8_000));
+    assert!(frame.len() < 64 * 1024, "{} bytes", frame.len());
+    let mut ws = connect(&gw).await;
+    send(&mut ws, json!({"type": "start", "sample_rate": 8000, "speak": false})).await;
+    ws.send(Message::Binary(frame.into())).await.unwrap();
+    let items = until_done(&mut ws, 1).await;
+    let vad: Vec<(&str, Option<&str>)> =
+        of_type(&items, "vad").iter().map(|e| (e["speech"].as_str().unwrap(), e["reason"].as_str())).collect();
+    assert_eq!(vad, [("started", None), ("ended", Some("silence"))]);
+    let heard = of_type(&items, "transcript")[0]["text"].as_str().unwrap().to_lowercase();
+    // 8 kHz is telephone quality for whisper tiny.en: the question is recognisable, not exact.
+    assert!(heard.contains("kiosk"), "{heard}");
+}

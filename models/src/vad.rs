@@ -124,25 +124,26 @@ impl Endpointer {
         self.frames * FRAME_MS
     }
 
-    /// Feeds PCM (mono, the rate given to [`Endpointer::new`]). Returns the first event these
-    /// samples caused, if any; after `Ended` it returns nothing until [`Endpointer::reset`].
-    pub fn push(&mut self, samples: &[i16]) -> Option<VadEvent> {
+    /// Feeds PCM (mono, the rate given to [`Endpointer::new`]). Returns the events these
+    /// samples caused, in order: at most `SpeechStarted` then `Ended` (one long frame can hold
+    /// both). After `Ended` it returns nothing until [`Endpointer::reset`].
+    pub fn push(&mut self, samples: &[i16]) -> Vec<VadEvent> {
+        let mut events = Vec::new();
         if self.ended {
-            return None;
+            return events;
         }
         self.resampler.process(samples, &mut self.pending);
-        let mut first = None;
         let mut consumed = 0;
         while self.pending.len() - consumed >= FRAME && !self.ended {
             let frame = &self.pending[consumed..consumed + FRAME];
             consumed += FRAME;
             let score = self.detector.predict_i16(frame);
             if let Some(event) = self.on_frame(score >= self.config.threshold) {
-                first.get_or_insert(event);
+                events.push(event);
             }
         }
         self.pending.drain(..consumed);
-        first
+        events
     }
 
     fn on_frame(&mut self, speech: bool) -> Option<VadEvent> {
@@ -261,9 +262,9 @@ mod tests {
     fn silence_alone_ends_as_no_speech() {
         let config = EndpointConfig { no_speech_ms: 1000, ..EndpointConfig::default() };
         let mut vad = Endpointer::new(config, 16_000);
-        assert_eq!(vad.push(&silence(900, 16_000)), None);
-        assert_eq!(vad.push(&silence(200, 16_000)), Some(VadEvent::Ended(EndReason::NoSpeech)));
-        assert_eq!(vad.push(&silence(200, 16_000)), None, "nothing after the end until reset");
+        assert_eq!(vad.push(&silence(900, 16_000)), []);
+        assert_eq!(vad.push(&silence(200, 16_000)), [VadEvent::Ended(EndReason::NoSpeech)]);
+        assert_eq!(vad.push(&silence(200, 16_000)), [], "nothing after the end until reset");
         vad.reset();
         assert_eq!(vad.elapsed_ms(), 0);
     }
@@ -318,7 +319,7 @@ mod tests {
         let mut events = Vec::new();
         let chunk = (rate / 50) as usize; // 20 ms, as a browser sends
         for (i, piece) in audio.chunks(chunk).enumerate() {
-            if let Some(event) = vad.push(piece) {
+            for event in vad.push(piece) {
                 events.push((event, (i as u32 + 1) * 20));
             }
         }
@@ -340,10 +341,16 @@ mod tests {
         let mut vad = Endpointer::new(config, 16_000);
         let mut events = Vec::new();
         for chunk in buzz(3000, 16_000).chunks(1600) {
-            if let Some(e) = vad.push(chunk) {
-                events.push(e);
-            }
+            events.extend(vad.push(chunk));
         }
         assert_eq!(events, vec![VadEvent::SpeechStarted, VadEvent::Ended(EndReason::MaxLength)]);
+    }
+
+    /// One long frame that holds the start and the end of the speech reports both.
+    #[test]
+    fn one_frame_can_start_and_end_an_utterance() {
+        let config = EndpointConfig { threshold: 0.0, max_utterance_ms: 1000, ..EndpointConfig::default() };
+        let mut vad = Endpointer::new(config, 16_000);
+        assert_eq!(vad.push(&buzz(3000, 16_000)), [VadEvent::SpeechStarted, VadEvent::Ended(EndReason::MaxLength)]);
     }
 }

@@ -373,24 +373,21 @@ impl VoiceSession {
                 (u64::from(recording.format.sample_rate) * u64::from(self.state.config.voice.max_utterance_ms) / 1000) as usize;
             let room = max_samples.saturating_sub(recording.samples.len());
             recording.samples.extend_from_slice(&samples[..samples.len().min(room)]);
-            let event = recording.endpointer.push(&samples);
+            let events = recording.endpointer.push(&samples);
             let turn = self.turns;
-            match event {
-                Some(VadEvent::SpeechStarted) if !recording.speech_reported => {
-                    recording.speech_reported = true;
-                    self.reply(VoiceEvent::Vad { turn, speech: "started".into(), reason: None });
-                }
-                Some(VadEvent::Ended(reason)) => {
-                    if let Some(recording) = self.recording.take() {
-                        self.finish_recording(recording, reason.as_str());
-                    }
-                }
-                _ if room == 0 => {
-                    if let Some(recording) = self.recording.take() {
-                        self.finish_recording(recording, EndReason::MaxLength.as_str());
-                    }
-                }
-                _ => {}
+            if events.contains(&VadEvent::SpeechStarted) && !recording.speech_reported {
+                recording.speech_reported = true;
+                self.reply(VoiceEvent::Vad { turn, speech: "started".into(), reason: None });
+            }
+            let ended = events.iter().find_map(|e| match e {
+                VadEvent::Ended(reason) => Some(*reason),
+                VadEvent::SpeechStarted => None,
+            });
+            let ended = ended.or((room == 0).then_some(EndReason::MaxLength));
+            if let Some(reason) = ended
+                && let Some(recording) = self.recording.take()
+            {
+                self.finish_recording(recording, reason.as_str());
             }
             return;
         }
@@ -403,11 +400,13 @@ impl VoiceSession {
         while listener.pre_roll.len() > keep {
             listener.pre_roll.pop_front();
         }
-        match listener.endpointer.push(&samples) {
-            Some(VadEvent::SpeechStarted) => {}
-            // The no-speech timeout is for utterances; a listener just keeps listening.
-            Some(VadEvent::Ended(_)) => return listener.endpointer.reset(),
-            None => return,
+        let events = listener.endpointer.push(&samples);
+        if !events.contains(&VadEvent::SpeechStarted) {
+            if !events.is_empty() {
+                // The no-speech timeout is for utterances; a listener just keeps listening.
+                listener.endpointer.reset();
+            }
+            return;
         }
         {
             let format = listener.format.clone();
