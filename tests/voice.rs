@@ -80,6 +80,17 @@ async fn until_done(ws: &mut Ws, turn: u64) -> Vec<In> {
     }
 }
 
+/// Skips messages until the answer's first text arrives.
+async fn wait_for_delta(ws: &mut Ws) {
+    loop {
+        if let In::Event(e) = next(ws, Duration::from_secs(10)).await
+            && e["type"] == "delta"
+        {
+            return;
+        }
+    }
+}
+
 fn events(items: &[In]) -> Vec<&Value> {
     items.iter().filter_map(|i| if let In::Event(e) = i { Some(e) } else { None }).collect()
 }
@@ -209,13 +220,7 @@ async fn cancel_and_barge_in_stop_the_answer_at_once() {
     let mut ws = connect(&gw).await;
 
     send(&mut ws, json!({"type": "text", "text": "Tell me a long story.", "speak": false})).await;
-    loop {
-        if let In::Event(e) = next(&mut ws, Duration::from_secs(10)).await
-            && e["type"] == "delta"
-        {
-            break;
-        }
-    }
+    wait_for_delta(&mut ws).await;
     let asked = Instant::now();
     send(&mut ws, json!({"type": "cancel"})).await;
     let items = until_done(&mut ws, 1).await;
@@ -227,13 +232,7 @@ async fn cancel_and_barge_in_stop_the_answer_at_once() {
 
     // Barge-in: speech while the server answers interrupts it and becomes the next question.
     send(&mut ws, json!({"type": "text", "text": "Tell me another story.", "speak": false})).await;
-    loop {
-        if let In::Event(e) = next(&mut ws, Duration::from_secs(10)).await
-            && e["type"] == "delta"
-        {
-            break;
-        }
-    }
+    wait_for_delta(&mut ws).await;
     send(&mut ws, json!({"type": "start", "sample_rate": 22050})).await;
     let mut cancelled = false;
     let mut listening = false;
@@ -254,13 +253,7 @@ async fn cancel_and_barge_in_stop_the_answer_at_once() {
     // Hands-free barge-in: audio after the turn (no new `start`) with speech in it interrupts
     // the next answer and starts turn 5.
     send(&mut ws, json!({"type": "text", "text": "And one more.", "speak": false})).await;
-    loop {
-        if let In::Event(e) = next(&mut ws, Duration::from_secs(10)).await
-            && e["type"] == "delta"
-        {
-            break;
-        }
-    }
+    wait_for_delta(&mut ws).await;
     stream_pcm(&mut ws, &pcm, 22_050).await;
     let mut cancelled = false;
     let mut started = false;
@@ -382,13 +375,7 @@ async fn a_vanished_client_leaks_no_task() {
     let (mock, gw) = gateway(&[], "\n[voice]\nmodel = \"openai/slowstream\"\n").await;
     let mut ws = connect(&gw).await;
     send(&mut ws, json!({"type": "text", "text": "Tell me a long story.", "speak": false})).await;
-    loop {
-        if let In::Event(e) = next(&mut ws, Duration::from_secs(10)).await
-            && e["type"] == "delta"
-        {
-            break;
-        }
-    }
+    wait_for_delta(&mut ws).await;
     assert_eq!(gw.state.tasks.len(), 1, "the session is a tracked task");
     // Gone without a close frame.
     drop(ws);

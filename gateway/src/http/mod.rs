@@ -247,6 +247,33 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The checks both WebSocket routes make before upgrading: a real upgrade request (else 426)
+/// and a server that is not shutting down (else 503).
+pub(crate) fn accept_upgrade(
+    state: &AppState,
+    ws: Result<axum::extract::ws::WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<axum::extract::ws::WebSocketUpgrade, Box<ApiError>> {
+    let Ok(ws) = ws else {
+        let mut e =
+            ApiError::invalid_request("websocket_required", "this endpoint needs a WebSocket upgrade (GET with `Upgrade: websocket`)");
+        e.status = axum::http::StatusCode::UPGRADE_REQUIRED;
+        return Err(Box::new(e));
+    };
+    if state.shutdown.is_cancelled() {
+        return Err(Box::new(ApiError::unavailable("shutting_down", "the server is shutting down")));
+    }
+    Ok(ws)
+}
+
+/// How a WebSocket session ends after a read error: 1009 when the peer's message was over the
+/// size limit (tungstenite reports it as an error), else without a close frame (the peer left).
+pub(crate) fn read_error_close(e: &axum::Error) -> Option<axum::extract::ws::CloseFrame> {
+    tracing::debug!(error = %e, "websocket read failed");
+    let text = e.to_string().to_ascii_lowercase();
+    (text.contains("too long") || text.contains("size"))
+        .then(|| axum::extract::ws::CloseFrame { code: axum::extract::ws::close_code::SIZE, reason: "message too big".into() })
+}
+
 /// CORS for `server.cors_allowed_origins`; with none configured the layer adds nothing, so
 /// browsers keep their same-origin rule.
 fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {

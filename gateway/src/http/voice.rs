@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
@@ -24,7 +23,6 @@ use tokio_util::sync::CancellationToken;
 use uag_models::vad::{EndReason, Endpointer, VadEvent};
 
 use super::AppState;
-use crate::error::ApiError;
 use crate::types::{Message as ChatTurn, Role};
 use crate::voice::{Question, TurnDeps, TurnInput, TurnOutcome, VoiceEvent, VoiceOut, run_turn};
 
@@ -90,18 +88,10 @@ pub async fn upgrade(
     extensions: axum::http::Extensions,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let ws = match ws {
+    let ws = match super::accept_upgrade(&state, ws) {
         Ok(ws) => ws,
-        Err(_) => {
-            let mut e =
-                ApiError::invalid_request("websocket_required", "this endpoint needs a WebSocket upgrade (GET with `Upgrade: websocket`)");
-            e.status = StatusCode::UPGRADE_REQUIRED;
-            return e.into_response();
-        }
+        Err(refused) => return refused.into_response(),
     };
-    if state.shutdown.is_cancelled() {
-        return ApiError::unavailable("shutting_down", "the server is shutting down").into_response();
-    }
     let tasks = state.tasks.clone();
     // Binary audio frames are bounded by [voice] max_frame_bytes, JSON messages by the same
     // (they are small); tungstenite closes with 1009 above it.
@@ -242,12 +232,7 @@ impl VoiceSession {
                     last_heard = Instant::now();
                     match message {
                         None => break None,
-                        Some(Err(e)) => {
-                            let text = e.to_string().to_ascii_lowercase();
-                            tracing::debug!(error = %e, "voice websocket read failed");
-                            break (text.contains("too long") || text.contains("size"))
-                                .then(|| CloseFrame { code: close_code::SIZE, reason: "frame too big".into() });
-                        }
+                        Some(Err(e)) => break super::read_error_close(&e),
                         Some(Ok(message)) if !rate.allow() => {
                             drop(message);
                             tracing::info!("websocket peer over its message rate; closing");

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
-use axum::http::StatusCode;
+
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -72,18 +72,10 @@ pub async fn upgrade(
     extensions: axum::http::Extensions,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let ws = match ws {
+    let ws = match super::accept_upgrade(&state, ws) {
         Ok(ws) => ws,
-        Err(_) => {
-            let mut e =
-                ApiError::invalid_request("websocket_required", "this endpoint needs a WebSocket upgrade (GET with `Upgrade: websocket`)");
-            e.status = StatusCode::UPGRADE_REQUIRED;
-            return e.into_response();
-        }
+        Err(refused) => return refused.into_response(),
     };
-    if state.shutdown.is_cancelled() {
-        return ApiError::unavailable("shutting_down", "the server is shutting down").into_response();
-    }
     let tasks = state.tasks.clone();
     ws.max_message_size(state.config.server.ws_max_message_bytes)
         .on_upgrade(move |socket| tasks.track_future(Session::new(state, extensions).run(socket)))
@@ -155,12 +147,7 @@ impl Session {
                     last_heard = Instant::now();
                     match message {
                         None => break None,
-                        Some(Err(e)) => {
-                            let too_big = e.to_string().to_ascii_lowercase().contains("too long")
-                                || e.to_string().to_ascii_lowercase().contains("size");
-                            tracing::debug!(error = %e, "websocket read failed");
-                            break too_big.then(|| CloseFrame { code: close_code::SIZE, reason: "message too big".into() });
-                        }
+                        Some(Err(e)) => break super::read_error_close(&e),
                         Some(Ok(message)) if !rate.allow() => {
                             drop(message);
                             tracing::info!("websocket peer over its message rate; closing");
