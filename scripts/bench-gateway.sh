@@ -17,6 +17,8 @@
 #   MAX_CONNECTIONS=0 ...                    # skip the closed-loop (highest rate) runs
 #   RESULTS_DIR=/tmp/gw ...                  # keep every run's JSON and the servers' logs
 #   NICE=-20 ...                             # run ahead of other work on a shared machine (root)
+#   BASELINE_UAG=/tmp/uag-before ...         # also run another uag build (e.g. the last commit's)
+#                                            # with the same config, interleaved: an A/B of a change
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -36,6 +38,12 @@ LITELLM_VERSION="${LITELLM_VERSION:-1.106.12}"
 MOCK_ADDR="127.0.0.1:${MOCK_PORT:-18081}"
 UAG_ADDR="127.0.0.1:${UAG_PORT:-18080}"
 LITELLM_ADDR="127.0.0.1:${LITELLM_PORT:-18082}"
+BASE_ADDR="127.0.0.1:${BASE_PORT:-18083}"
+BASELINE_UAG="${BASELINE_UAG:-}"
+if [ -n "$BASELINE_UAG" ] && [ ! -x "$BASELINE_UAG" ]; then
+  echo "bench: BASELINE_UAG=$BASELINE_UAG is not an executable uag binary" >&2
+  exit 2
+fi
 UAG_LOG_LEVEL="${UAG_LOG_LEVEL:-warn}"
 export PATH="$HOME/.cargo/bin:$PATH"
 # NICE=-20 (root): the servers and the load generator (children inherit it) take the CPU ahead
@@ -178,6 +186,17 @@ echo "bench: policy $policy_note"
 uag_pid=$!
 pids+=("$uag_pid")
 
+# The baseline build, when asked for: the same config on its own port and data directory.
+base_version=""
+if [ -n "$BASELINE_UAG" ]; then
+  cp "$BASELINE_UAG" "$work/bin/uag-baseline"
+  sed -e "s#^listen = \"$UAG_ADDR\"#listen = \"$BASE_ADDR\"#" -e "s#^data_dir = \"$work/data\"#data_dir = \"$work/data-base\"#" \
+    "$work/uag.toml" >"$work/uag-baseline.toml"
+  "$work/bin/uag-baseline" serve --config "$work/uag-baseline.toml" >"$work/uag-baseline.log" 2>&1 &
+  pids+=("$!")
+  base_version="$("$work/bin/uag-baseline" version | awk '{print $2}')"
+fi
+
 # --- LiteLLM proxy on the same mock ----------------------------------------------------------
 litellm_version=""
 if [ "$LITELLM" = 1 ]; then
@@ -215,6 +234,7 @@ wait_for() { # url [tries of 0.1 s]
 }
 wait_for "http://$MOCK_ADDR/v1/models"
 wait_for "http://$UAG_ADDR/healthz"
+[ -n "$BASELINE_UAG" ] && wait_for "http://$BASE_ADDR/healthz"
 [ "$LITELLM" = 1 ] && wait_for "http://$LITELLM_ADDR/health/liveliness" 1200
 
 # Resident memory of a process and all its descendants (LiteLLM may fork workers), in KiB.
@@ -246,7 +266,9 @@ declare -A url body auth
 url[direct]="http://$MOCK_ADDR/v1/chat/completions"; body[direct]="{\"model\":\"bench\",$question}"; auth[direct]="x-bench: direct"
 url[uag]="http://$UAG_ADDR/v1/chat/completions"; body[uag]="{\"model\":\"mock/bench\",$question}"; auth[uag]="authorization: Bearer $token"
 url[litellm]="http://$LITELLM_ADDR/v1/chat/completions"; body[litellm]="{\"model\":\"bench\",$question}"; auth[litellm]="authorization: Bearer sk-bench-litellm"
+url[base]="http://$BASE_ADDR/v1/chat/completions"; body[base]="${body[uag]}"; auth[base]="${auth[uag]}"
 targets=(direct uag)
+[ -n "$BASELINE_UAG" ] && targets+=(base)
 [ "$LITELLM" = 1 ] && targets+=(litellm)
 
 # Both gateways answer once before the idle reading (LiteLLM imports lazily on its first request).
@@ -334,17 +356,19 @@ fi
 cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 mem_gib="$(awk '/^MemTotal/ {printf "%.0f", $2 / 1048576}' /proc/meminfo)"
 versions="uag $("$uag" version | awk '{print $2}'), $(rustc --version | awk '{print $1, $2}'), $(python3 --version)"
+[ -n "$BASELINE_UAG" ] && versions="$versions, baseline uag $base_version (\`$BASELINE_UAG\`, same config)"
 [ "$LITELLM" = 1 ] && versions="$versions, LiteLLM $litellm_version (\`litellm[proxy]\` from PyPI, $LITELLM_WORKERS uvicorn worker processes, master key, no database, \`LITELLM_LOG=ERROR\`)"
 
 python3 - "$work" "$RATES" "$DURATION" "$CONNECTIONS" "$MAX_CONNECTIONS" "$REPS" "$LITELLM" "${NO_WRITE:-}" \
-  "$uag_idle" "$uag_loaded" "$litellm_idle" "$litellm_loaded" "$cpu" "$(nproc)" "$mem_gib" "$versions" "$policy_note" "$UAG_LOG_LEVEL" "${NICE:-}" <<'PY'
+  "$uag_idle" "$uag_loaded" "$litellm_idle" "$litellm_loaded" "$cpu" "$(nproc)" "$mem_gib" "$versions" "$policy_note" "$UAG_LOG_LEVEL" "${NICE:-}" \
+  "$([ -n "$BASELINE_UAG" ] && echo 1)" <<'PY'
 import datetime, json, pathlib, re, sys
 (work, rates, duration, conns, max_conns, reps, litellm, no_write, uag_idle, uag_loaded, ll_idle, ll_loaded,
- cpu, ncpu, mem_gib, versions, policy_note, log_level, nice) = sys.argv[1:20]
+ cpu, ncpu, mem_gib, versions, policy_note, log_level, nice, baseline) = sys.argv[1:21]
 reps, litellm = int(reps), litellm == "1"
 rates = [int(r) for r in rates.split()]
-gateways = ["uag"] + (["litellm"] if litellm else [])
-name = {"uag": "uag", "litellm": "LiteLLM"}
+gateways = ["uag"] + (["base"] if baseline else []) + (["litellm"] if litellm else [])
+name = {"uag": "uag", "base": "uag baseline", "litellm": "LiteLLM"}
 def load(n):
     return json.load(open(f"{work}/{n}.json"))
 def ms(r, p):
@@ -445,7 +469,7 @@ if int(max_conns) > 0:
     lines += ["| path | answered 200 per s | errors | p50 / p99 (ms) |", "| --- | ---: | ---: | ---: |"]
 for t in (["direct"] + gateways) if int(max_conns) > 0 else []:
     m = load(f"max-{t}")
-    label = {"direct": "mock upstream directly", "uag": "uag (full stack)", "litellm": "LiteLLM"}[t]
+    label = {"direct": "mock upstream directly", "uag": "uag (full stack)", "base": "uag baseline build (full stack)", "litellm": "LiteLLM"}[t]
     errs = m["error_count"]
     lines.append(f"| {label} | {m['ok_per_s']:.0f} | {errs}{' (' + ', '.join(f'{k}: {v}' for k, v in m['errors'].items()) + ')' if errs else ''} | {fmt(ms(m, 'p50'))} / {fmt(ms(m, 'p99'))} |")
 if litellm:

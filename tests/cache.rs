@@ -143,6 +143,43 @@ async fn a_streamed_answer_is_stored_and_errors_never_are() {
 }
 
 #[tokio::test]
+async fn identical_requests_in_flight_together_ask_the_provider_once() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::with_mock(&mock, "[cache]\n").await;
+    // `slowstream` paces its 7 events 150 ms apart: the first stream takes about a second.
+    let body = |stream: bool| json!({"model": "openai/slowstream", "input": "Who asks first?", "stream": stream});
+    let (streamed, whole) = (body(true), body(false));
+    let streams = (0..3).map(|_| post(&gw, "/v1/inference", &streamed, &[]));
+    // JSON requests join a little later, while the streamed answer is still being written.
+    let jsons = (0..2).map(|_| async {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        post(&gw, "/v1/inference", &whole, &[]).await
+    });
+    let (streams, jsons) = tokio::join!(futures::future::join_all(streams), futures::future::join_all(jsons));
+
+    let mut outcomes: Vec<&str> = streams.iter().chain(&jsons).map(|(_, cache, _)| cache.as_str()).collect();
+    outcomes.sort_unstable();
+    assert_eq!(outcomes, ["hit", "hit", "hit", "hit", "miss"], "one asked, four waited for its answer");
+    assert_eq!(mock.calls("slowstream"), 1, "the provider was asked once");
+    for (status, _, text) in &streams {
+        assert_eq!(*status, 200, "{text}");
+        assert_eq!(delta_text(&sse_events(text)), ANSWER);
+    }
+    for (status, _, text) in &jsons {
+        assert_eq!(*status, 200, "{text}");
+        assert_eq!(serde_json::from_str::<Value>(text).unwrap()["output"], ANSWER);
+    }
+    assert_eq!(metric(&gw, &cache_metric("exact", "coalesced")).await, 4.0);
+
+    // A request that fails shares nothing: those waiting ask on their own (and fail alike).
+    let failing = json!({"model": "openai/error-400", "input": "Will this fail?"});
+    let both = tokio::join!(post(&gw, "/v1/inference", &failing, &[]), post(&gw, "/v1/inference", &failing, &[]));
+    assert_eq!((both.0.0, both.1.0), (400, 400), "{both:?}");
+    assert_eq!(mock.calls("error-400"), 2);
+    assert_eq!(metric(&gw, &cache_metric("exact", "coalesced")).await, 4.0);
+}
+
+#[tokio::test]
 async fn a_header_or_a_parameter_bypasses_the_cache() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::with_mock(&mock, "[cache]\n").await;

@@ -12,13 +12,17 @@
 //! HMAC secret and `alg: none` is not an algorithm at all. A `kid` selects a JWKS key; an
 //! unknown `kid` refetches `jwks_url` at most once per 30 s, then fails.
 //!
+//! A verified JWT is remembered (by the whole token) for up to 30 s and never past its `exp`, so
+//! a client sending the same token with every request pays for one signature check per 30 s;
+//! the price is that a key withdrawn from the JWKS keeps its tokens working for up to 30 s more.
+//!
 //! Tokens and keys are never logged; failures log their code only.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Uri, header};
@@ -319,6 +323,30 @@ struct JwtVerifier {
     /// The HS256 secret and PEM keys: tried for tokens without a `kid` (or when no JWKS exists).
     static_keys: Vec<DecodingKey>,
     jwks: Option<Jwks>,
+    /// Recently verified tokens, by the whole token.
+    verified: Mutex<HashMap<String, VerifiedToken>>,
+}
+
+/// How long a verified token is taken on trust (never past its `exp`).
+const VERIFIED_FOR: Duration = Duration::from_secs(30);
+/// Tokens remembered at most; when full, expired ones are dropped, then all.
+const MAX_VERIFIED: usize = 4096;
+
+struct VerifiedToken {
+    identity: Identity,
+    /// `exp` plus the leeway, in seconds since the epoch.
+    valid_until_unix: u64,
+    remembered_until: Instant,
+}
+
+impl VerifiedToken {
+    fn live(&self, now: Instant, now_unix: u64) -> bool {
+        now < self.remembered_until && now_unix <= self.valid_until_unix
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 struct Jwks {
@@ -376,6 +404,7 @@ impl Authenticator {
                     tenant_claim: j.tenant_claim.clone(),
                     static_keys,
                     jwks,
+                    verified: Mutex::new(HashMap::new()),
                 })
             }
         };
@@ -470,7 +499,36 @@ fn find_credential<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Result<Option<Pr
 }
 
 impl JwtVerifier {
+    fn verified(&self) -> std::sync::MutexGuard<'_, HashMap<String, VerifiedToken>> {
+        // Each change is a single map call, so a panicking holder cannot leave it half-done.
+        self.verified.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        if let Some(known) = self.verified().get(token).filter(|v| v.live(Instant::now(), unix_now())) {
+            return Ok(known.identity.clone());
+        }
+        let (identity, exp) = self.verify_signed(token).await?;
+        let now = Instant::now();
+        let remembered = VerifiedToken {
+            identity: identity.clone(),
+            valid_until_unix: exp.saturating_add(self.leeway_s),
+            remembered_until: now + VERIFIED_FOR,
+        };
+        let mut verified = self.verified();
+        if verified.len() >= MAX_VERIFIED {
+            let now_unix = unix_now();
+            verified.retain(|_, v| v.live(now, now_unix));
+            if verified.len() >= MAX_VERIFIED {
+                verified.clear();
+            }
+        }
+        verified.insert(token.to_owned(), remembered);
+        Ok(identity)
+    }
+
+    /// The full check: signature, then the claims; the identity and the token's `exp`.
+    async fn verify_signed(&self, token: &str) -> Result<(Identity, u64), AuthError> {
         // `alg: none` and unknown algorithms fail here: they are not `Algorithm` variants.
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::InvalidToken("malformed header"))?;
         let family = header.alg.family();
@@ -489,7 +547,15 @@ impl JwtVerifier {
         let mut last = AuthError::InvalidToken("bad signature");
         for key in &candidates {
             match jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, key, &validation) {
-                Ok(data) => return self.identity(&data.claims),
+                Ok(data) => {
+                    // `exp` is required and checked by the validation above.
+                    let exp = data
+                        .claims
+                        .get("exp")
+                        .and_then(serde_json::Value::as_f64)
+                        .ok_or(AuthError::InvalidToken("missing required claim"))?;
+                    return Ok((self.identity(&data.claims)?, exp as u64));
+                }
                 Err(e) => {
                     use jsonwebtoken::errors::ErrorKind as K;
                     last = match e.kind() {
@@ -623,6 +689,44 @@ mod tests {
         assert!(parse_sha256_hex(&"ab".repeat(31)).is_none());
         assert!(parse_sha256_hex(&"zz".repeat(32)).is_none());
         assert!(parse_sha256_hex(&"é".repeat(32)).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_verified_token_is_remembered_but_never_past_its_exp() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = "unit-test-hs256-secret-of-at-least-32-bytes";
+        let path = dir.path().join("jwt-secret");
+        std::fs::write(&path, secret).unwrap();
+        let config: AuthConfig = toml::from_str(&format!("[jwt]\nhs256_secret = \"file::{}\"\n", path.display())).unwrap();
+        let auth = Authenticator::from_config(&config, reqwest::Client::new()).unwrap();
+        let jwt = auth.jwt.as_ref().unwrap();
+        let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+        let sign = |claims: serde_json::Value| jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap();
+        let exp = unix_now() + 600;
+        let token = sign(serde_json::json!({"sub": "kiosk-1", "exp": exp, "roles": ["kiosk"]}));
+
+        let first = jwt.verify(&token).await.unwrap();
+        assert_eq!((first.subject.as_str(), first.roles.as_slice()), ("kiosk-1", &["kiosk".to_owned()][..]));
+        let remembered = jwt.verified().get(&token).map(|v| v.valid_until_unix);
+        assert_eq!(remembered, Some(exp + jwt.leeway_s), "remembered until exp + leeway");
+        assert_eq!(jwt.verify(&token).await.unwrap().subject, "kiosk-1");
+
+        // Past its exp a remembered token is checked again, and refused.
+        let expired = sign(serde_json::json!({"sub": "kiosk-1", "exp": unix_now() - 3600}));
+        jwt.verified().insert(
+            expired.clone(),
+            VerifiedToken {
+                identity: first.clone(),
+                valid_until_unix: unix_now() - 3600 + jwt.leeway_s,
+                remembered_until: Instant::now() + VERIFIED_FOR,
+            },
+        );
+        assert!(matches!(jwt.verify(&expired).await, Err(AuthError::TokenExpired)));
+
+        // Failures are not remembered, and a forged signature never matches a remembered token.
+        let forged = format!("{}x", token.trim_end_matches(|c: char| c != '.'));
+        assert!(jwt.verify(&forged).await.is_err());
+        assert!(jwt.verified().get(&forged).is_none());
     }
 
     #[test]

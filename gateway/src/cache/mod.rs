@@ -6,6 +6,7 @@
 //! handler replays the stored answer through its usual framing (JSON, or SSE events when
 //! `stream: true`), on a miss it asks the router and fills the slot with the complete answer.
 //! Every answer to a valid request on these routes carries `x-uag-cache: hit | semantic | miss`
+//! (what was served: a stored answer the policy refuses this caller is a `miss`)
 //! (`bypass` when the client asked for no cache; `miss` too when the backend could not be
 //! asked). Invalid requests pass straight to the handler, which refuses them as without a cache.
 //!
@@ -24,6 +25,16 @@
 //! are cached too: turning the cache on is the operator's choice to trade variety for cost,
 //! and the sampling parameters are part of the key.
 //!
+//! Identical requests in flight together (same exact key, so the same caller scope) ask the
+//! provider once: the first asks, the others wait for its answer (up to 120 s) and are served it
+//! as a `hit` (`uag_cache_requests_total{kind="exact", result="coalesced"}`). If the first ends
+//! without an answer to store (an error, a cancel), each waiting request asks on its own.
+//!
+//! Writes: the answer is written to the backend by a task of its own after the response has
+//! gone out; until that write is done this gateway serves it from memory (`PendingWrite`), so a
+//! repeat at once is still a hit. A backend that falls more than 1024 writes behind drops
+//! answers (counted as backend errors) instead of holding them all in memory.
+//!
 //! Knowledge-base changes: the answers of `local` providers (GraphRAG draws on the knowledge
 //! base) and every semantic record carry the knowledge base's generation from when the request
 //! arrived; after an ingest or delete the generation differs and they are misses (also after a
@@ -41,9 +52,10 @@ mod key;
 mod redis_store;
 mod sled_store;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
@@ -259,6 +271,28 @@ impl Store {
     }
 }
 
+/// Answers stored while the backend is still behind (see [`PendingWrite`]); beyond this many
+/// the backend is not keeping up and further answers are not stored.
+const MAX_PENDING_WRITES: usize = 1024;
+
+/// An answer on its way to the backend. Writes run on a task of their own after the response
+/// has gone out (a sled write with its eviction, or a Redis round trip, was the largest part of
+/// the cache's cost on the request path); until the write is done this gateway answers from
+/// here, so a client repeating a request at once still finds it.
+struct PendingWrite {
+    answer: CachedAnswer,
+    /// Partition and record of the semantic index.
+    semantic: Option<(String, SemanticRecord)>,
+}
+
+/// How long an identical request waits for the one already asking the provider; a local LLM
+/// on a Pi can take tens of seconds, and waiting costs nothing while asking again costs a turn.
+const COALESCE_WAIT: Duration = Duration::from_secs(120);
+
+/// Where a request asking the provider publishes its answer for identical requests waiting.
+type AnswerSender = tokio::sync::watch::Sender<Option<Arc<CachedAnswer>>>;
+type AnswerReceiver = tokio::sync::watch::Receiver<Option<Arc<CachedAnswer>>>;
+
 /// The cache of one gateway: its backend and settings. Built once per [`AppState`].
 pub struct ResponseCache {
     config: CacheConfig,
@@ -266,6 +300,12 @@ pub struct ResponseCache {
     metrics: Arc<Metrics>,
     /// Providers whose answers depend on the knowledge base.
     local_providers: HashSet<String>,
+    /// By exact key; an entry leaves once its write is done.
+    pending: Mutex<HashMap<String, Arc<PendingWrite>>>,
+    /// Exact keys being answered by a provider now, with the id of the request asking: an
+    /// identical request (same caller scope) waits for that answer instead of asking again.
+    inflight: Mutex<HashMap<String, (u64, AnswerReceiver)>>,
+    next_inflight_id: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for ResponseCache {
@@ -312,7 +352,15 @@ impl ResponseCache {
                 Store::Redis(Box::new(redis_store::RedisStore::new(url, config.ttl(), config.max_entries, config.semantic.max_candidates)?))
             }
         };
-        Ok(Self { config: config.clone(), store, metrics, local_providers })
+        Ok(Self {
+            config: config.clone(),
+            store,
+            metrics,
+            local_providers,
+            pending: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
+            next_inflight_id: std::sync::atomic::AtomicU64::new(0),
+        })
     }
 
     fn count(&self, kind: &'static str, result: &'static str) {
@@ -324,7 +372,51 @@ impl ResponseCache {
         self.metrics.count_cache_backend_error(self.store.label());
     }
 
+    fn inflight(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, AnswerReceiver)>> {
+        self.inflight.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Leaves the in-flight map if `id` still holds `key` there.
+    fn end_inflight(&self, key: &str, id: u64) {
+        let mut inflight = self.inflight();
+        if inflight.get(key).is_some_and(|(holder, _)| *holder == id) {
+            inflight.remove(key);
+        }
+    }
+
+    /// After a miss: become the request that asks the provider for `key`, or wait for the one
+    /// already asking. `Ok` carries the leader's id and sender; `Err` the waited-for answer,
+    /// `Err(None)` when that request ended without one (this request then asks on its own).
+    async fn join_inflight(&self, key: &str) -> Result<(u64, AnswerSender), Option<CachedAnswer>> {
+        let mut waiting = {
+            let mut inflight = self.inflight();
+            match inflight.get(key) {
+                Some((_, receiver)) => receiver.clone(),
+                None => {
+                    let id = self.next_inflight_id.fetch_add(1, Ordering::Relaxed);
+                    let (sender, receiver) = tokio::sync::watch::channel(None);
+                    inflight.insert(key.to_owned(), (id, receiver));
+                    return Ok((id, sender));
+                }
+            }
+        };
+        let answer = tokio::time::timeout(COALESCE_WAIT, waiting.wait_for(Option::is_some)).await;
+        Err(match answer {
+            Ok(Ok(answer)) => answer.as_deref().cloned(),
+            // The leader failed, was cancelled or stored nothing (`Err(RecvError)`), or is slow.
+            _ => None,
+        })
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<PendingWrite>>> {
+        // The map stays consistent whatever a panicking holder did: each change is one call.
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     async fn get(&self, key: &str) -> Result<Option<CachedAnswer>, CacheError> {
+        if let Some(write) = self.pending().get(key) {
+            return Ok(Some(write.answer.clone()));
+        }
         let bytes = match &self.store {
             Store::Sled(s) => s.get(key, now_ms())?,
             Store::Redis(r) => r.get(key).await?,
@@ -341,6 +433,7 @@ impl ResponseCache {
     }
 
     async fn remove(&self, key: &str) -> Result<(), CacheError> {
+        self.pending().remove(key);
         match &self.store {
             Store::Sled(s) => s.remove(key),
             Store::Redis(r) => r.remove(key).await,
@@ -392,7 +485,16 @@ impl ResponseCache {
             }
         };
         let keys = request_keys(req, scope, self.config.semantic.single_turn_only);
-        let mut slot = SlotInner { cache: Arc::clone(self), key: keys.exact, generation, hit: None, semantic: None, started };
+        let mut slot = SlotInner {
+            cache: Arc::clone(self),
+            key: keys.exact,
+            generation,
+            hit: None,
+            semantic: None,
+            started,
+            replayed: AtomicBool::new(false),
+            leader: None,
+        };
         match self.valid(&slot.key, generation).await {
             Ok(Some(answer)) => {
                 self.count("exact", "hit");
@@ -423,6 +525,16 @@ impl ResponseCache {
                 }
             }
         }
+        if slot.hit.is_none() {
+            match self.join_inflight(&slot.key).await {
+                Ok(leader) => slot.leader = Some(leader),
+                Err(Some(answer)) => {
+                    self.count("exact", "coalesced");
+                    slot.hit = Some((CacheOutcome::Hit, answer));
+                }
+                Err(None) => {}
+            }
+        }
         Some(CacheSlot(Arc::new(slot)))
     }
 
@@ -442,8 +554,14 @@ impl ResponseCache {
         let partition = key.partition(&entry.id);
         let cutoff = now_ms().saturating_sub(u64::try_from(self.config.ttl().as_millis()).unwrap_or(u64::MAX));
         let mut best: Option<(f32, String)> = None;
-        for bytes in self.semantic_scan(&partition).await.map_err(SemanticError::Backend)? {
-            let Ok(record) = serde_json::from_slice::<SemanticRecord>(&bytes) else { continue };
+        let stored = self.semantic_scan(&partition).await.map_err(SemanticError::Backend)?;
+        let stored = stored.iter().filter_map(|bytes| serde_json::from_slice::<SemanticRecord>(bytes).ok());
+        let pending: Vec<SemanticRecord> = self
+            .pending()
+            .values()
+            .filter_map(|w| w.semantic.as_ref().filter(|(p, _)| *p == partition).map(|(_, record)| record.clone()))
+            .collect();
+        for record in stored.chain(pending) {
             if record.stored_at_ms < cutoff || record.kb_generation != generation {
                 continue;
             }
@@ -462,8 +580,11 @@ impl ResponseCache {
         Ok((found, partition, vector))
     }
 
-    /// Stores a complete answer under the slot's keys. Failures are counted and logged only.
-    async fn store(&self, slot: &SlotInner, mut answer: CachedAnswer) {
+    /// Stores a complete answer under the slot's keys: at once in the pending map, and in the
+    /// backend by a task of its own, so the response does not wait for the write. Failures are
+    /// counted and logged only. Writes still pending when the process exits are lost, which a
+    /// cache can afford.
+    fn store(self: &Arc<Self>, slot: &SlotInner, mut answer: CachedAnswer) {
         if answer.output.is_empty() {
             return;
         }
@@ -473,18 +594,52 @@ impl ResponseCache {
             tracing::debug!(bytes = value.len(), "answer larger than cache.max_entry_bytes; not cached");
             return;
         }
-        if let Err(e) = self.put(&slot.key, &value).await {
-            self.backend_error(&e);
-            return;
-        }
-        if let Some((partition, vector)) = &slot.semantic {
+        let semantic = slot.semantic.as_ref().map(|(partition, vector)| {
             let record = SemanticRecord {
                 key: slot.key.clone(),
                 stored_at_ms: now_ms(),
                 kb_generation: slot.generation,
                 vector: encode_vector(vector),
             };
-            let Ok(bytes) = serde_json::to_vec(&record) else { return };
+            (partition.clone(), record)
+        });
+        let write = Arc::new(PendingWrite { answer, semantic });
+        // Identical requests waiting for this one get the answer now; later ones find it pending.
+        if let Some((id, sender)) = &slot.leader {
+            sender.send_replace(Some(Arc::new(write.answer.clone())));
+            self.end_inflight(&slot.key, *id);
+        }
+        {
+            let mut pending = self.pending();
+            if pending.len() >= MAX_PENDING_WRITES && !pending.contains_key(&slot.key) {
+                drop(pending);
+                self.backend_error(&CacheError::Backend {
+                    backend: self.store.label(),
+                    message: format!("{MAX_PENDING_WRITES} writes are waiting; answer not stored"),
+                });
+                return;
+            }
+            pending.insert(slot.key.clone(), Arc::clone(&write));
+        }
+        let cache = Arc::clone(self);
+        let key = slot.key.clone();
+        tokio::spawn(async move {
+            cache.write(&key, &value, &write).await;
+            let mut pending = cache.pending();
+            // A newer answer for the same key may have replaced this one meanwhile; it stays.
+            if pending.get(&key).is_some_and(|w| Arc::ptr_eq(w, &write)) {
+                pending.remove(&key);
+            }
+        });
+    }
+
+    async fn write(&self, key: &str, value: &[u8], write: &PendingWrite) {
+        if let Err(e) = self.put(key, value).await {
+            self.backend_error(&e);
+            return;
+        }
+        if let Some((partition, record)) = &write.semantic {
+            let Ok(bytes) = serde_json::to_vec(record) else { return };
             if let Err(e) = self.semantic_add(partition, &bytes).await {
                 self.backend_error(&e);
             }
@@ -508,6 +663,21 @@ struct SlotInner {
     /// Partition and prompt vector, to record the answer in the semantic index.
     semantic: Option<(String, Vec<f32>)>,
     started: Instant,
+    /// Whether the handler replayed the hit (the policy may refuse this caller a stored answer,
+    /// which is then a miss).
+    replayed: AtomicBool,
+    /// Set when this request asks the provider for its key while identical ones may wait.
+    leader: Option<(u64, AnswerSender)>,
+}
+
+impl Drop for SlotInner {
+    /// The request ended (answered, failed or cancelled): whoever still waits stops waiting
+    /// (their receivers see the sender gone) and asks on their own.
+    fn drop(&mut self) {
+        if let Some((id, _)) = &self.leader {
+            self.cache.end_inflight(&self.key, *id);
+        }
+    }
 }
 
 /// The cache's part in one request, put in the request extensions by [`layer`]: a stored
@@ -535,9 +705,15 @@ impl CacheSlot {
         Timings { total_ms: self.0.started.elapsed().as_secs_f64() * 1000.0, time_to_first_token_ms: None }
     }
 
+    /// What the client was served: the lookup's outcome if the handler replayed it, else a miss.
+    fn served(&self) -> CacheOutcome {
+        if self.0.replayed.load(Ordering::Relaxed) { self.outcome() } else { CacheOutcome::Miss }
+    }
+
     /// The hit as a JSON answer with the request's id.
     pub fn replay_response(&self, id: &str) -> Option<InferenceResponse> {
         let a = self.answer()?;
+        self.0.replayed.store(true, Ordering::Relaxed);
         Some(InferenceResponse {
             id: id.to_owned(),
             provider: a.provider.clone(),
@@ -553,6 +729,7 @@ impl CacheSlot {
     /// The hit as the events of a stream: a `cache` status, the text, the sources, `done`.
     pub fn replay_events(&self) -> Option<EventStream> {
         let a = self.answer()?;
+        self.0.replayed.store(true, Ordering::Relaxed);
         let mut events = vec![Event::status("cache", format!("answered from the response cache ({})", self.outcome().as_str()))];
         events.push(Event::delta(a.output.clone()));
         if !a.sources.is_empty() {
@@ -569,7 +746,7 @@ impl CacheSlot {
     }
 
     /// Stores a complete JSON answer (on a miss).
-    pub async fn fill(&self, response: &InferenceResponse) {
+    pub fn fill(&self, response: &InferenceResponse) {
         if self.0.hit.is_some() {
             return;
         }
@@ -582,7 +759,7 @@ impl CacheSlot {
             usage: response.usage,
             kb_generation: None,
         };
-        self.0.cache.store(&self.0, answer).await;
+        self.0.cache.store(&self.0, answer);
     }
 
     /// Passes `events` through and, when the stream ends with `done` and had no error, stores
@@ -611,7 +788,7 @@ impl CacheSlot {
                             usage: *usage,
                             kb_generation: None,
                         };
-                        slot.0.cache.store(&slot.0, answer).await;
+                        slot.0.cache.store(&slot.0, answer);
                     }
                     Ok(Event::Error { .. }) | Err(_) => failed = true,
                     Ok(_) => {}
@@ -690,9 +867,9 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
         // The cache could not be asked (backend down): answered without it, so a miss.
         return with_header(next.run(request).await, CacheOutcome::Miss.as_str());
     };
-    let outcome = slot.outcome();
-    request.extensions_mut().insert(slot);
-    with_header(next.run(request).await, outcome.as_str())
+    request.extensions_mut().insert(slot.clone());
+    let response = next.run(request).await;
+    with_header(response, slot.served().as_str())
 }
 
 #[cfg(test)]

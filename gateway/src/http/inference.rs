@@ -100,7 +100,7 @@ pub async fn infer(
     record_target(&response.provider, &response.model);
     drop(cancel_on_drop.disarm());
     if let Some(cache) = cache {
-        cache.fill(&response).await;
+        cache.fill(&response);
     }
     Ok(Json(response).into_response())
 }

@@ -70,9 +70,21 @@ pub enum StartupError {
     Policy(#[from] crate::policy::PolicyError),
 }
 
-/// Everything a handler needs; cheap to clone.
+/// Everything a handler needs: one shared [`AppStateInner`], so the clone each middleware and
+/// handler takes per request is one reference count, not one per field (it showed in profiles).
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateInner>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+    fn deref(&self) -> &AppStateInner {
+        &self.0
+    }
+}
+
+/// The fields of [`AppState`].
+#[derive(Debug)]
+pub struct AppStateInner {
     pub config: Arc<Config>,
     pub router: Arc<FallbackRouter>,
     /// The GraphRAG engine behind provider `local` and the documents API.
@@ -111,7 +123,7 @@ impl AppState {
         let manifest = uag_models::manifest::Manifest::embedded()?;
         let models = ModelRuntimes::start(manifest, config.model_runtime_config())?;
         let registry = Registry::from_config(&config, Some(Arc::clone(&engine)), Some(Arc::clone(&models)))?;
-        let mut state = Self::with_registry(config, registry, Some(engine));
+        let mut state = Self::inner_with_registry(config, registry, Some(engine));
         // Opened once (sled takes a lock); `with_registry` logged why when it could not.
         if state.config.cache.as_ref().is_some_and(|c| c.enabled) && state.cache.is_none() {
             return Err(StartupError::Cache(format!(
@@ -120,11 +132,15 @@ impl AppState {
             )));
         }
         state.models = Some(models);
-        Ok(state)
+        Ok(Self(Arc::new(state)))
     }
 
     /// State over a ready-made registry (tests plug in their own providers).
     pub fn with_registry(config: Config, registry: Registry, engine: Option<Arc<uag_graphrag::Engine>>) -> Self {
+        Self(Arc::new(Self::inner_with_registry(config, registry, engine)))
+    }
+
+    fn inner_with_registry(config: Config, registry: Registry, engine: Option<Arc<uag_graphrag::Engine>>) -> AppStateInner {
         let metrics = Metrics::new();
         let router = FallbackRouter::new(Arc::new(registry), &config.routes, Arc::clone(&metrics));
         // `new` has checked both; a failure here can only come from a test's own config, and
@@ -160,7 +176,7 @@ impl AppState {
                 }
             }
         });
-        Self {
+        AppStateInner {
             config: Arc::new(config),
             router: Arc::new(router),
             engine,

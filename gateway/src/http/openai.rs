@@ -228,7 +228,7 @@ pub async fn chat_completions(
             None => {
                 let answer = state.router.infer(&targets, &req, &ctx).await?;
                 if let Some(cache) = &cache {
-                    cache.fill(&answer).await;
+                    cache.fill(&answer);
                 }
                 answer
             }
