@@ -21,8 +21,8 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Uri, header};
@@ -37,7 +37,9 @@ use subtle::ConstantTimeEq;
 use crate::config::Credential;
 use crate::error::ApiError;
 use crate::http::AppState;
+use crate::memo::RecentResults;
 use crate::provider::{AuthMethod, Identity};
+use crate::unix_now;
 
 /// Longest credential looked at; anything longer is refused before parsing.
 const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -324,31 +326,21 @@ struct JwtVerifier {
     static_keys: Vec<DecodingKey>,
     jwks: Option<Jwks>,
     /// Recently verified tokens, by the whole token.
-    verified: Mutex<HashMap<String, VerifiedToken>>,
+    verified: RecentResults<VerifiedToken>,
 }
 
 /// How long a verified token is taken on trust (never past its `exp`).
 const VERIFIED_FOR: Duration = Duration::from_secs(30);
-/// Tokens remembered at most; when full, expired ones are dropped, then all.
+/// Tokens remembered at most.
 const MAX_VERIFIED: usize = 4096;
 
+#[derive(Clone)]
 struct VerifiedToken {
     identity: Identity,
-    /// `exp` plus the leeway, in seconds since the epoch.
+    /// `exp` plus the leeway, in seconds since the epoch: checked on every use, because the
+    /// wall clock (not the memo's monotonic deadline) is what `exp` is measured against.
     valid_until_unix: u64,
-    remembered_until: Instant,
 }
-
-impl VerifiedToken {
-    fn live(&self, now: Instant, now_unix: u64) -> bool {
-        now < self.remembered_until && now_unix <= self.valid_until_unix
-    }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 struct Jwks {
     file_keys: HashMap<String, DecodingKey>,
     url: Option<String>,
@@ -404,7 +396,7 @@ impl Authenticator {
                     tenant_claim: j.tenant_claim.clone(),
                     static_keys,
                     jwks,
-                    verified: Mutex::new(HashMap::new()),
+                    verified: RecentResults::new(MAX_VERIFIED),
                 })
             }
         };
@@ -499,31 +491,13 @@ fn find_credential<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Result<Option<Pr
 }
 
 impl JwtVerifier {
-    fn verified(&self) -> std::sync::MutexGuard<'_, HashMap<String, VerifiedToken>> {
-        // Each change is a single map call, so a panicking holder cannot leave it half-done.
-        self.verified.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
-        if let Some(known) = self.verified().get(token).filter(|v| v.live(Instant::now(), unix_now())) {
-            return Ok(known.identity.clone());
+        if let Some(known) = self.verified.get(token).filter(|v| unix_now() <= v.valid_until_unix) {
+            return Ok(known.identity);
         }
         let (identity, exp) = self.verify_signed(token).await?;
-        let now = Instant::now();
-        let remembered = VerifiedToken {
-            identity: identity.clone(),
-            valid_until_unix: exp.saturating_add(self.leeway_s),
-            remembered_until: now + VERIFIED_FOR,
-        };
-        let mut verified = self.verified();
-        if verified.len() >= MAX_VERIFIED {
-            let now_unix = unix_now();
-            verified.retain(|_, v| v.live(now, now_unix));
-            if verified.len() >= MAX_VERIFIED {
-                verified.clear();
-            }
-        }
-        verified.insert(token.to_owned(), remembered);
+        let remembered = VerifiedToken { identity: identity.clone(), valid_until_unix: exp.saturating_add(self.leeway_s) };
+        self.verified.insert(token.to_owned(), remembered, VERIFIED_FOR);
         Ok(identity)
     }
 
@@ -707,26 +681,23 @@ mod tests {
 
         let first = jwt.verify(&token).await.unwrap();
         assert_eq!((first.subject.as_str(), first.roles.as_slice()), ("kiosk-1", &["kiosk".to_owned()][..]));
-        let remembered = jwt.verified().get(&token).map(|v| v.valid_until_unix);
+        let remembered = jwt.verified.get(&token).map(|v| v.valid_until_unix);
         assert_eq!(remembered, Some(exp + jwt.leeway_s), "remembered until exp + leeway");
         assert_eq!(jwt.verify(&token).await.unwrap().subject, "kiosk-1");
 
         // Past its exp a remembered token is checked again, and refused.
         let expired = sign(serde_json::json!({"sub": "kiosk-1", "exp": unix_now() - 3600}));
-        jwt.verified().insert(
+        jwt.verified.insert(
             expired.clone(),
-            VerifiedToken {
-                identity: first.clone(),
-                valid_until_unix: unix_now() - 3600 + jwt.leeway_s,
-                remembered_until: Instant::now() + VERIFIED_FOR,
-            },
+            VerifiedToken { identity: first.clone(), valid_until_unix: unix_now() - 3600 + jwt.leeway_s },
+            VERIFIED_FOR,
         );
         assert!(matches!(jwt.verify(&expired).await, Err(AuthError::TokenExpired)));
 
         // Failures are not remembered, and a forged signature never matches a remembered token.
         let forged = format!("{}x", token.trim_end_matches(|c: char| c != '.'));
         assert!(jwt.verify(&forged).await.is_err());
-        assert!(jwt.verified().get(&forged).is_none());
+        assert!(jwt.verified.get(&forged).is_none());
     }
 
     #[test]

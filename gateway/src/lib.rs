@@ -11,6 +11,7 @@
 //! - [`error`]: error categories and their single mapping to HTTP
 //! - [`codec`]: incremental SSE and NDJSON decoders for upstream streams
 //! - [`metrics`]: the Prometheus registry behind `GET /metrics`
+//! - [`memo`]: recent results by key with deadlines (policy decisions, verified JWTs)
 //! - [`policy`]: authorization with Rego policies (regorus), reloaded on SIGHUP or file change
 //! - [`cache`]: the response cache (exact and semantic) of the inference routes
 //! - [`telemetry`]: logging set-up (text or JSON)
@@ -24,6 +25,7 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod memo;
 pub mod metrics;
 pub mod policy;
 pub mod provider;
@@ -36,4 +38,9 @@ pub mod types;
 pub mod voice;
 
 pub use config::Config;
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
 pub use http::{AppState, app, serve};

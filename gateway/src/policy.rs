@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ProviderKind;
 use crate::error::ApiError;
 use crate::http::AppState;
+use crate::memo::RecentResults;
 use crate::metrics::Metrics;
 use crate::provider::Identity;
 use crate::routing::Target;
@@ -196,12 +197,12 @@ struct Compiled {
     /// 0.2 ms); a kiosk or a client sends the same input over and over. Entries live for
     /// [`DECISION_TTL`] so policies that read the clock stay close to right; a reload brings
     /// a new `Compiled` and so an empty memo.
-    memo: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Decision)>>,
+    memo: RecentResults<Decision>,
 }
 
 /// How long a memoised decision is reused.
 const DECISION_TTL: std::time::Duration = std::time::Duration::from_secs(1);
-/// Most memoised decisions; the memo is emptied when full (inputs are few in practice).
+/// Most memoised decisions.
 const DECISION_MEMO_CAP: usize = 4096;
 
 impl Compiled {
@@ -228,7 +229,7 @@ impl Compiled {
             }
             engine.add_data(regorus::Value::from(json)).map_err(|e| PolicyError::Data { path: path.clone(), message: e.to_string() })?;
         }
-        let compiled = Self { engine, stamps, memo: Default::default() };
+        let compiled = Self { engine, stamps, memo: RecentResults::new(DECISION_MEMO_CAP) };
         compiled.check_queries(config)?;
         Ok(compiled)
     }
@@ -298,7 +299,7 @@ impl PolicyEngine {
     /// An engine without policies: every decision is undefined, i.e. a deny. Used when the files
     /// broke between the config check and start-up; a later reload installs them.
     pub fn deny_all(config: &PolicyConfig, metrics: Arc<Metrics>) -> Self {
-        let compiled = Compiled { engine: regorus::Engine::new(), stamps: Vec::new(), memo: Default::default() };
+        let compiled = Compiled { engine: regorus::Engine::new(), stamps: Vec::new(), memo: RecentResults::new(DECISION_MEMO_CAP) };
         Self { config: config.clone(), current: RwLock::new(Arc::new(compiled)), metrics }
     }
 
@@ -313,10 +314,8 @@ impl PolicyEngine {
         let json =
             serde_json::to_value(input).map_err(|e| PolicyError::Query { query: self.config.query.clone(), message: e.to_string() })?;
         let key = json.to_string();
-        if let Some((at, decision)) = compiled.memo.lock().unwrap_or_else(PoisonError::into_inner).get(&key)
-            && at.elapsed() < DECISION_TTL
-        {
-            return Ok(decision.clone());
+        if let Some(decision) = compiled.memo.get(&key) {
+            return Ok(decision);
         }
         let input = regorus::Value::from(json);
         let allow = matches!(compiled.eval(&self.config.query, &input)?, Some(serde_json::Value::Bool(true)));
@@ -325,11 +324,7 @@ impl PolicyEngine {
             _ => None,
         };
         let decision = Decision { allow, collections };
-        let mut memo = compiled.memo.lock().unwrap_or_else(PoisonError::into_inner);
-        if memo.len() >= DECISION_MEMO_CAP {
-            memo.clear();
-        }
-        memo.insert(key, (std::time::Instant::now(), decision.clone()));
+        compiled.memo.insert(key, decision.clone(), DECISION_TTL);
         Ok(decision)
     }
 

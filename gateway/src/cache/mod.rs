@@ -54,7 +54,7 @@ mod sled_store;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -280,7 +280,8 @@ const MAX_PENDING_WRITES: usize = 1024;
 /// the cache's cost on the request path); until the write is done this gateway answers from
 /// here, so a client repeating a request at once still finds it.
 struct PendingWrite {
-    answer: CachedAnswer,
+    /// Shared with the requests that waited for it (see `join_inflight`).
+    answer: Arc<CachedAnswer>,
     /// Partition and record of the semantic index.
     semantic: Option<(String, SemanticRecord)>,
 }
@@ -305,7 +306,7 @@ pub struct ResponseCache {
     /// Exact keys being answered by a provider now, with the id of the request asking: an
     /// identical request (same caller scope) waits for that answer instead of asking again.
     inflight: Mutex<HashMap<String, (u64, AnswerReceiver)>>,
-    next_inflight_id: std::sync::atomic::AtomicU64,
+    next_inflight_id: AtomicU64,
 }
 
 impl std::fmt::Debug for ResponseCache {
@@ -359,7 +360,7 @@ impl ResponseCache {
             local_providers,
             pending: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
-            next_inflight_id: std::sync::atomic::AtomicU64::new(0),
+            next_inflight_id: AtomicU64::new(0),
         })
     }
 
@@ -415,7 +416,7 @@ impl ResponseCache {
 
     async fn get(&self, key: &str) -> Result<Option<CachedAnswer>, CacheError> {
         if let Some(write) = self.pending().get(key) {
-            return Ok(Some(write.answer.clone()));
+            return Ok(Some(CachedAnswer::clone(&write.answer)));
         }
         let bytes = match &self.store {
             Store::Sled(s) => s.get(key, now_ms())?,
@@ -603,10 +604,10 @@ impl ResponseCache {
             };
             (partition.clone(), record)
         });
-        let write = Arc::new(PendingWrite { answer, semantic });
+        let write = Arc::new(PendingWrite { answer: Arc::new(answer), semantic });
         // Identical requests waiting for this one get the answer now; later ones find it pending.
         if let Some((id, sender)) = &slot.leader {
-            sender.send_replace(Some(Arc::new(write.answer.clone())));
+            sender.send_replace(Some(Arc::clone(&write.answer)));
             self.end_inflight(&slot.key, *id);
         }
         {

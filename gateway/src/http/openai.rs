@@ -7,7 +7,7 @@
 //! with a 400 naming them. Status events travel as SSE comments, which SDKs skip.
 
 use std::convert::Infallible;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
@@ -24,6 +24,7 @@ use super::inference::{into_event, prepare, record_target, sse_response};
 use crate::cache::CacheSlot;
 use crate::error::ApiError;
 use crate::types::{Event, FinishReason, InferenceRequest, Message, Params, Role, Source, Usage};
+use crate::unix_now;
 
 /// Models discovery waits this long for any one upstream.
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(4);
@@ -177,10 +178,6 @@ fn finish_reason(reason: FinishReason) -> &'static str {
 
 fn usage_json(u: Usage) -> Value {
     json!({"prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens, "total_tokens": u.total()})
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// The uag extension object: which provider answered, and the citations.
