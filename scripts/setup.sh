@@ -44,11 +44,12 @@ if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
 log() { printf 'setup: %s\n' "$*"; }
 
 # --- Debian packages -------------------------------------------------------------------------
-# debian-handbook: the sample knowledge base ingested on first start (and the evaluation corpus).
+# debian-handbook: the sample knowledge base ingested on first start (and the tuning evaluation corpus);
+# debian-faq: the held-out evaluation corpus (docs/EVALUATION.md), never tuned on.
 # cmake, g++, clang/libclang-dev: whisper.cpp and its bindings; espeak-ng: phonemes for the
 # Piper voices (loaded at run time); python3-pip and curl: model downloads.
 packages=(ca-certificates pkg-config gcc g++ cmake clang libclang-dev python3 python3-venv python3-pip curl procps
-  espeak-ng espeak-ng-data debian-handbook)
+  espeak-ng espeak-ng-data debian-handbook debian-faq)
 if [ "$want_cross" = 1 ]; then packages+=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user file); fi
 # prometheus: promtool checks the Prometheus config and alert rules in deploy/.
 if [ "$want_deploy" = 1 ]; then packages+=(nginx docker-compose openssl systemd prometheus); fi

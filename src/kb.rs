@@ -1,5 +1,5 @@
 //! Knowledge-base commands: `uag ingest`, `uag ask`, `uag kg stats|export|rm`,
-//! `uag eval retrieval`. They open the same `[storage] data_dir` as `uag serve`; the store's
+//! `uag eval retrieval` (and `uag eval answers`, in [`crate::eval_answers`]). They open the same `[storage] data_dir` as `uag serve`; the store's
 //! lock makes a second process fail with a clear message instead of corrupting it.
 
 use std::io::Write;
@@ -83,10 +83,17 @@ pub(crate) enum EvalCommand {
         /// JSON lines: {"id","question","expected":["FILE.html#N.N"],"multi_hop":bool}
         #[arg(long)]
         questions: PathBuf,
+        /// Ingest these files or folders into a temporary knowledge base and search it
+        /// (the configured knowledge base is not opened).
+        #[arg(long, num_args = 1..)]
+        corpus: Vec<PathBuf>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
+    /// Key-fact recall, unsupported technical tokens, citation accuracy and latency of the
+    /// answers of model `graphrag` over a question set with key facts.
+    Answers(crate::eval_answers::AnswersArgs),
 }
 
 fn open(config: &Config) -> Result<Engine, CliError> {
@@ -283,9 +290,17 @@ fn read_questions(path: &PathBuf) -> Result<Vec<EvalQuestion>, CliError> {
 }
 
 pub(crate) fn eval(config: &Config, command: EvalCommand) -> Result<(), CliError> {
-    let EvalCommand::Retrieval { questions, json } = command;
+    let (questions, corpus, json) = match command {
+        EvalCommand::Retrieval { questions, corpus, json } => (questions, corpus, json),
+        EvalCommand::Answers(args) => return crate::eval_answers::answers(config, args),
+    };
     let questions = read_questions(&questions)?;
-    let engine = open(config)?;
+    let (_temp, engine) = if corpus.is_empty() {
+        (None, open(config)?)
+    } else {
+        let (kb, engine) = crate::eval_answers::TempKb::ingest(&corpus)?;
+        (Some(kb), engine)
+    };
     if engine.is_empty() {
         return Err(CliError::Usage("the knowledge base is empty; ingest documents first (uag ingest PATH)".into()));
     }

@@ -50,6 +50,17 @@ async fn metric(gw: &Gateway, series: &str) -> f64 {
     text.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok()).unwrap_or(0.0)
 }
 
+/// Waits (10 s at most) until every answer this gateway served has reached its cache backend.
+/// Writes land after the response, so another gateway sharing the backend can only find an
+/// answer once this is true; on a loaded machine that takes longer than any fixed pause.
+async fn writes_settled(gw: &Gateway) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while metric(gw, "uag_cache_pending_writes").await > 0.0 {
+        assert!(std::time::Instant::now() < deadline, "cache writes still pending after 10 s");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 fn cache_metric(kind: &str, result: &str) -> String {
     format!("uag_cache_requests_total{{kind=\"{kind}\",result=\"{result}\"}}")
 }
@@ -204,11 +215,13 @@ async fn a_header_or_a_parameter_bypasses_the_cache() {
 #[tokio::test]
 async fn answers_expire_after_the_ttl() {
     let mock = MockUpstream::start().await;
-    let gw = Gateway::with_mock(&mock, "[cache]\nttl_s = 1\n").await;
+    // 3 s: long enough that the repeat is a hit on a loaded machine, short for a test.
+    let gw = Gateway::with_mock(&mock, "[cache]\nttl_s = 3\n").await;
     let q = question("Still fresh?");
     assert_eq!(infer(&gw, &q).await.0, "miss");
+    let stored = std::time::Instant::now();
     assert_eq!(infer(&gw, &q).await.0, "hit");
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3100).saturating_sub(stored.elapsed())).await;
     assert_eq!(infer(&gw, &q).await.0, "miss");
     assert_eq!(mock.calls("llama3.2"), 2);
 }
@@ -219,6 +232,8 @@ async fn the_oldest_answer_is_evicted_at_the_cap() {
     let gw = Gateway::with_mock(&mock, "[cache]\nmax_entries = 2\n").await;
     for q in ["one", "two", "three"] {
         assert_eq!(infer(&gw, &question(q)).await.0, "miss");
+        // Each write lands before the next answer, so which one is the oldest is well defined.
+        writes_settled(&gw).await;
     }
     assert_eq!(infer(&gw, &question("three")).await.0, "hit");
     assert_eq!(infer(&gw, &question("two")).await.0, "hit");
@@ -387,14 +402,17 @@ fn redis_toml(url: &str) -> String {
 async fn redis_entries_expire_and_the_oldest_are_evicted_at_the_cap() {
     let redis = RedisServer::start().await;
     let mock = MockUpstream::start().await;
-    let gw = Gateway::with_mock(&mock, &format!("{}max_entries = 2\nttl_s = 1\n", redis_toml(&redis.url()))).await;
+    let gw = Gateway::with_mock(&mock, &format!("{}max_entries = 2\nttl_s = 3\n", redis_toml(&redis.url()))).await;
     for q in ["one", "two", "three"] {
         assert_eq!(infer(&gw, &question(q)).await.0, "miss");
+        writes_settled(&gw).await;
     }
     assert_eq!(infer(&gw, &question("three")).await.0, "hit");
     assert_eq!(infer(&gw, &question("two")).await.0, "hit");
     assert_eq!(infer(&gw, &question("one")).await.0, "miss", "the oldest entry was evicted");
-    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    // "one" was just stored again, so only its TTL (3 s) can make the next ask a miss.
+    writes_settled(&gw).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3200)).await;
     assert_eq!(infer(&gw, &question("one")).await.0, "miss", "expired");
     assert_eq!(metric(&gw, "uag_cache_backend_errors_total{backend=\"redis\"}").await, 0.0);
 }
@@ -408,6 +426,7 @@ async fn a_redis_semantic_index_is_shared_by_two_gateways() {
     let a = Gateway::with_mock(&mock, &extra).await;
     let b = Gateway::with_mock(&mock, &extra).await;
     assert_eq!(infer(&a, &question("How do I restart the network service?")).await.0, "miss");
+    writes_settled(&a).await;
     let (cache, body) = infer(&b, &question("How can I restart the networking service?")).await;
     assert_eq!(cache, "semantic", "B finds A's question in the shared index");
     assert_eq!(body["output"], ANSWER);
@@ -423,6 +442,7 @@ async fn a_redis_cache_is_shared_by_two_gateways() {
     let b = Gateway::with_mock(&mock, &redis_toml(&redis.url())).await;
     let q = question("Shared?");
     assert_eq!(infer(&a, &q).await.0, "miss");
+    writes_settled(&a).await;
     let (cache, body) = infer(&b, &q).await;
     assert_eq!(cache, "hit", "B answers from what A stored");
     assert_eq!(body["output"], ANSWER);

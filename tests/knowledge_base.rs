@@ -78,7 +78,7 @@ async fn streamed_local_answer_reports_each_stage_then_cites() {
     let stages: Vec<&str> = events.iter().filter(|e| e["type"] == "status").map(|e| e["stage"].as_str().unwrap()).collect();
     assert_eq!(stages, vec!["searching", "expanding", "ranking", "synthesizing"], "{text}");
     let synth = events.iter().find(|e| e["stage"] == "synthesizing").unwrap();
-    assert!(synth["message"].as_str().unwrap().contains("no local LLM"), "the extractive fallback is announced");
+    assert!(synth["message"].as_str().unwrap().contains("from the passages"), "the extractive answer is announced");
     let answer = delta_text(&events);
     assert!(answer.contains("journalctl -u kioskd"), "{answer}");
     let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();

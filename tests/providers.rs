@@ -100,7 +100,9 @@ async fn timeout_is_504(provider: &str) {
     let started = std::time::Instant::now();
     let (status, body) = gw.post_json("/v1/inference", &ask(provider, "slow", false)).await;
     assert_eq!((status, error_code(&body).as_str()), (504, "upstream_timeout"), "{body}");
-    assert!(started.elapsed() < std::time::Duration::from_millis(2500), "the 600 ms provider timeout applies");
+    // Far under the mock's 30 s answer and the 30 s default provider timeout: it is the
+    // configured 600 ms that applied, with room for a loaded machine.
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "the 600 ms provider timeout applies: {:?}", started.elapsed());
     let (status, body) = gw.post_json("/v1/inference", &ask(provider, "slow", true)).await;
     assert_eq!((status, error_code(&body).as_str()), (504, "upstream_timeout"), "{body}");
 }

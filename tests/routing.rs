@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Gateway, MockUpstream, delta_text, error_code, sse_events};
 use serde_json::json;
@@ -134,14 +134,20 @@ async fn stream_falls_back_before_the_first_token_only() {
 
 #[tokio::test]
 async fn circuit_opens_then_half_opens_with_one_probe() {
+    // Long enough that the checks of the open circuit land inside the cool-down on a loaded
+    // machine; the waits for it to pass count from the failure that opened the circuit.
+    const COOLDOWN: Duration = Duration::from_secs(2);
     let mock = MockUpstream::start().await;
-    let gw =
-        Gateway::with_mock(&mock, "[routes]\nmax_retries = 0\n[routes.circuit_breaker]\nfailure_threshold = 2\ncooldown_ms = 400\n").await;
+    let config =
+        format!("[routes]\nmax_retries = 0\n[routes.circuit_breaker]\nfailure_threshold = 2\ncooldown_ms = {}\n", COOLDOWN.as_millis());
+    let gw = Gateway::with_mock(&mock, &config).await;
     let failing = json!({"model": "openai/error-500", "input": "hi"});
     for _ in 0..2 {
         let (status, _) = gw.post_json("/v1/inference", &failing).await;
         assert_eq!(status, 502);
     }
+    // The gateway opened the circuit before answering: the cool-down ends before `opened + COOLDOWN`.
+    let opened = Instant::now();
     let circuit = |body: &serde_json::Value| {
         body["data"].as_array().unwrap().iter().find(|p| p["name"] == "openai").unwrap()["circuit"]["state"].clone()
     };
@@ -155,16 +161,17 @@ async fn circuit_opens_then_half_opens_with_one_probe() {
     assert_eq!(mock.calls("error-500"), 2);
 
     // After the cool-down one probe goes through; failing, it opens the circuit again.
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    tokio::time::sleep((COOLDOWN + Duration::from_millis(50)).saturating_sub(opened.elapsed())).await;
     assert_eq!(circuit(&gw.get_json("/v1/providers").await.1), "half_open");
     let (status, _) = gw.post_json("/v1/inference", &failing).await;
     assert_eq!(status, 502);
+    let reopened = Instant::now();
     assert_eq!(mock.calls("error-500"), 3);
     let (status, _) = gw.post_json("/v1/inference", &failing).await;
     assert_eq!(status, 503, "open again after the failed probe");
 
     // A successful probe closes it.
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    tokio::time::sleep((COOLDOWN + Duration::from_millis(50)).saturating_sub(reopened.elapsed())).await;
     let (status, body) = gw.post_json("/v1/inference", &json!({"model": "openai/gpt-4o-mini", "input": "hi"})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(circuit(&gw.get_json("/v1/providers").await.1), "closed");

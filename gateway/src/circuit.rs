@@ -129,19 +129,22 @@ mod tests {
 
     #[test]
     fn opens_after_threshold_then_half_opens_with_one_probe() {
-        let b = CircuitBreaker::new(2, Duration::from_millis(30));
+        // The checks of the open state must land inside the cool-down even when a loaded
+        // machine holds this thread off the CPU for a while.
+        let cooldown = Duration::from_millis(500);
+        let b = CircuitBreaker::new(2, cooldown);
         b.try_acquire().unwrap().failure();
         assert_eq!(b.state(), CircuitState::Closed);
         b.try_acquire().unwrap().failure();
         assert_eq!(b.state(), CircuitState::Open);
         assert!(b.try_acquire().is_none());
-        std::thread::sleep(Duration::from_millis(40));
+        std::thread::sleep(cooldown + Duration::from_millis(10));
         assert_eq!(b.state(), CircuitState::HalfOpen);
         let probe = b.try_acquire().unwrap();
         assert!(b.try_acquire().is_none(), "only one probe at a time");
         probe.failure();
         assert_eq!(b.state(), CircuitState::Open);
-        std::thread::sleep(Duration::from_millis(40));
+        std::thread::sleep(cooldown + Duration::from_millis(10));
         b.try_acquire().unwrap().success();
         assert_eq!(b.state(), CircuitState::Closed);
     }

@@ -180,9 +180,13 @@ pub struct ModelsConfig {
     pub llm_context: usize,
     /// Longest answer the local LLM writes when the request sets no `max_tokens`.
     pub llm_max_tokens: usize,
-    /// Passages (and words per passage) the local LLM gets for a grounded answer.
-    pub rag_passages: usize,
-    pub rag_passage_words: usize,
+    /// Evidence the local LLM gets for a grounded answer: the sentences of the retrieved
+    /// passages that answer the question, at most this many sentences and words (fewer
+    /// prompt tokens: a faster first word on a small CPU).
+    #[serde(alias = "rag_passages")]
+    pub rag_evidence_sentences: usize,
+    #[serde(alias = "rag_passage_words")]
+    pub rag_evidence_words: usize,
     /// Largest audio upload for transcription, in bytes.
     pub max_audio_bytes: usize,
     /// Longest text `/v1/audio/speech` synthesises, in characters (OpenAI's limit is 4096).
@@ -200,8 +204,8 @@ impl Default for ModelsConfig {
             tts_threads: 0,
             llm_context: 2048,
             llm_max_tokens: 256,
-            rag_passages: 3,
-            rag_passage_words: 120,
+            rag_evidence_sentences: 6,
+            rag_evidence_words: 120,
             max_audio_bytes: 25 * 1024 * 1024,
             max_speech_chars: 4096,
         }
@@ -219,11 +223,30 @@ pub struct GraphRagConfig {
     pub top_k: usize,
     /// Largest document accepted by `POST /v1/documents`.
     pub max_document_bytes: usize,
+    /// Who writes the answers of model `graphrag`: `extractive` (the sentences of the
+    /// passages that answer the question; the default, chosen on the held-out evaluation in
+    /// docs/EVALUATION.md) or `llm` (the installed local LLM writes from those sentences, and
+    /// each of its sentences is verified against them before it is sent).
+    pub answers: AnswerWriter,
+}
+
+/// See [`GraphRagConfig::answers`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnswerWriter {
+    #[default]
+    Extractive,
+    Llm,
 }
 
 impl Default for GraphRagConfig {
     fn default() -> Self {
-        Self { sample_kb: PathBuf::from(DEFAULT_SAMPLE_KB), top_k: 5, max_document_bytes: 20 * 1024 * 1024 }
+        Self {
+            sample_kb: PathBuf::from(DEFAULT_SAMPLE_KB),
+            top_k: 5,
+            max_document_bytes: 20 * 1024 * 1024,
+            answers: AnswerWriter::default(),
+        }
     }
 }
 
@@ -621,8 +644,8 @@ impl Config {
             ("queue_depth", m.queue_depth, 1, 1024),
             ("llm_context", m.llm_context, 256, 131_072),
             ("llm_max_tokens", m.llm_max_tokens, 1, 8192),
-            ("rag_passages", m.rag_passages, 1, 20),
-            ("rag_passage_words", m.rag_passage_words, 20, 1000),
+            ("rag_evidence_sentences", m.rag_evidence_sentences, 1, 20),
+            ("rag_evidence_words", m.rag_evidence_words, 20, 1000),
             ("max_speech_chars", m.max_speech_chars, 1, 100_000),
         ];
         for (key, value, min, max) in checks {

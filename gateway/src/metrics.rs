@@ -130,6 +130,7 @@ pub struct Metrics {
     pub rate_limit_backend_errors: Counter,
     pub cache_requests: Family<CacheLabels, Counter>,
     pub cache_backend_errors: Family<CacheBackendLabels, Counter>,
+    pub cache_pending_writes: Gauge,
     pub policy_decisions: Family<PolicyDecisionLabels, Counter>,
     pub policy_reloads: Family<ResultLabels, Counter>,
     pub circuit_state: Family<ProviderLabels, Gauge>,
@@ -172,6 +173,7 @@ impl Metrics {
             rate_limit_backend_errors: Counter::default(),
             cache_requests: Family::default(),
             cache_backend_errors: Family::default(),
+            cache_pending_writes: Gauge::default(),
             policy_decisions: Family::default(),
             policy_reloads: Family::default(),
             circuit_state: Family::default(),
@@ -214,6 +216,11 @@ impl Metrics {
             "cache_backend_errors",
             "Response cache calls the backend could not answer (the request was served without the cache)",
             m.cache_backend_errors.clone(),
+        );
+        r.register(
+            "cache_pending_writes",
+            "Answers served from memory while their write to the cache backend is still under way (a backlog means a slow backend)",
+            m.cache_pending_writes.clone(),
         );
         r.register("policy_decisions", "Authorization decisions of the Rego policy (one per target tried)", m.policy_decisions.clone());
         r.register(

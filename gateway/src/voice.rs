@@ -375,6 +375,8 @@ async fn answer(
     let mut messages = input.history;
     messages.push(Message::new(Role::User, question));
     let mut metadata = serde_json::Map::new();
+    // A spoken answer is short: the local provider caps it at two sentences.
+    metadata.insert("channel".into(), serde_json::Value::String("voice".into()));
     if language != "en" {
         metadata.insert("language".into(), serde_json::Value::String(language.clone()));
     }

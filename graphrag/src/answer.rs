@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use crate::engine::Retrieval;
-use crate::text::{content_words, sentences};
+use crate::text::{content_words, is_chatter, sentences};
 
 /// A citation, numbered as in the answer text (`[1]`).
 #[derive(Debug, Clone, PartialEq)]
@@ -24,7 +24,10 @@ pub struct Answer {
     pub citations: Vec<Citation>,
 }
 
+/// Evidence an extractive answer reads out: at most this many sentences and words (about
+/// 80 words: a screen of the kiosk, or half a minute spoken).
 const MAX_SENTENCES: usize = 4;
+const MAX_WORDS: usize = 120;
 
 fn jaccard(a: &BTreeSet<String>, b: &BTreeSet<String>) -> f32 {
     let inter = a.intersection(b).count() as f32;
@@ -37,69 +40,298 @@ fn snippet(text: &str) -> String {
     if words.len() <= 40 { words.join(" ") } else { format!("{} ...", words[..40].join(" ")) }
 }
 
+/// The content words of a question that carry its meaning (chatter removed).
+pub fn question_terms(question: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for w in content_words(question) {
+        if !is_chatter(&w) && !out.contains(&w) {
+            out.push(w);
+        }
+    }
+    out
+}
+
+/// One sentence of a passage chosen to answer from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvidenceSentence {
+    /// Rank of its passage in the retrieval (0 = best).
+    pub passage: usize,
+    /// Position of the sentence in its passage.
+    pub order: usize,
+    pub text: String,
+}
+
+/// What evidence selection found: the sentences, in reading order, and how much of the
+/// question's weight they cover (0..1; low means the knowledge base does not answer it).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Evidence {
+    pub sentences: Vec<EvidenceSentence>,
+    pub coverage: f32,
+    /// The most question terms any one chosen sentence holds: a sentence that shares a single
+    /// word with a question of several ("France" in "the capital of France") answers nothing.
+    pub best_terms: usize,
+}
+
+impl Evidence {
+    /// Whether this evidence answers a question with `terms` content terms at all.
+    pub fn answers(&self, terms: usize) -> bool {
+        !self.sentences.is_empty() && self.coverage >= MIN_COVERAGE && (terms < 2 || self.best_terms >= 2)
+    }
+}
+
+struct Candidate<'a> {
+    passage: usize,
+    order: usize,
+    text: &'a str,
+    words: BTreeSet<String>,
+    /// Words of the section heading: the sentence is read in its context ("Where is VoIP
+    /// software?" above "SIP and H.323 are implemented ...").
+    context: BTreeSet<String>,
+}
+
+impl Candidate<'_> {
+    /// How much of `term` the sentence says: all of it, half through its heading, or none.
+    fn says(&self, term: &str) -> f32 {
+        if self.words.contains(term) {
+            1.0
+        } else if self.context.contains(term) {
+            0.5
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The longest run of a long sentence (a flattened listing, a run-on paragraph) kept as one
+/// evidence unit: the window of this many words that holds most question terms.
+const WINDOW_WORDS: usize = 60;
+
+fn best_window<'a>(sentence: &'a str, terms: &[String]) -> &'a str {
+    let spans: Vec<(usize, usize)> = sentence
+        .split_whitespace()
+        .map(|w| {
+            let start = w.as_ptr() as usize - sentence.as_ptr() as usize;
+            (start, start + w.len())
+        })
+        .collect();
+    let window = WINDOW_WORDS;
+    if spans.len() <= window {
+        return sentence;
+    }
+    let hit: Vec<bool> = spans.iter().map(|(a, b)| content_words(&sentence[*a..*b]).iter().any(|w| terms.contains(w))).collect();
+    let mut best = (0usize, 0usize);
+    let mut count: usize = hit[..window].iter().filter(|h| **h).count();
+    best.1 = count;
+    for start in 1..=spans.len() - window {
+        count = count + usize::from(hit[start + window - 1]) - usize::from(hit[start - 1]);
+        if count > best.1 {
+            best = (start, count);
+        }
+    }
+    // Centre the window on its hits, so the words after a command (its options) come along.
+    let hits: Vec<usize> = (best.0..best.0 + window).filter(|i| hit[*i]).collect();
+    let start = match (hits.first(), hits.last()) {
+        (Some(first), Some(last)) => ((first + last) / 2).saturating_sub(window / 2).min(spans.len() - window),
+        _ => best.0,
+    };
+    &sentence[spans[start].0..spans[start + window - 1].1]
+}
+
+/// What question weight already covered counts for, against weight not yet covered.
+const OLD_WEIGHT: f32 = 0.3;
+
+/// Top passages that each get a say in the evidence when there is room.
+const DIVERSE_PASSAGES: usize = 2;
+
+/// Picks the sentences that answer `question` from the retrieved passages, across passages
+/// for questions with several parts: each pick is the sentence that adds the most question
+/// weight not yet covered (rare words weigh more than common ones), so a second part of the
+/// question gets its own sentence instead of a paraphrase of the first.
+pub fn select_evidence(question: &str, retrieval: &Retrieval, max_sentences: usize, max_words: usize) -> Evidence {
+    let terms = question_terms(question);
+    let seeds: Vec<String> = retrieval.seeds.iter().map(|s| s.to_lowercase()).collect();
+    let mut candidates: Vec<Candidate<'_>> = Vec::new();
+    for (rank, p) in retrieval.passages.iter().enumerate() {
+        let context: BTreeSet<String> = p.chunk.section.last().map(|h| content_words(h).into_iter().collect()).unwrap_or_default();
+        for (order, s) in sentences(&p.chunk.text).into_iter().enumerate() {
+            let text = best_window(s, &terms);
+            let words: BTreeSet<String> = content_words(text).into_iter().collect();
+            if words.len() < 3 {
+                continue;
+            }
+            candidates.push(Candidate { passage: rank, order, text, words, context: context.clone() });
+        }
+    }
+    if candidates.is_empty() || terms.is_empty() {
+        return Evidence::default();
+    }
+    // Inverse document frequency over the candidate sentences.
+    let n = candidates.len() as f32;
+    let weight: Vec<f32> = terms
+        .iter()
+        .map(|t| {
+            let df = candidates.iter().filter(|c| c.words.contains(t)).count() as f32;
+            if df == 0.0 { 0.0 } else { (1.0 + n / df).ln() }
+        })
+        .collect();
+    // The question's whole weight, counting its words the passages never mention at an
+    // average weight: a question about something absent cannot be fully covered.
+    let present: Vec<f32> = weight.iter().copied().filter(|w| *w > 0.0).collect();
+    let mean = if present.is_empty() { 1.0 } else { present.iter().sum::<f32>() / present.len() as f32 };
+    let total: f32 = weight.iter().map(|w| if *w > 0.0 { *w } else { mean }).sum();
+    let mut covered = vec![false; terms.len()];
+    let mut chosen: Vec<usize> = Vec::new();
+    let mut words_used = 0usize;
+    while chosen.len() < max_sentences {
+        let mut best: Option<(f32, usize)> = None;
+        for (i, c) in candidates.iter().enumerate() {
+            if chosen.contains(&i) || chosen.iter().any(|j| jaccard(&candidates[*j].words, &c.words) > 0.5) {
+                continue;
+            }
+            let (mut new, mut old) = (0.0f32, 0.0f32);
+            for (t, term) in terms.iter().enumerate() {
+                let said = c.says(term) * weight[t];
+                if covered[t] { old += said } else { new += said }
+            }
+            if new <= 0.0 {
+                continue;
+            }
+            let lower = c.text.to_lowercase();
+            let entity_hits = seeds.iter().filter(|e| lower.contains(e.as_str())).count() as f32;
+            let prior = 1.0 / (1.0 + c.passage as f32);
+            let technical = crate::verify::technical_tokens(c.text).len().min(3) as f32;
+            // Weights chosen on docs/eval (the tuning set) only; see docs/EVALUATION.md.
+            let score =
+                (new + OLD_WEIGHT * old) / total + 0.04 * technical + 0.3 * prior + 0.05 * entity_hits - 0.01 * c.order.min(10) as f32;
+            if best.is_none_or(|(b, _)| score > b) {
+                best = Some((score, i));
+            }
+        }
+        let Some((_, i)) = best else { break };
+        let len = candidates[i].text.split_whitespace().count();
+        if !chosen.is_empty() && words_used + len > max_words {
+            break;
+        }
+        for (t, term) in terms.iter().enumerate() {
+            covered[t] |= candidates[i].says(term) > 0.0;
+        }
+        words_used += len;
+        chosen.push(i);
+    }
+    // Another passage: a question in two parts often needs a second section, whose words the
+    // first one already seemed to cover; the best sentence of each unused top passage.
+    for rank in 0..DIVERSE_PASSAGES.min(retrieval.passages.len()) {
+        if chosen.len() >= max_sentences || chosen.iter().any(|i| candidates[*i].passage == rank) {
+            continue;
+        }
+        let best = candidates
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.passage == rank)
+            .map(|(i, c)| (terms.iter().enumerate().map(|(t, term)| c.says(term) * weight[t]).sum::<f32>(), i))
+            .filter(|(score, _)| *score > 0.0)
+            .max_by(|a, b| a.0.total_cmp(&b.0));
+        let Some((_, j)) = best else { continue };
+        let len = candidates[j].text.split_whitespace().count();
+        if words_used + len > max_words || chosen.iter().any(|k| jaccard(&candidates[*k].words, &candidates[j].words) > 0.5) {
+            continue;
+        }
+        words_used += len;
+        chosen.push(j);
+    }
+    // Read on: the sentence after a chosen one often completes it ("For example, /dev/sr0
+    // belongs to the cdrom group."), so spare room goes to those, best pick first.
+    let picks = chosen.clone();
+    for i in picks {
+        if chosen.len() >= max_sentences {
+            break;
+        }
+        let next = candidates.iter().position(|c| c.passage == candidates[i].passage && c.order == candidates[i].order + 1);
+        let Some(j) = next else { continue };
+        let len = candidates[j].text.split_whitespace().count();
+        if chosen.contains(&j) || words_used + len > max_words {
+            continue;
+        }
+        words_used += len;
+        chosen.push(j);
+    }
+    let coverage = terms.iter().enumerate().filter(|(t, _)| covered[*t]).map(|(t, _)| weight[t]).sum::<f32>() / total.max(f32::EPSILON);
+    let best_terms = chosen.iter().map(|i| terms.iter().filter(|t| candidates[*i].says(t) > 0.0).count()).max().unwrap_or(0);
+    chosen.sort_by_key(|i| (candidates[*i].passage, candidates[*i].order));
+    let sentences = chosen
+        .into_iter()
+        .map(|i| EvidenceSentence {
+            passage: candidates[i].passage,
+            order: candidates[i].order,
+            text: candidates[i].text.trim().to_owned(),
+        })
+        .collect();
+    Evidence { sentences, coverage, best_terms }
+}
+
+/// Below this share of the question's weight the passages do not answer it: the answer says
+/// that the knowledge base does not say, and names the closest sources.
+pub const MIN_COVERAGE: f32 = 0.2;
+
+fn citation(p: &crate::engine::Passage, index: u32) -> Citation {
+    Citation {
+        index,
+        document: p.document.clone(),
+        title: p.title.clone(),
+        section: p.chunk.section.last().cloned(),
+        snippet: snippet(&p.chunk.text),
+        score: p.score,
+    }
+}
+
+/// The answer when the knowledge base does not answer the question: says so, and names the
+/// closest sources so a reader can look for themselves.
+fn not_found(retrieval: &Retrieval) -> Answer {
+    let citations: Vec<Citation> = retrieval.passages.iter().take(2).enumerate().map(|(i, p)| citation(p, i as u32 + 1)).collect();
+    if citations.is_empty() {
+        return Answer { text: NOTHING_FOUND.into(), citations };
+    }
+    let names: Vec<String> =
+        citations.iter().map(|c| format!("{} [{}]", c.section.clone().unwrap_or_else(|| c.title.clone()), c.index)).collect();
+    Answer { text: format!("The knowledge base does not say. The closest sources are {}.", names.join(" and ")), citations }
+}
+
+/// What an answer says when the knowledge base holds nothing that matches at all.
+pub const NOTHING_FOUND: &str = "I found nothing about this in the knowledge base.";
+
+/// The extractive answer: the evidence sentences, each followed by the number of its source.
 pub fn synthesize(question: &str, retrieval: &Retrieval) -> Answer {
+    synthesize_capped(question, retrieval, MAX_SENTENCES, MAX_WORDS)
+}
+
+/// [`synthesize`] with at most `max_sentences` sentences and about `max_words` words (a spoken
+/// answer is shorter than a written one).
+pub fn synthesize_capped(question: &str, retrieval: &Retrieval, max_sentences: usize, max_words: usize) -> Answer {
     if retrieval.passages.is_empty() {
-        return Answer { text: "I found nothing about this in the knowledge base.".into(), citations: Vec::new() };
+        return Answer { text: NOTHING_FOUND.into(), citations: Vec::new() };
     }
     if retrieval.broad {
         return overview(retrieval);
     }
-    let q: BTreeSet<String> = content_words(question).into_iter().collect();
-    let seeds: Vec<String> = retrieval.seeds.iter().map(|s| s.to_lowercase()).collect();
-    // (score, passage rank, sentence order, sentence)
-    let mut candidates: Vec<(f32, usize, usize, &str, BTreeSet<String>)> = Vec::new();
-    for (rank, p) in retrieval.passages.iter().enumerate() {
-        for (order, s) in sentences(&p.chunk.text).into_iter().enumerate() {
-            let words: BTreeSet<String> = content_words(s).into_iter().collect();
-            // Fragments and whole code listings make poor answer sentences.
-            if words.len() < 3 || s.split_whitespace().count() > 60 {
-                continue;
-            }
-            let overlap = words.intersection(&q).count() as f32 / (q.len().max(1) as f32).sqrt();
-            let lower = s.to_lowercase();
-            let entity_hits = seeds.iter().filter(|e| lower.contains(e.as_str())).count() as f32;
-            let position = 1.0 / (1.0 + rank as f32);
-            let score = overlap + 0.5 * entity_hits + 0.6 * position - if order == 0 { 0.0 } else { 0.05 };
-            candidates.push((score, rank, order, s, words));
-        }
+    let evidence = select_evidence(question, retrieval, max_sentences, max_words);
+    if !evidence.answers(question_terms(question).len()) {
+        return not_found(retrieval);
     }
-    candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let mut chosen: Vec<(usize, usize, &str)> = Vec::new();
-    let mut chosen_words: Vec<BTreeSet<String>> = Vec::new();
-    for (score, rank, order, s, words) in &candidates {
-        if chosen.len() == MAX_SENTENCES || *score <= 0.0 {
-            break;
-        }
-        if chosen_words.iter().any(|w| jaccard(w, words) > 0.5) {
-            continue;
-        }
-        chosen.push((*rank, *order, s));
-        chosen_words.push(words.clone());
-    }
-    // Read in document order: by passage rank, then position in the passage.
-    chosen.sort_by_key(|(rank, order, _)| (*rank, *order));
     let mut citations: Vec<Citation> = Vec::new();
     let mut parts: Vec<String> = Vec::new();
-    for (rank, _, sentence) in chosen {
-        let p = &retrieval.passages[rank];
+    for sentence in &evidence.sentences {
+        let p = &retrieval.passages[sentence.passage];
         let index = match citations
             .iter()
             .position(|c| c.document == p.document && c.section.as_deref() == p.chunk.section.last().map(String::as_str))
         {
             Some(i) => i,
             None => {
-                citations.push(Citation {
-                    index: citations.len() as u32 + 1,
-                    document: p.document.clone(),
-                    title: p.title.clone(),
-                    section: p.chunk.section.last().cloned(),
-                    snippet: snippet(&p.chunk.text),
-                    score: p.score,
-                });
+                citations.push(citation(p, citations.len() as u32 + 1));
                 citations.len() - 1
             }
         };
-        parts.push(format!("{} [{}]", sentence.trim(), index + 1));
+        parts.push(format!("{} [{}]", sentence.text, index + 1));
     }
     Answer { text: parts.join(" "), citations }
 }
@@ -130,55 +362,62 @@ fn overview(retrieval: &Retrieval) -> Answer {
     Answer { text: format!("The knowledge base covers these main topics. {}", parts.join(" ")), citations }
 }
 
-/// What the local LLM is given to answer from: instructions with the numbered passages (system
-/// message) and the question (user message), plus the citations those numbers refer to (so the caller can show sources even
-/// when the model cites badly).
+/// What the local LLM is given to answer from: instructions with the numbered evidence
+/// (system message) and the question (user message), the citations those numbers refer to
+/// (so the caller can show sources even when the model cites badly), and the evidence text
+/// the answer is verified against.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroundedPrompt {
     pub system: String,
     pub user: String,
     pub citations: Vec<Citation>,
+    /// The evidence of each citation, in citation order: all the model may say.
+    pub evidence: Vec<String>,
 }
 
-/// Instructions for grounded answers, followed by the passages. Short and plain on purpose:
-/// a 135M-parameter model answers correctly from passages in the system message with these
-/// words, and drifts into general knowledge with longer rules or passages in the user turn
-/// (measured with SmolLM2-135M; larger models follow either form).
-pub const GROUNDED_SYSTEM_PROMPT: &str =
-    "You are a helpful assistant. Use the following passages to answer. Cite the passage number like [1].";
+/// Instructions for grounded answers, followed by the evidence. Short and plain on purpose:
+/// small models follow short rules best, and every token here is prompt processing time on
+/// a small CPU.
+pub const GROUNDED_SYSTEM_PROMPT: &str = "You answer questions using only the numbered facts below. \
+Answer in at most three short sentences. Copy commands, file names and options exactly as written. \
+Cite the fact number like [1]. If the facts do not answer the question, say that the knowledge base does not say.";
 
-/// Builds the LLM prompt for `question` from the retrieval, keeping at most `max_passages`
-/// passages of at most `max_words` words each (the budget that keeps prompt processing fast
-/// on a small CPU and within a small model's context).
-pub fn grounded_prompt(question: &str, retrieval: &Retrieval, max_passages: usize, max_words: usize) -> GroundedPrompt {
-    let mut citations = Vec::new();
+/// Builds the LLM prompt for `question` from the evidence sentences of the retrieval (at most
+/// `max_sentences` sentences and `max_words` words): the model sees what answers the
+/// question, not whole passages, which keeps the prompt short and the answer on topic.
+pub fn grounded_prompt(question: &str, retrieval: &Retrieval, max_sentences: usize, max_words: usize) -> GroundedPrompt {
+    let evidence = select_evidence(question, retrieval, max_sentences, max_words);
+    let mut citations: Vec<Citation> = Vec::new();
+    let mut texts: Vec<String> = Vec::new();
+    let mut ranks: Vec<usize> = Vec::new();
+    if evidence.answers(question_terms(question).len()) {
+        for sentence in &evidence.sentences {
+            match ranks.iter().position(|r| *r == sentence.passage) {
+                Some(i) => {
+                    texts[i].push(' ');
+                    texts[i].push_str(&sentence.text);
+                }
+                None => {
+                    ranks.push(sentence.passage);
+                    texts.push(sentence.text.clone());
+                    citations.push(citation(&retrieval.passages[sentence.passage], citations.len() as u32 + 1));
+                }
+            }
+        }
+    }
     let mut context = String::new();
-    for passage in retrieval.passages.iter().take(max_passages) {
-        let index = citations.len() as u32 + 1;
-        let chunk = &passage.chunk;
-        let words: Vec<&str> = chunk.text.split_whitespace().collect();
-        let body = if words.len() > max_words { format!("{} ...", words[..max_words].join(" ")) } else { words.join(" ") };
-        let heading = match chunk.section.last() {
-            Some(section) if !passage.title.is_empty() => format!("{} / {section}", passage.title),
-            Some(section) => section.clone(),
-            None => passage.title.clone(),
-        };
-        context.push_str(&format!("[{index}] ({heading}) {body}\n\n"));
-        citations.push(Citation {
-            index,
-            document: passage.document.clone(),
-            title: passage.title.clone(),
-            section: chunk.section.last().cloned(),
-            snippet: snippet(&chunk.text),
-            score: passage.score,
-        });
+    for (c, text) in citations.iter().zip(&texts) {
+        let heading = c.section.clone().unwrap_or_else(|| c.title.clone());
+        context.push_str(&format!("[{}] ({heading}) {text}\n", c.index));
     }
     let system = if citations.is_empty() {
-        format!("{GROUNDED_SYSTEM_PROMPT}\n\nThere are no passages: say that the knowledge base does not say.")
+        format!("{GROUNDED_SYSTEM_PROMPT}\n\nThere are no facts: say that the knowledge base does not say.")
     } else {
         format!("{GROUNDED_SYSTEM_PROMPT}\n\n{}", context.trim_end())
     };
-    GroundedPrompt { system, user: question.trim().to_string(), citations }
+    // The model sees each heading with its facts and may name it.
+    let evidence = citations.iter().zip(texts).map(|(c, text)| format!("{}\n{text}", c.section.clone().unwrap_or_default())).collect();
+    GroundedPrompt { system, user: question.trim().to_string(), citations, evidence }
 }
 
 /// Citation numbers the model actually used, in order of first use, restricted to those that
@@ -206,6 +445,20 @@ pub fn cited_indices(text: &str, available: usize) -> Vec<u32> {
 #[cfg(test)]
 mod grounded_tests {
     use super::*;
+
+    #[test]
+    fn chatter_is_left_out_of_the_terms() {
+        assert_eq!(question_terms("Hi, quick question: how do I read the logs?"), vec!["read", "logs"]);
+    }
+
+    #[test]
+    fn long_sentences_keep_the_window_with_the_question_terms() {
+        let filler = "word ".repeat(80);
+        let s = format!("{filler}journalctl -u ssh.service shows the logs {filler}");
+        let w = best_window(&s, &["journalctl".to_owned(), "log".to_owned()]);
+        assert!(w.contains("journalctl -u ssh.service"), "{w}");
+        assert_eq!(w.split_whitespace().count(), WINDOW_WORDS);
+    }
 
     #[test]
     fn cited_indices_keep_order_and_drop_invented_numbers() {

@@ -255,8 +255,10 @@ impl Engine {
         let kg = &snapshot.kg;
         progress(Progress { stage: "searching", message: "Searching knowledge graph".into() });
         let pool = (options.top_k * 6).max(30);
-        let bm25 = if options.mode == RetrievalMode::Graph { Vec::new() } else { self.index.search(question, pool)? };
-        let seeds = kg.link(question);
+        // A visitor's "hi, quick question" is not what they are looking for.
+        let query = crate::text::without_chatter(question);
+        let bm25 = if options.mode == RetrievalMode::Graph { Vec::new() } else { self.index.search(&query, pool)? };
+        let seeds = kg.link(&query);
         let seed_names: Vec<String> = seeds.iter().map(|(id, _)| kg.entities[*id as usize].name.clone()).collect();
         progress(Progress { stage: "expanding", message: format!("Expanding {} entities", seeds.len()) });
         let (graph, expanded) = if options.mode == RetrievalMode::Bm25 || seeds.is_empty() {
@@ -428,6 +430,19 @@ pub fn walk(paths: &[PathBuf]) -> Walk {
             walk.files.push(path.clone());
         }
     }
+    // One document per file: a symbolic link to a file already listed (Debian's FAQ links
+    // `pkgtools.html` to `pkgtools.en.html`) would ingest the same text twice.
+    let mut seen = std::collections::HashSet::new();
+    let mut files = Vec::with_capacity(walk.files.len());
+    for path in std::mem::take(&mut walk.files) {
+        let real = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+        if seen.insert(real) {
+            files.push(path);
+        } else {
+            walk.skipped.push((path, "same file as one already listed (a link)".into()));
+        }
+    }
+    walk.files = files;
     walk
 }
 

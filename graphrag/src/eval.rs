@@ -97,3 +97,55 @@ pub fn evaluate(engine: &Engine, questions: &[EvalQuestion]) -> Result<Vec<ModeR
     }
     Ok(reports)
 }
+
+/// A fact a right answer states, as the surface forms that count (any one of them).
+pub type KeyFact = Vec<String>;
+
+/// Whether `answer` states `fact`: one of its forms occurs, case-insensitively with
+/// whitespace collapsed; short plain forms (`ESP`, `acl`) only as whole words, so that
+/// "especially" does not count as `ESP`.
+pub fn states(answer: &str, fact: &KeyFact) -> bool {
+    let norm = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+    let text = norm(answer);
+    fact.iter().any(|form| {
+        let form = norm(form);
+        if form.is_empty() {
+            return false;
+        }
+        let whole_word = form.chars().count() <= 4 && form.chars().all(char::is_alphanumeric);
+        if !whole_word {
+            return text.contains(&form);
+        }
+        text.match_indices(&form).any(|(i, m)| {
+            let before = text[..i].chars().next_back();
+            let after = text[i + m.len()..].chars().next();
+            !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
+        })
+    })
+}
+
+/// The share of `facts` that `answer` states (1.0 for a question without facts).
+pub fn key_fact_recall(answer: &str, facts: &[KeyFact]) -> f64 {
+    if facts.is_empty() {
+        return 1.0;
+    }
+    facts.iter().filter(|f| states(answer, f)).count() as f64 / facts.len() as f64
+}
+
+#[cfg(test)]
+mod answer_tests {
+    use super::*;
+
+    #[test]
+    fn key_facts_match_forms_and_short_ones_as_words() {
+        let fact = |forms: &[&str]| forms.iter().map(|s| (*s).to_owned()).collect::<KeyFact>();
+        assert!(states("Add it to PRUNEDPATHS in  /etc/updatedb.conf", &fact(&["prunedpaths"])));
+        assert!(states("edit /etc/updatedb.conf", &fact(&["/etc/updatedb.conf", "updatedb.conf"])));
+        assert!(!states("especially this", &fact(&["ESP"])));
+        assert!(states("the ESP partition", &fact(&["ESP"])));
+        assert!(states("mount it (ESP).", &fact(&["esp"])));
+        let facts = vec![fact(&["visudo"]), fact(&["ALL=(ALL) ALL"])];
+        assert_eq!(key_fact_recall("run visudo", &facts), 0.5);
+        assert_eq!(key_fact_recall("anything", &[]), 1.0);
+    }
+}

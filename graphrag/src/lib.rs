@@ -26,6 +26,7 @@ pub mod kg;
 pub mod parse;
 pub mod store;
 pub mod text;
+pub mod verify;
 
 pub use engine::{Engine, IngestOutcome, NewDocument, Progress, QueryOptions, RetrievalMode, Stats};
 pub use error::EngineError;

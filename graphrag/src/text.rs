@@ -56,6 +56,65 @@ pub fn fold_plural(w: &str) -> String {
     w.to_owned()
 }
 
+/// Words of a visitor's question that are talk, not content ("hi, quick question: ..."); they
+/// must not pull in passages or sentences that happen to say "question". Sorted.
+const CHATTER: &[&str] = &[
+    "actually",
+    "anybody",
+    "anyone",
+    "appreciate",
+    "basically",
+    "buddy",
+    "cheer",
+    "cheers",
+    "colleague",
+    "friend",
+    "guy",
+    "guys",
+    "hello",
+    "help",
+    "hey",
+    "hi",
+    "hope",
+    "idea",
+    "kind",
+    "maybe",
+    "okay",
+    "please",
+    "possible",
+    "question",
+    "quick",
+    "somebody",
+    "someone",
+    "sorry",
+    "tell",
+    "thank",
+    "thanks",
+    "thing",
+    "tip",
+    "want",
+    "wonder",
+    "wondering",
+];
+
+/// Whether `w` (lowercase) is a word of talk, not content.
+pub fn is_chatter(w: &str) -> bool {
+    CHATTER.binary_search(&w).is_ok()
+}
+
+/// `question` without its words of talk, for searching: "hi, quick question: can I cap apt's
+/// bandwidth?" searches for "can I cap apt's bandwidth?".
+pub fn without_chatter(question: &str) -> String {
+    question
+        .split_whitespace()
+        .filter(|raw| {
+            let w: String = raw.chars().filter(|c| c.is_alphanumeric()).collect::<String>().to_lowercase();
+            !is_chatter(&fold_plural(&w)) && !is_chatter(&w)
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 pub fn is_stopword(w: &str) -> bool {
     STOPWORDS.binary_search(&w).is_ok()
 }
@@ -81,6 +140,12 @@ mod tests {
     #[test]
     fn stopwords_are_sorted() {
         assert!(STOPWORDS.windows(2).all(|w| w[0] < w[1]));
+        assert!(CHATTER.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn chatter_is_left_out_of_searches() {
+        assert_eq!(without_chatter("Hi guys, quick question: can I cap APT's bandwidth? Thanks!"), "can I cap APT's bandwidth?");
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! The requested model picks the behaviour:
 //! - `error-400`, `error-401`, `error-404`, `error-429`, `error-500`: that status with the
 //!   provider's error body (429 carries `Retry-After: 20`)
-//! - `slow`: answers after 3 s (longer than the tests' provider timeouts)
+//! - `slow`: answers after 30 s (far longer than the tests' provider timeouts, so a call cut
+//!   off by its timeout cannot pass for an answer that was just slow, however busy the machine)
 //! - `cut`: a stream (or body) that stops half-way with a broken connection
 //! - `split`: the body in 3-byte network chunks, so lines and UTF-8 span chunks
 //! - `slowstream`: the stream paced at one event per 150 ms (cancellation tests)
@@ -227,7 +228,7 @@ async fn answer(wire: Wire, state: &Arc<MockState>, path: &str, headers: HeaderM
         return response;
     }
     if model == "slow" {
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
     }
     let (content_type, text) = if stream { (wire.stream_type(), wire.stream()) } else { ("application/json", wire.whole()) };
     let chunks: Vec<Result<Bytes, std::io::Error>> = match model.as_str() {

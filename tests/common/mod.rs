@@ -151,6 +151,17 @@ impl Gateway {
     }
 }
 
+/// Waits until `done` holds, polling every 20 ms; fails naming `what` once `within` has passed.
+/// For checks on work another task finishes after the reply or event the test saw (an upstream
+/// stream dropped, a counter moved): on a loaded machine no fixed pause is long enough.
+pub async fn wait_until(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}: still not the case after {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub fn client() -> reqwest::Client {
     // Generous: local inference on a busy 2-core CI machine can take many seconds.
     reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap()

@@ -434,7 +434,11 @@ impl ResponseCache {
     }
 
     async fn remove(&self, key: &str) -> Result<(), CacheError> {
-        self.pending().remove(key);
+        {
+            let mut pending = self.pending();
+            pending.remove(key);
+            self.metrics.cache_pending_writes.set(pending.len() as i64);
+        }
         match &self.store {
             Store::Sled(s) => s.remove(key),
             Store::Redis(r) => r.remove(key).await,
@@ -621,6 +625,7 @@ impl ResponseCache {
                 return;
             }
             pending.insert(slot.key.clone(), Arc::clone(&write));
+            self.metrics.cache_pending_writes.set(pending.len() as i64);
         }
         let cache = Arc::clone(self);
         let key = slot.key.clone();
@@ -630,6 +635,7 @@ impl ResponseCache {
             // A newer answer for the same key may have replaced this one meanwhile; it stays.
             if pending.get(&key).is_some_and(|w| Arc::ptr_eq(w, &write)) {
                 pending.remove(&key);
+                cache.metrics.cache_pending_writes.set(pending.len() as i64);
             }
         });
     }

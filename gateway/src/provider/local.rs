@@ -7,6 +7,13 @@
 //! one (or while it is busy) an extractive answer, with a status event that says so. Then the
 //! sources, then `done`.
 //!
+//! The LLM writes only from evidence (the sentences of the passages that answer the
+//! question), and every sentence it writes is checked against that evidence before it goes
+//! out ([`uag_graphrag::verify`]): a sentence with an invented path, option or fact is
+//! dropped, a repetition ends the answer, and an answer with nothing left is replaced by the
+//! extractive one, with a status event that says so. What is streamed, cached and spoken is
+//! only what passed.
+//!
 //! Every installed LLM (`uag models list`) is also served by its id as a plain chat model.
 
 use std::sync::Arc;
@@ -14,14 +21,15 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
-use uag_graphrag::answer::{Answer, Citation, GroundedPrompt, cited_indices, grounded_prompt};
+use uag_graphrag::answer::{Answer, Citation, GroundedPrompt, cited_indices, grounded_prompt, synthesize_capped};
+use uag_graphrag::verify::{self, Evidence};
 use uag_graphrag::{Engine, EngineError, Progress, QueryOptions};
 use uag_models::llm::{ChatMessage, FinishReason as LlmFinish, GenerationParams, Role as LlmRole};
 use uag_models::manifest::{ModelEntry, ModelKind};
 use uag_models::runtime::{LlmEvent, ModelRuntimes};
 
 use super::{Capabilities, EventStream, Health, HealthStatus, Provider, ProviderCall};
-use crate::config::{GraphRagConfig, ModelsConfig, ProviderKind};
+use crate::config::{AnswerWriter, GraphRagConfig, ModelsConfig, ProviderKind};
 use crate::error::ProviderError;
 use crate::types::{Event, FinishReason, InferenceRequest, InferenceResponse, Role, Source, Timings, Usage};
 
@@ -31,9 +39,27 @@ pub const LOCAL_MODEL: &str = "graphrag";
 #[derive(Debug, Clone, Copy)]
 struct RagSettings {
     top_k: usize,
-    passages: usize,
-    passage_words: usize,
+    evidence_sentences: usize,
+    evidence_words: usize,
     max_tokens: usize,
+}
+
+/// How long a grounded answer may be, by where it goes: a spoken answer cannot be skimmed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnswerCaps {
+    pub sentences: usize,
+    pub words: usize,
+}
+
+impl AnswerCaps {
+    /// Voice: at most two sentences. Text: at most four, about 100 words (the extractive
+    /// answer's budget, measured in docs/EVALUATION.md).
+    pub fn for_request(request: &InferenceRequest) -> Self {
+        match request.metadata.get("channel").and_then(|v| v.as_str()) {
+            Some("voice") => Self { sentences: 2, words: 50 },
+            _ => Self { sentences: 4, words: 120 },
+        }
+    }
 }
 
 pub struct LocalProvider {
@@ -41,6 +67,7 @@ pub struct LocalProvider {
     engine: Option<Arc<Engine>>,
     models: Option<Arc<ModelRuntimes>>,
     rag: RagSettings,
+    writer: AnswerWriter,
 }
 
 impl std::fmt::Debug for LocalProvider {
@@ -63,11 +90,11 @@ impl LocalProvider {
     ) -> Self {
         let rag = RagSettings {
             top_k: graphrag.top_k,
-            passages: models_config.rag_passages,
-            passage_words: models_config.rag_passage_words,
+            evidence_sentences: models_config.rag_evidence_sentences,
+            evidence_words: models_config.rag_evidence_words,
             max_tokens: models_config.llm_max_tokens,
         };
-        Self { name: name.into(), engine, models, rag }
+        Self { name: name.into(), engine, models, rag, writer: graphrag.answers }
     }
 
     fn engine(&self) -> Result<Arc<Engine>, ProviderError> {
@@ -81,8 +108,11 @@ impl LocalProvider {
         request.question().ok_or_else(|| ProviderError::Rejected { status: 400, message: "no user message to answer".into() })
     }
 
-    /// The installed LLM `graphrag` writes with, if any.
+    /// The installed LLM `graphrag` writes with, if `[graphrag] answers = "llm"` and one is.
     fn rag_llm(&self) -> Option<(Arc<ModelRuntimes>, ModelEntry)> {
+        if self.writer != AnswerWriter::Llm {
+            return None;
+        }
         let models = self.models.clone()?;
         let entry = models.resolve(ModelKind::Llm, None).ok()?;
         Some((models, entry))
@@ -109,6 +139,8 @@ impl LocalProvider {
         // Grounded answers are factual: low temperature unless the client asks otherwise.
         let params = self.generation_params(&call.request, 0.2);
         let history = history(&call.request);
+        let caps = AnswerCaps::for_request(&call.request);
+        let writer = self.writer;
         // The voice pipeline passes the spoken language so the answer comes back in it.
         let language =
             call.request.metadata.get("language").and_then(|v| v.as_str()).filter(|l| *l != "en").map(crate::voice::language_name);
@@ -124,8 +156,9 @@ impl LocalProvider {
                         let _ = progress_tx.blocking_send(Ok(Event::status(p.stage, p.message)));
                     }
                 };
-                engine.ask(&question, &options, &mut progress).map(|(retrieval, answer)| {
-                    let mut prompt = grounded_prompt(&question, &retrieval, rag.passages, rag.passage_words);
+                engine.retrieve(&question, &options, &mut progress).map(|retrieval| {
+                    let answer = synthesize_capped(&question, &retrieval, caps.sentences, caps.words);
+                    let mut prompt = grounded_prompt(&question, &retrieval, rag.evidence_sentences, rag.evidence_words);
                     if let Some(language) = language {
                         prompt.system.push_str(&format!("\nAnswer in {language}."));
                     }
@@ -146,13 +179,15 @@ impl LocalProvider {
             };
             let note = match llm {
                 Some((models, entry)) if !prompt.citations.is_empty() => {
-                    match write_with_llm(&models, &entry, prompt, history, params, &tx, started).await {
+                    let writer = LlmWriter { models: &models, entry: &entry, history, params, caps, tx: &tx, started };
+                    match writer.write(prompt).await {
                         Ok(()) => return,
-                        Err(note) => note,
+                        Err(fallback) => fallback,
                     }
                 }
-                Some(_) => "Synthesizing response (no passages found)".to_owned(),
-                None => EXTRACTIVE_NOTE.to_owned(),
+                Some(_) => Fallback::note("Synthesizing response (the knowledge base does not answer this)"),
+                None if writer == AnswerWriter::Extractive => Fallback::note("Synthesizing response from the passages"),
+                None => Fallback::note(EXTRACTIVE_NOTE),
             };
             send_extractive(&tx, extractive, note, started).await;
         });
@@ -201,55 +236,210 @@ impl LocalProvider {
     }
 }
 
-/// Streams the LLM's grounded answer; on a failure before the first token returns the note
-/// for the extractive fallback instead.
-async fn write_with_llm(
-    models: &ModelRuntimes,
-    entry: &ModelEntry,
-    prompt: GroundedPrompt,
+/// Writes the grounded answer with the local LLM, verifying each sentence before it is sent.
+struct LlmWriter<'a> {
+    models: &'a ModelRuntimes,
+    entry: &'a ModelEntry,
     history: Vec<ChatMessage>,
     params: GenerationParams,
-    tx: &EventTx,
+    caps: AnswerCaps,
+    tx: &'a EventTx,
     started: Instant,
-) -> Result<(), String> {
-    let mut messages = vec![ChatMessage { role: LlmRole::System, content: prompt.system }];
-    messages.extend(history);
-    messages.push(ChatMessage { role: LlmRole::User, content: prompt.user });
-    let mut events = match models.chat_stream(entry, messages, params) {
-        Ok(events) => events,
-        Err(e) => return Err(format!("Synthesizing response (the local LLM is unavailable: {e}; answering with extracted sentences)")),
-    };
-    let _ = tx.send(Ok(Event::status("synthesizing", format!("Synthesizing response with {}", entry.id)))).await;
-    let mut text = String::new();
-    let mut first_token = None;
-    while let Some(event) = events.recv().await {
-        match event {
-            LlmEvent::Text(piece) => {
-                first_token.get_or_insert_with(|| started.elapsed());
-                text.push_str(&piece);
-                if tx.send(Ok(Event::delta(piece))).await.is_err() {
-                    return Ok(());
-                }
-            }
-            LlmEvent::Done(g) => {
-                let _ = tx.send(Ok(Event::Sources { sources: cited_sources(&text, &prompt.citations) })).await;
-                let _ = tx.send(Ok(done_event(&g, started, first_token))).await;
-                return Ok(());
-            }
-            LlmEvent::Error(e) if text.is_empty() => {
-                return Err(format!("Synthesizing response (the local LLM failed: {e}; answering with extracted sentences)"));
-            }
-            LlmEvent::Error(e) => {
-                let _ = tx.send(Err(ProviderError::from(e))).await;
-                return Ok(());
-            }
-        }
-    }
-    Ok(())
 }
 
-async fn send_extractive(tx: &EventTx, answer: Answer, note: String, started: Instant) {
-    let _ = tx.send(Ok(Event::status("synthesizing", note))).await;
+/// What the writer decided about one finished sentence of the model's text.
+enum Step {
+    Send(String),
+    Skip,
+    /// Degeneration or a cap reached: generation stops here.
+    Stop,
+}
+
+/// The verifier's running state over one answer.
+struct Checked {
+    evidence: Evidence,
+    caps: AnswerCaps,
+    kept: Vec<String>,
+    words: usize,
+    dropped: usize,
+    in_code: bool,
+    last_was_code: bool,
+}
+
+impl Checked {
+    fn step(&mut self, sentence: &str) -> Step {
+        let line = sentence.trim();
+        if line.starts_with("```") {
+            self.in_code = !self.in_code;
+            return Step::Skip;
+        }
+        if self.in_code {
+            // A listing line must be in the passages as written, or it is the model's own.
+            let plain = line.trim_start_matches("$ ").trim_start_matches("# ");
+            if !self.evidence.contains_text(plain) {
+                self.dropped += 1;
+                return Step::Skip;
+            }
+        } else {
+            let body = verify::strip_citations(line);
+            if body.split_whitespace().count() < 2 {
+                // A bare "[1]" or a heading fragment says nothing.
+                return Step::Skip;
+            }
+            if verify::repeats(&self.kept, line) {
+                return Step::Stop;
+            }
+            if let Some(why) = self.evidence.check(line) {
+                tracing::debug!(%why, sentence = line, "dropped an unsupported sentence of the LLM's answer");
+                self.dropped += 1;
+                return Step::Skip;
+            }
+        }
+        self.words += line.split_whitespace().count();
+        // Listing lines stay lines; sentences run on.
+        let separator = match (self.kept.is_empty(), self.in_code || self.last_was_code) {
+            (true, _) => "",
+            (false, true) => "\n",
+            (false, false) => " ",
+        };
+        self.last_was_code = self.in_code;
+        self.kept.push(line.to_owned());
+        Step::Send(format!("{separator}{line}"))
+    }
+
+    fn full(&self) -> bool {
+        self.kept.len() >= self.caps.sentences || self.words >= self.caps.words
+    }
+}
+
+impl LlmWriter<'_> {
+    /// Streams the verified answer; returns the note for the extractive fallback instead
+    /// when the LLM fails before writing, or when none of what it wrote is supported.
+    async fn write(self, prompt: GroundedPrompt) -> Result<(), Fallback> {
+        let mut messages = vec![ChatMessage { role: LlmRole::System, content: prompt.system }];
+        messages.extend(self.history);
+        messages.push(ChatMessage { role: LlmRole::User, content: prompt.user.clone() });
+        let mut events = match self.models.chat_stream(self.entry, messages, self.params) {
+            Ok(events) => events,
+            Err(e) => {
+                return Err(Fallback::note(&format!(
+                    "Synthesizing response (the local LLM is unavailable: {e}; answering with extracted sentences)"
+                )));
+            }
+        };
+        let tx = self.tx;
+        let _ = tx.send(Ok(Event::status("synthesizing", format!("Synthesizing response with {}", self.entry.id)))).await;
+        let mut checked = Checked {
+            evidence: Evidence::new(prompt.evidence.iter().map(String::as_str), &prompt.user),
+            caps: self.caps,
+            kept: Vec::new(),
+            words: 0,
+            dropped: 0,
+            in_code: false,
+            last_was_code: false,
+        };
+        let mut buffer = String::new();
+        let mut first_text = None;
+        let mut generation = None;
+        // Tokens written, for the usage of an answer stopped before the model finished.
+        let mut pieces = 0u32;
+        'read: while let Some(event) = events.recv().await {
+            let finished = match event {
+                LlmEvent::Text(piece) => {
+                    pieces += 1;
+                    buffer.push_str(&piece);
+                    let (done, rest) = verify::split_finished(&buffer);
+                    buffer = rest;
+                    done
+                }
+                LlmEvent::Done(g) => {
+                    generation = Some(g);
+                    vec![std::mem::take(&mut buffer)]
+                }
+                LlmEvent::Error(e) if checked.kept.is_empty() => {
+                    return Err(Fallback::note(&format!(
+                        "Synthesizing response (the local LLM failed: {e}; answering with extracted sentences)"
+                    )));
+                }
+                LlmEvent::Error(e) => {
+                    let _ = tx.send(Err(ProviderError::from(e))).await;
+                    return Ok(());
+                }
+            };
+            for sentence in finished.iter().filter(|s| !s.trim().is_empty()) {
+                match checked.step(sentence) {
+                    Step::Send(piece) => {
+                        first_text.get_or_insert_with(|| self.started.elapsed());
+                        if tx.send(Ok(Event::delta(piece))).await.is_err() {
+                            return Ok(());
+                        }
+                        if checked.full() {
+                            // Dropping `events` below stops generation at the next token.
+                            break 'read;
+                        }
+                    }
+                    Step::Skip => {}
+                    Step::Stop => break 'read,
+                }
+            }
+        }
+        drop(events);
+        let usage = match &generation {
+            Some(g) => Usage { input_tokens: g.prompt_tokens as u32, output_tokens: g.completion_tokens as u32 },
+            None => Usage { input_tokens: 0, output_tokens: pieces },
+        };
+        if checked.kept.is_empty() {
+            return Err(Fallback {
+                note: format!(
+                    "Synthesizing response (the local LLM's answer was not supported by the passages ({} sentences dropped); \
+answering with extracted sentences)",
+                    checked.dropped
+                ),
+                usage,
+            });
+        }
+        if checked.dropped > 0 {
+            let _ = tx
+                .send(Ok(Event::status("verifying", format!("Left out {} sentences the passages do not support", checked.dropped))))
+                .await;
+        }
+        let text = checked.kept.join(" ");
+        let _ = tx.send(Ok(Event::Sources { sources: cited_sources(&text, &prompt.citations) })).await;
+        let finish_reason = match generation.as_ref().map(|g| g.finish_reason) {
+            Some(LlmFinish::Length) => FinishReason::Length,
+            // Stopped at a cap or a repetition: the answer is complete as sent.
+            Some(LlmFinish::Stop | LlmFinish::Cancelled) | None => FinishReason::Stop,
+        };
+        let _ = tx
+            .send(Ok(Event::Done {
+                finish_reason,
+                usage,
+                timings: Timings {
+                    total_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+                    time_to_first_token_ms: first_text.map(|d| d.as_secs_f64() * 1000.0),
+                },
+                provider: None,
+                model: None,
+            }))
+            .await;
+        Ok(())
+    }
+}
+
+/// Why the extractive answer is sent, and the tokens an LLM spent before it was given up.
+struct Fallback {
+    note: String,
+    usage: Usage,
+}
+
+impl Fallback {
+    fn note(note: &str) -> Self {
+        Self { note: note.to_owned(), usage: Usage::default() }
+    }
+}
+
+async fn send_extractive(tx: &EventTx, answer: Answer, fallback: Fallback, started: Instant) {
+    let _ = tx.send(Ok(Event::status("synthesizing", fallback.note))).await;
     for piece in pieces(&answer.text) {
         if tx.send(Ok(Event::delta(piece))).await.is_err() {
             return;
@@ -259,7 +449,7 @@ async fn send_extractive(tx: &EventTx, answer: Answer, note: String, started: In
     let _ = tx
         .send(Ok(Event::Done {
             finish_reason: FinishReason::Stop,
-            usage: Usage::default(),
+            usage: fallback.usage,
             timings: Timings { total_ms: started.elapsed().as_secs_f64() * 1000.0, time_to_first_token_ms: None },
             provider: None,
             model: None,
@@ -430,7 +620,11 @@ impl Provider for LocalProvider {
         match &self.engine {
             Some(engine) => {
                 let stats = engine.stats();
-                let llm = self.rag_llm().map_or_else(|| "no local LLM (extractive answers)".to_owned(), |(_, e)| format!("LLM {}", e.id));
+                let llm = match self.rag_llm() {
+                    Some((_, e)) => format!("answers written by {} and verified", e.id),
+                    None if self.writer == AnswerWriter::Extractive => "extractive answers".to_owned(),
+                    None => "no local LLM (extractive answers)".to_owned(),
+                };
                 Health {
                     status: HealthStatus::Ok,
                     detail: Some(format!("{} documents, {} chunks, {} entities; {llm}", stats.documents, stats.chunks, stats.entities)),
@@ -444,6 +638,101 @@ impl Provider for LocalProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Section 9.1.1 of the Debian Administrator's Handbook, as the knowledge base holds it.
+    const JOURNAL_PASSAGE: &str = "The messages can be displayed later on, with a little help from the journalctl command. \
+        Without any arguments, it simply spews all log messages that occurred since system boot; it will rarely be used in \
+        such a manner. Most of the time, it will be used with a service identifier: # journalctl -u ssh.service -- Logs \
+        begin at Tue 2015-03-31 10:08:49 CEST, end at Tue 2015-03-31 17:06:02 CEST. -- Mar 31 10:08:55 mirtuel \
+        sshd[430]: Server listening on 0.0.0.0 port 22. Another useful command-line flag is -f , which instructs \
+        journalctl to keep displaying new messages as they are emitted (much in the manner of tail -f file ).";
+
+    /// Runs streamed model text through the verifier as the writer does; what would be sent.
+    fn verified(pieces: &[&str], caps: AnswerCaps) -> (Vec<String>, usize) {
+        let question = "How do I read the logs of a systemd service?";
+        let mut checked = Checked {
+            evidence: Evidence::new([JOURNAL_PASSAGE], question),
+            caps,
+            kept: Vec::new(),
+            words: 0,
+            dropped: 0,
+            in_code: false,
+            last_was_code: false,
+        };
+        let mut sent = Vec::new();
+        let mut buffer = String::new();
+        let mut chunks: Vec<Vec<String>> = pieces
+            .iter()
+            .map(|p| {
+                buffer.push_str(p);
+                let (done, rest) = verify::split_finished(&buffer);
+                buffer = rest;
+                done
+            })
+            .collect();
+        chunks.push(vec![buffer]);
+        'all: for sentence in chunks.iter().flatten().filter(|s| !s.trim().is_empty()) {
+            match checked.step(sentence) {
+                Step::Send(text) => {
+                    sent.push(text.trim().to_owned());
+                    if checked.full() {
+                        break 'all;
+                    }
+                }
+                Step::Skip => {}
+                Step::Stop => break 'all,
+            }
+        }
+        (sent, checked.dropped)
+    }
+
+    #[test]
+    fn the_verifier_drops_invented_commands_from_a_real_answer() {
+        // The answer SmolLM2 gave to README's first question (issue 14), streamed in pieces.
+        let answer = [
+            "To read the logs of a service, run journalctl -u ssh.service. [1] ",
+            "You can also run journalctl -u ssh | grep error > /var/log/journalctl to save them. [1] ",
+            "The output is a comma-separated list of lines. [1] ",
+            "Use journalctl -f to keep displaying new messages as they are emitted. [1]",
+        ];
+        let (sent, dropped) = verified(&answer, AnswerCaps { sentences: 4, words: 80 });
+        assert_eq!(
+            sent,
+            vec![
+                "To read the logs of a service, run journalctl -u ssh.service. [1]",
+                "Use journalctl -f to keep displaying new messages as they are emitted. [1]"
+            ]
+        );
+        assert_eq!(dropped, 2);
+    }
+
+    #[test]
+    fn repetition_ends_the_answer_and_voice_keeps_two_sentences() {
+        let looping = [
+            "Run journalctl -u ssh.service to display the log messages. [1] ",
+            "Run journalctl -u ssh.service to display the log messages of the service. [1] ",
+            "Use journalctl -f to keep displaying new messages. [1]",
+        ];
+        let (sent, _) = verified(&looping, AnswerCaps { sentences: 4, words: 80 });
+        assert_eq!(sent, vec!["Run journalctl -u ssh.service to display the log messages. [1]"]);
+        let long = [
+            "Run journalctl -u ssh.service. [1] ",
+            "Use journalctl -f to keep displaying new messages. [1] ",
+            "Without any arguments, journalctl spews all log messages since system boot. [1]",
+        ];
+        let (sent, _) = verified(&long, AnswerCaps { sentences: 2, words: 50 });
+        assert_eq!(sent.len(), 2, "{sent:?}");
+    }
+
+    #[test]
+    fn invented_listings_are_dropped_and_quoted_ones_kept() {
+        let (sent, dropped) = verified(
+            &["Run this:\n```\n# journalctl -u ssh.service\n", "rm -rf /var/log/journal\n```\n"],
+            AnswerCaps { sentences: 4, words: 80 },
+        );
+        assert_eq!(sent, vec!["Run this:", "# journalctl -u ssh.service"], "the made-up line is gone");
+        assert_eq!(dropped, 1);
+    }
 
     #[test]
     fn answers_stream_one_cited_sentence_at_a_time() {
