@@ -40,15 +40,39 @@ fn snippet(text: &str) -> String {
     if words.len() <= 40 { words.join(" ") } else { format!("{} ...", words[..40].join(" ")) }
 }
 
-/// The content words of a question that carry its meaning (chatter removed).
+/// The content words of a question that carry its meaning (chatter removed), stemmed.
 pub fn question_terms(question: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for w in content_words(question) {
-        if !is_chatter(&w) && !out.contains(&w) {
+        if is_chatter(&w) {
+            continue;
+        }
+        let w = stem(&w);
+        if !out.contains(&w) {
             out.push(w);
         }
     }
     out
+}
+
+/// A light stemmer for matching question and sentence words: `-ing` and a plural `-s` off,
+/// then the first six letters (`logs`/`log`, `reading`/`read`, `configured`/`configuration`,
+/// `messages`/`message`). Both sides go through it, so a stem need not be a word.
+fn stem(w: &str) -> String {
+    let n = w.chars().count();
+    let base = if n >= 6 && w.ends_with("ing") {
+        &w[..w.len() - 3]
+    } else if n >= 4 && w.ends_with('s') && !w.ends_with("ss") && !w.ends_with("us") && !w.ends_with("is") {
+        &w[..w.len() - 1]
+    } else {
+        w
+    };
+    base.chars().take(6).collect()
+}
+
+/// The stemmed content words of a text.
+fn stems(text: &str) -> BTreeSet<String> {
+    content_words(text).iter().map(|w| stem(w)).collect()
 }
 
 /// One sentence of a passage chosen to answer from.
@@ -67,15 +91,16 @@ pub struct EvidenceSentence {
 pub struct Evidence {
     pub sentences: Vec<EvidenceSentence>,
     pub coverage: f32,
-    /// The most question terms any one chosen sentence holds: a sentence that shares a single
-    /// word with a question of several ("France" in "the capital of France") answers nothing.
+    /// The most question terms any one chosen sentence holds: sentences that each share a
+    /// single word with a question of several ("France" in "the capital of France") answer
+    /// nothing, unless together they cover most of it.
     pub best_terms: usize,
 }
 
 impl Evidence {
     /// Whether this evidence answers a question with `terms` content terms at all.
     pub fn answers(&self, terms: usize) -> bool {
-        !self.sentences.is_empty() && self.coverage >= MIN_COVERAGE && (terms < 2 || self.best_terms >= 2)
+        !self.sentences.is_empty() && self.coverage >= MIN_COVERAGE && (terms < 2 || self.best_terms >= 2 || self.coverage > 0.6)
     }
 }
 
@@ -118,7 +143,7 @@ fn best_window<'a>(sentence: &'a str, terms: &[String]) -> &'a str {
     if spans.len() <= window {
         return sentence;
     }
-    let hit: Vec<bool> = spans.iter().map(|(a, b)| content_words(&sentence[*a..*b]).iter().any(|w| terms.contains(w))).collect();
+    let hit: Vec<bool> = spans.iter().map(|(a, b)| content_words(&sentence[*a..*b]).iter().any(|w| terms.contains(&stem(w)))).collect();
     let mut best = (0usize, 0usize);
     let mut count: usize = hit[..window].iter().filter(|h| **h).count();
     best.1 = count;
@@ -140,6 +165,16 @@ fn best_window<'a>(sentence: &'a str, terms: &[String]) -> &'a str {
 /// What question weight already covered counts for, against weight not yet covered.
 const OLD_WEIGHT: f32 = 0.3;
 
+/// Command lines a how-question may add once its words are all covered (check, then act).
+const MAX_EXTRA_COMMANDS: usize = 2;
+
+fn is_command_line(text: &str) -> bool {
+    text.starts_with("# ") || text.starts_with("$ ")
+}
+
+/// The weight of a command line (`# journalctl -u ssh.service`) for a question that asks how.
+const COMMAND_BONUS: f32 = 0.15;
+
 /// Top passages that each get a say in the evidence when there is room.
 const DIVERSE_PASSAGES: usize = 2;
 
@@ -149,14 +184,30 @@ const DIVERSE_PASSAGES: usize = 2;
 /// question gets its own sentence instead of a paraphrase of the first.
 pub fn select_evidence(question: &str, retrieval: &Retrieval, max_sentences: usize, max_words: usize) -> Evidence {
     let terms = question_terms(question);
+    // "How do I ...", "which command ...": a command line of a listing is the answer's core.
+    let lower = question.to_lowercase();
+    let procedural = lower.contains("how ") || lower.starts_with("how") || lower.contains("command");
     let seeds: Vec<String> = retrieval.seeds.iter().map(|s| s.to_lowercase()).collect();
     let mut candidates: Vec<Candidate<'_>> = Vec::new();
     for (rank, p) in retrieval.passages.iter().enumerate() {
-        let context: BTreeSet<String> = p.chunk.section.last().map(|h| content_words(h).into_iter().collect()).unwrap_or_default();
-        for (order, s) in sentences(&p.chunk.text).into_iter().enumerate() {
+        let context: BTreeSet<String> = p.chunk.section.last().map(|h| stems(h)).unwrap_or_default();
+        // Units: sentences, and each line of a listing on its own (a command line, not the
+        // output printed after it).
+        let units = sentences(&p.chunk.text)
+            .into_iter()
+            .flat_map(|s| s.split('\n').enumerate().map(|(line, u)| (u.trim(), line > 0)))
+            .filter(|(u, _)| !u.is_empty());
+        for (order, (s, listing)) in units.enumerate() {
             let text = best_window(s, &terms);
-            let words: BTreeSet<String> = content_words(text).into_iter().collect();
-            if words.len() < 3 {
+            let words = stems(text);
+            // A command line says much in few words (`# apt update`).
+            let command_line = is_command_line(text);
+            if words.len() < if command_line { 1 } else { 3 } {
+                continue;
+            }
+            // Other lines of a listing are mostly output; one counts only when it matches the
+            // question on two words or more (a config line that is the answer).
+            if listing && !command_line && terms.iter().filter(|t| words.contains(*t)).count() < 2 {
                 continue;
             }
             candidates.push(Candidate { passage: rank, order, text, words, context: context.clone() });
@@ -182,6 +233,7 @@ pub fn select_evidence(question: &str, retrieval: &Retrieval, max_sentences: usi
     let mut covered = vec![false; terms.len()];
     let mut chosen: Vec<usize> = Vec::new();
     let mut words_used = 0usize;
+    let mut commands_taken = 0usize;
     while chosen.len() < max_sentences {
         let mut best: Option<(f32, usize)> = None;
         for (i, c) in candidates.iter().enumerate() {
@@ -193,21 +245,27 @@ pub fn select_evidence(question: &str, retrieval: &Retrieval, max_sentences: usi
                 let said = c.says(term) * weight[t];
                 if covered[t] { old += said } else { new += said }
             }
-            if new <= 0.0 {
+            let command = procedural && is_command_line(c.text);
+            // Once every term is covered, only a command line on the topic still adds: the how.
+            if new <= 0.0 && !(command && old > 0.0 && commands_taken < MAX_EXTRA_COMMANDS) {
                 continue;
             }
             let lower = c.text.to_lowercase();
             let entity_hits = seeds.iter().filter(|e| lower.contains(e.as_str())).count() as f32;
             let prior = 1.0 / (1.0 + c.passage as f32);
             let technical = crate::verify::technical_tokens(c.text).len().min(3) as f32;
+            let command = if command { 1.0 } else { 0.0 };
             // Weights chosen on docs/eval (the tuning set) only; see docs/EVALUATION.md.
-            let score =
-                (new + OLD_WEIGHT * old) / total + 0.04 * technical + 0.3 * prior + 0.05 * entity_hits - 0.01 * c.order.min(10) as f32;
+            let score = (new + OLD_WEIGHT * old) / total + 0.04 * technical + COMMAND_BONUS * command + 0.3 * prior + 0.05 * entity_hits
+                - 0.01 * c.order.min(10) as f32;
             if best.is_none_or(|(b, _)| score > b) {
                 best = Some((score, i));
             }
         }
         let Some((_, i)) = best else { break };
+        if procedural && is_command_line(candidates[i].text) {
+            commands_taken += 1;
+        }
         let len = candidates[i].text.split_whitespace().count();
         if !chosen.is_empty() && words_used + len > max_words {
             break;
@@ -239,6 +297,29 @@ pub fn select_evidence(question: &str, retrieval: &Retrieval, max_sentences: usi
         words_used += len;
         chosen.push(j);
     }
+    // A unit that ends with a colon announces what follows (a command, an example): it is
+    // only read with the unit after it.
+    let mut k = 0;
+    while k < chosen.len() {
+        let i = chosen[k];
+        k += 1;
+        if !candidates[i].text.ends_with(':') {
+            continue;
+        }
+        let next = candidates.iter().position(|c| c.passage == candidates[i].passage && c.order == candidates[i].order + 1);
+        match next {
+            Some(j) if !chosen.contains(&j) => {
+                words_used += candidates[j].text.split_whitespace().count();
+                chosen.insert(k, j);
+            }
+            Some(_) => {}
+            None => {
+                // Nothing follows in this passage: the announcement alone says nothing.
+                k -= 1;
+                chosen.remove(k);
+            }
+        }
+    }
     // Read on: the sentence after a chosen one often completes it ("For example, /dev/sr0
     // belongs to the cdrom group."), so spare room goes to those, best pick first.
     let picks = chosen.clone();
@@ -247,9 +328,14 @@ pub fn select_evidence(question: &str, retrieval: &Retrieval, max_sentences: usi
             break;
         }
         let next = candidates.iter().position(|c| c.passage == candidates[i].passage && c.order == candidates[i].order + 1);
+        // What follows a command line is its output, not more of the answer.
+        if is_command_line(candidates[i].text) {
+            continue;
+        }
         let Some(j) = next else { continue };
         let len = candidates[j].text.split_whitespace().count();
-        if chosen.contains(&j) || words_used + len > max_words {
+        // An announcement (ending in a colon) read on to is cut off from what it announces.
+        if chosen.contains(&j) || words_used + len > max_words || candidates[j].text.ends_with(':') {
             continue;
         }
         words_used += len;
@@ -444,11 +530,69 @@ pub fn cited_indices(text: &str, available: usize) -> Vec<u32> {
 
 #[cfg(test)]
 mod grounded_tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::engine::{Passage, Snapshot};
+    use crate::store::ChunkRecord;
+
+    fn retrieval(passages: &[(&str, &str)]) -> Retrieval {
+        let passages = passages
+            .iter()
+            .enumerate()
+            .map(|(i, (section, text))| Passage {
+                chunk: Arc::new(ChunkRecord {
+                    id: i as u64,
+                    doc_id: "d".into(),
+                    ordinal: i as u32,
+                    section: vec![(*section).to_owned()],
+                    text: (*text).to_owned(),
+                    code_terms: Vec::new(),
+                }),
+                document: "handbook.html".into(),
+                title: "Handbook".into(),
+                score: 1.0 / (i as f32 + 1.0),
+                bm25_rank: Some(i + 1),
+                graph_rank: None,
+            })
+            .collect();
+        Retrieval { passages, seeds: Vec::new(), expanded: 0, broad: false, snapshot: Arc::new(Snapshot::default()) }
+    }
+
+    const JOURNAL: &str = "If the messages are not enough to diagnose the problem, check the logs gathered by journald \
+        about that service. The messages can be displayed later on, with a little help from the journalctl command. \
+        Most of the time, it will be used with a service identifier:\n# journalctl -u ssh.service\n\
+        -- Logs begin at Tue 2015-03-31 10:08:49 CEST. --\nMar 31 10:08:55 mirtuel sshd[430]: Server listening on 0.0.0.0 port 22.";
+
+    #[test]
+    fn a_how_question_gets_the_command_line_and_not_its_output() {
+        let r = retrieval(&[("9.1.1. The systemd init system", JOURNAL)]);
+        let answer = synthesize("How do I read the logs of a systemd service?", &r);
+        assert!(answer.text.contains("# journalctl -u ssh.service [1]"), "{}", answer.text);
+        assert!(!answer.text.contains("Server listening"), "the listing's output is not the answer: {}", answer.text);
+        assert_eq!(answer.citations.len(), 1);
+    }
+
+    #[test]
+    fn a_question_the_passages_do_not_answer_gets_the_closest_sources() {
+        let r = retrieval(&[
+            ("1.1. Associations", "Local associations support Debian, for example https://france.debian.net/ in France."),
+            ("6.1.4. Mirrors", "Mirrors are managed by content delivery networks all over the world."),
+        ]);
+        let answer = synthesize("What is the capital of France?", &r);
+        assert!(answer.text.starts_with("The knowledge base does not say."), "{}", answer.text);
+        assert!(answer.text.contains("1.1. Associations [1]"), "{}", answer.text);
+        assert_eq!(answer.citations.len(), 2);
+        // The same passages do answer a question about them.
+        let answer = synthesize("Which association supports Debian in France?", &r);
+        assert!(answer.text.contains("france.debian.net"), "{}", answer.text);
+    }
 
     #[test]
     fn chatter_is_left_out_of_the_terms() {
-        assert_eq!(question_terms("Hi, quick question: how do I read the logs?"), vec!["read", "logs"]);
+        assert_eq!(question_terms("Hi, quick question: how do I read the logs?"), vec!["read", "log"]);
+        assert_eq!(stem("configured"), stem("configuration"));
+        assert_eq!(stem("messages"), stem("message"));
     }
 
     #[test]

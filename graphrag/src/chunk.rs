@@ -34,28 +34,34 @@ pub fn chunk(doc: &ParsedDocument, limits: ChunkLimits) -> Vec<ChunkDraft> {
     let mut out = Vec::new();
     for section in &doc.sections {
         // Units: whole paragraphs, or the sentences of a paragraph that alone is too long.
-        let mut units: Vec<&str> = Vec::new();
+        // Each unit says whether it is (part of) a code listing, whose lines stay lines.
+        let mut units: Vec<(&str, bool)> = Vec::new();
         for p in &section.paragraphs {
+            let listing = p.contains('\n');
             if word_count(p) <= limits.max_words {
-                units.push(p);
+                units.push((p, listing));
+            } else if listing {
+                // A long listing splits at its lines.
+                units.extend(p.lines().filter(|l| !l.trim().is_empty()).map(|l| (l, true)));
             } else {
-                units.extend(sentences(p));
+                units.extend(sentences(p).into_iter().map(|s| (s, false)));
             }
         }
-        let mut current: Vec<&str> = Vec::new();
+        let mut current: Vec<(&str, bool)> = Vec::new();
         let mut words = 0;
         let mut pieces: Vec<String> = Vec::new();
-        for unit in units {
+        for (unit, listing) in units {
             let n = word_count(unit);
             if words + n > limits.max_words && !current.is_empty() {
-                pieces.push(current.join(" "));
+                pieces.push(join_units(&current));
                 // Carry the tail of the finished chunk over, sentence-aligned.
-                let tail = overlap_tail(current.last().copied().unwrap_or_default(), limits.overlap_words);
+                let (last, last_listing) = current.last().copied().unwrap_or_default();
+                let tail = if last_listing { None } else { overlap_tail(last, limits.overlap_words) };
                 current.clear();
                 words = 0;
                 if let Some(t) = tail {
                     words += word_count(t);
-                    current.push(t);
+                    current.push((t, false));
                 }
             }
             // A single sentence longer than the bound is cut at the bound.
@@ -68,16 +74,29 @@ pub fn chunk(doc: &ParsedDocument, limits: ChunkLimits) -> Vec<ChunkDraft> {
                 words = 0;
                 continue;
             }
-            current.push(unit);
+            current.push((unit, listing));
             words += n;
         }
         if !current.is_empty() {
-            pieces.push(current.join(" "));
+            pieces.push(join_units(&current));
         }
         for text in pieces {
             let code_terms = section.code_terms.iter().filter(|t| text.contains(t.as_str())).cloned().collect();
             out.push(ChunkDraft { section: section.headings.clone(), text, code_terms });
         }
+    }
+    out
+}
+
+/// Units run on as prose, except that listing lines stay on lines of their own.
+fn join_units(units: &[(&str, bool)]) -> String {
+    let mut out = String::new();
+    for (i, (unit, listing)) in units.iter().enumerate() {
+        if i > 0 {
+            // A listing line starts a line; the prose after a listing does too.
+            out.push(if *listing || units[i - 1].1 { '\n' } else { ' ' });
+        }
+        out.push_str(unit);
     }
     out
 }

@@ -18,6 +18,10 @@ use crate::kg::{KnowledgeGraph, is_broad_question};
 use crate::parse::{Format, parse};
 use crate::store::{ChunkRecord, DocRecord, Store};
 
+/// Bumped when parsing or chunking changes what a document's chunks hold (2: code listings
+/// keep their lines).
+const PARSER_VERSION: &[u8] = b"uag-parse-2\0";
+
 /// The collection documents land in unless told otherwise.
 pub const DEFAULT_COLLECTION: &str = "default";
 
@@ -348,7 +352,9 @@ impl IngestBatch<'_> {
     /// Parses, chunks, extracts and stores one document; durable when this returns `Ok`.
     pub fn add(&mut self, new: &NewDocument<'_>) -> Result<IngestOutcome> {
         let id = document_id(new.name);
-        let content_hash = hex(&Sha256::digest(new.bytes));
+        // The parser's version is part of the hash: a document parsed by an older parser is
+        // parsed again when it is ingested again, even with the same bytes.
+        let content_hash = hex(&Sha256::new().chain_update(PARSER_VERSION).chain_update(new.bytes).finalize());
         let previous = self.docs.get(&id).cloned();
         if previous.as_ref().is_some_and(|p| p.content_hash == content_hash && p.collection == new.collection) {
             return Ok(IngestOutcome::Unchanged { id });

@@ -121,6 +121,16 @@ impl SectionBuilder {
         }
     }
 
+    /// Ends a code listing (`<pre>`, a fenced block): its lines stay lines, so an answer can
+    /// quote the one command line of a listing instead of the listing run together.
+    fn end_listing(&mut self) {
+        let lines: Vec<String> = self.paragraph.lines().map(clean).filter(|l| !l.is_empty()).collect();
+        self.paragraph.clear();
+        if !lines.is_empty() {
+            self.current.paragraphs.push(lines.join("\n"));
+        }
+    }
+
     fn heading(&mut self, level: usize, text: &str) {
         self.end_paragraph();
         let text = clean(text);
@@ -160,6 +170,7 @@ fn parse_markdown(text: &str) -> ParsedDocument {
     let mut b = SectionBuilder::default();
     let mut heading: Option<(usize, String)> = None;
     let mut title = String::new();
+    let mut in_listing = false;
     for event in Parser::new(text) {
         match event {
             Event::Start(Tag::Heading { level, .. }) => {
@@ -174,6 +185,14 @@ fn parse_markdown(text: &str) -> ParsedDocument {
                     b.heading(level, &text);
                 }
             }
+            Event::Start(Tag::CodeBlock(_)) => {
+                b.end_paragraph();
+                in_listing = true;
+            }
+            Event::End(TagEnd::CodeBlock) => {
+                b.end_listing();
+                in_listing = false;
+            }
             Event::Text(t) => match heading.as_mut() {
                 Some((_, h)) => h.push_str(&t),
                 None => b.text(&t),
@@ -186,7 +205,7 @@ fn parse_markdown(text: &str) -> ParsedDocument {
                 b.code(&t);
             }
             Event::SoftBreak | Event::HardBreak => b.text(" "),
-            Event::End(TagEnd::Paragraph | TagEnd::Item | TagEnd::CodeBlock | TagEnd::BlockQuote(_) | TagEnd::TableCell) => {
+            Event::End(TagEnd::Paragraph | TagEnd::Item | TagEnd::BlockQuote(_) | TagEnd::TableCell) if !in_listing => {
                 b.end_paragraph();
             }
             _ => {}
@@ -305,6 +324,17 @@ fn walk_html(el: ElementRef<'_>, b: &mut SectionBuilder) {
                 }
                 if matches!(name, "code" | "tt" | "kbd" | "samp" | "var") {
                     b.code(&element_text(child_el));
+                }
+                if name == "pre" {
+                    b.end_paragraph();
+                    for inner in child_el.descendants().filter_map(ElementRef::wrap) {
+                        if matches!(inner.value().name(), "code" | "tt" | "kbd" | "samp" | "var") {
+                            b.code(&element_text(inner));
+                        }
+                    }
+                    b.text(&element_text(child_el));
+                    b.end_listing();
+                    continue;
                 }
                 let block = is_block(name);
                 if block {
