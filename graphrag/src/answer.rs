@@ -396,7 +396,9 @@ pub fn synthesize_capped(question: &str, retrieval: &Retrieval, max_sentences: u
     if retrieval.passages.is_empty() {
         return Answer { text: NOTHING_FOUND.into(), citations: Vec::new() };
     }
-    if retrieval.broad {
+    // The overview walks the whole graph; a caller limited to some collections gets an answer
+    // from their own passages instead (the graph's communities span every collection).
+    if retrieval.broad && retrieval.collections.is_none() {
         return overview(retrieval);
     }
     let evidence = select_evidence(question, retrieval, max_sentences, max_words);
@@ -556,7 +558,7 @@ mod grounded_tests {
                 graph_rank: None,
             })
             .collect();
-        Retrieval { passages, seeds: Vec::new(), expanded: 0, broad: false, snapshot: Arc::new(Snapshot::default()) }
+        Retrieval { passages, seeds: Vec::new(), expanded: 0, broad: false, snapshot: Arc::new(Snapshot::default()), collections: None }
     }
 
     const JOURNAL: &str = "If the messages are not enough to diagnose the problem, check the logs gathered by journald \

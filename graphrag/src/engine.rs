@@ -91,6 +91,9 @@ pub struct Retrieval {
     pub expanded: usize,
     pub broad: bool,
     pub snapshot: Arc<Snapshot>,
+    /// The collections the caller may see (None: all); answers built from the snapshot
+    /// beyond the passages (the overview) must keep to them.
+    pub collections: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -308,7 +311,14 @@ impl Engine {
                 break;
             }
         }
-        Ok(Retrieval { passages, seeds: seed_names, expanded, broad: is_broad_question(question), snapshot })
+        Ok(Retrieval {
+            passages,
+            seeds: seed_names,
+            expanded,
+            broad: is_broad_question(question),
+            snapshot,
+            collections: options.collections.clone(),
+        })
     }
 
     /// Retrieval plus an extractive answer with numbered citations.

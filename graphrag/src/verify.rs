@@ -25,6 +25,10 @@ pub struct Evidence {
     lower: String,
     /// Content-word keys of the passages and the question.
     keys: HashSet<String>,
+    /// Content-word keys of each sentence (and listing line) of the passages.
+    sentence_keys: Vec<HashSet<String>>,
+    /// Content-word keys of the question.
+    question_keys: HashSet<String>,
 }
 
 /// Why a sentence was dropped.
@@ -34,6 +38,9 @@ pub enum Unsupported {
     Token(String),
     /// Content words found nowhere in the evidence or the question.
     Words(Vec<String>),
+    /// Words of several passage sentences joined into a claim none of them makes ("opens the
+    /// vents every morning" from "opens the vents at 28 degrees" and "waters every morning").
+    Mixed,
 }
 
 impl std::fmt::Display for Unsupported {
@@ -41,6 +48,7 @@ impl std::fmt::Display for Unsupported {
         match self {
             Unsupported::Token(t) => write!(f, "`{t}` is not in the passages"),
             Unsupported::Words(w) => write!(f, "{} not in the passages", w.join(", ")),
+            Unsupported::Mixed => f.write_str("no passage sentence says this; it mixes several"),
         }
     }
 }
@@ -146,6 +154,18 @@ const GLUE: &[&str] = &[
     "yes",
 ];
 
+/// Sentences with at least this many content words must be made by one passage sentence.
+const MIN_CLAIM_WORDS: usize = 4;
+/// The share of such a sentence one passage sentence must make (the question's words count half).
+const SINGLE_SOURCE_SHARE: f32 = 0.7;
+
+/// Content-word keys of `text`: no stop-words, no glue, no words of two letters.
+fn content_keys(text: &str) -> impl Iterator<Item = String> + '_ {
+    words(text)
+        .filter(|w| w.len() > 2 && !is_stopword(w) && GLUE.binary_search(&w.as_str()).is_err() && w.chars().any(char::is_alphabetic))
+        .map(|w| key(&w))
+}
+
 /// How many content words of a sentence may be missing from the evidence: one in a short
 /// sentence, a fifth of a long one (small models rephrase; they must not add facts).
 fn allowed_novel(content_words: usize) -> usize {
@@ -173,7 +193,37 @@ impl Evidence {
         }
         let keys = words(&text).chain(words(question)).map(|w| key(&w)).collect();
         let lower = text.to_lowercase();
-        Self { text, lower, keys }
+        let sentence_keys = text
+            .split(" \n ")
+            .flat_map(crate::text::sentences)
+            .map(|s| content_keys(s).collect())
+            .filter(|k: &HashSet<String>| !k.is_empty())
+            .collect();
+        let question_keys = content_keys(question).collect();
+        Self { text, lower, keys, sentence_keys, question_keys }
+    }
+
+    /// How much of a claim one passage sentence makes: its content words found in that
+    /// sentence, the question's own words counting half (the question sets the topic, the
+    /// passage must supply the rest). The best sentence's share.
+    fn single_source_share(&self, claim: &[String]) -> f32 {
+        let mut best = 0.0f32;
+        for sentence in &self.sentence_keys {
+            let found: f32 = claim
+                .iter()
+                .map(|k| {
+                    if sentence.contains(k) {
+                        1.0
+                    } else if self.question_keys.contains(k) {
+                        0.5
+                    } else {
+                        0.0
+                    }
+                })
+                .sum();
+            best = best.max(found / claim.len().max(1) as f32);
+        }
+        best
     }
 
     /// Whether `token` occurs in the passages: exactly for most tokens, case-insensitively
@@ -204,7 +254,16 @@ impl Evidence {
         let content: Vec<String> = words(&body).filter(|w| w.len() > 2 && !is_stopword(w) && w.chars().any(char::is_alphabetic)).collect();
         let novel: Vec<String> =
             content.iter().filter(|w| !self.keys.contains(&key(w)) && GLUE.binary_search(&w.as_str()).is_err()).cloned().collect();
-        (novel.len() > allowed_novel(content.len())).then_some(Unsupported::Words(novel))
+        if novel.len() > allowed_novel(content.len()) {
+            return Some(Unsupported::Words(novel));
+        }
+        // A claim of some length must come from one sentence of the passages, not from words
+        // of several put together.
+        let claim: Vec<String> = content_keys(&body).collect();
+        if claim.len() >= MIN_CLAIM_WORDS && self.single_source_share(&claim) < SINGLE_SOURCE_SHARE {
+            return Some(Unsupported::Mixed);
+        }
+        None
     }
 
     /// The technical tokens of `answer` that the evidence does not hold (the evaluation's
@@ -476,6 +535,18 @@ mod tests {
         assert_eq!(e.check("Use /var/log/journalctl. [1]"), Some(Unsupported::Token("/var/log/journalctl".into())));
         assert_eq!(e.check("Use journalctl --since today."), Some(Unsupported::Token("--since".into())));
         assert!(matches!(e.check("On Windows, ipconfig shows the network adapters."), Some(Unsupported::Words(_))));
+    }
+
+    #[test]
+    fn a_claim_put_together_from_two_sentences_is_caught() {
+        // What SmolLM2-135M answered in the test suite: every word is in the passage, the claim is not.
+        let doc = "The greenhouse controller is called Fernwood. Fernwood opens the roof vents when the temperature \
+                   passes 28 degrees Celsius. Fernwood waters the tomatoes every morning at six.";
+        let e = Evidence::new([doc], "When does Fernwood open the roof vents?");
+        assert_eq!(e.check("Fernwood opens the roof vents every morning at six."), Some(Unsupported::Mixed));
+        assert_eq!(e.check("Fernwood opens the roof vents when the temperature passes 28 degrees Celsius. [1]"), None);
+        assert_eq!(e.check("It opens them at 28 degrees Celsius."), None);
+        assert_eq!(e.check("Fernwood waters the tomatoes every morning at six. [1]"), None);
     }
 
     #[test]

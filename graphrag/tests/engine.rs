@@ -194,3 +194,25 @@ fn collections_filter_retrieval() {
     assert!(!retrieval.passages.is_empty());
     assert!(retrieval.passages.iter().all(|p| p.document == "public.md"));
 }
+
+/// A caller limited to one collection asks for an overview: nothing of another collection
+/// comes back (the overview walks the whole graph, so a limited caller is answered from
+/// their own passages).
+#[test]
+fn a_broad_question_keeps_to_the_callers_collections() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let alpha = "# Greenhouse\n\nThe greenhouse controller Fernwood opens the roof vents at 28 degrees.\n";
+    let beta = "# Vault\n\nThe vault door code is Zanzibar-4471. Only the night guard Quillon knows it.\n";
+    for (name, text, collection) in [("alpha.md", alpha, "alpha"), ("beta.md", beta, "beta")] {
+        engine.ingest(&NewDocument { name, bytes: text.as_bytes(), format: Format::Markdown, collection }).unwrap();
+    }
+    let limited = QueryOptions { collections: Some(vec!["alpha".into()]), ..QueryOptions::default() };
+    let (retrieval, answer) = engine.ask("Give me an overview of the knowledge base", &limited, &mut |_| {}).unwrap();
+    assert!(retrieval.broad);
+    for secret in ["Zanzibar", "Quillon", "Vault", "beta.md"] {
+        assert!(!answer.text.contains(secret), "{}", answer.text);
+        assert!(answer.citations.iter().all(|c| !c.document.contains(secret) && !c.snippet.contains(secret)), "{:?}", answer.citations);
+    }
+    assert!(answer.citations.iter().all(|c| c.document == "alpha.md"), "{:?}", answer.citations);
+}
