@@ -156,7 +156,7 @@ const GLUE: &[&str] = &[
 
 /// Sentences with at least this many content words must be made by one passage sentence.
 const MIN_CLAIM_WORDS: usize = 4;
-/// The share of such a sentence one passage sentence must make (the question's words count half).
+/// The share of such a sentence one passage sentence must make (the question's words count a quarter).
 const SINGLE_SOURCE_SHARE: f32 = 0.7;
 
 /// Content-word keys of `text`: no stop-words, no glue, no words of two letters.
@@ -172,10 +172,16 @@ fn allowed_novel(content_words: usize) -> usize {
     (content_words / 5).max(1)
 }
 
-/// The matching key of a word: lowercase, its first six characters (a cheap stemmer that
-/// also folds plurals and verb forms: `configuring`, `configuration` -> `config`).
+/// The matching key of a word: lowercase, a plural `s` off, its first six characters (a cheap
+/// stemmer that also folds verb forms: `configuring`, `configuration` -> `config`; `logs` -> `log`).
 fn key(word: &str) -> String {
-    word.chars().take(6).collect()
+    let n = word.chars().count();
+    let base = if n >= 4 && word.ends_with('s') && !word.ends_with("ss") && !word.ends_with("us") && !word.ends_with("is") {
+        &word[..word.len() - 1]
+    } else {
+        word
+    };
+    base.chars().take(6).collect()
 }
 
 fn collapse(text: &str) -> String {
@@ -204,7 +210,7 @@ impl Evidence {
     }
 
     /// How much of a claim one passage sentence makes: its content words found in that
-    /// sentence, the question's own words counting half (the question sets the topic, the
+    /// sentence, the question's own words counting a quarter (the question sets the topic, the
     /// passage must supply the rest). The best sentence's share.
     fn single_source_share(&self, claim: &[String]) -> f32 {
         let mut best = 0.0f32;
@@ -215,7 +221,7 @@ impl Evidence {
                     if sentence.contains(k) {
                         1.0
                     } else if self.question_keys.contains(k) {
-                        0.5
+                        0.25
                     } else {
                         0.0
                     }

@@ -709,12 +709,12 @@ mod tests {
     #[test]
     fn repetition_ends_the_answer_and_voice_keeps_two_sentences() {
         let looping = [
-            "Run journalctl -u ssh.service to display the log messages. [1] ",
-            "Run journalctl -u ssh.service to display the log messages of the service. [1] ",
+            "Run journalctl -u ssh.service to see the logs. [1] ",
+            "Run journalctl -u ssh.service to see the logs of the ssh service. [1] ",
             "Use journalctl -f to keep displaying new messages. [1]",
         ];
         let (sent, _) = verified(&looping, AnswerCaps { sentences: 4, words: 80 });
-        assert_eq!(sent, vec!["Run journalctl -u ssh.service to display the log messages. [1]"]);
+        assert_eq!(sent, vec!["Run journalctl -u ssh.service to see the logs. [1]"]);
         let long = [
             "Run journalctl -u ssh.service. [1] ",
             "Use journalctl -f to keep displaying new messages. [1] ",
