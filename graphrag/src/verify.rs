@@ -298,6 +298,12 @@ fn occurs_bounded(text: &str, token: &str) -> bool {
     })
 }
 
+/// Whether `text` has a content word beyond function words and instruction glue: "Here's
+/// how you can do it:" and "You can use the following command:" do not.
+pub fn says_something(text: &str) -> bool {
+    content_keys(&strip_citations(text)).next().is_some()
+}
+
 /// `text` without `[1]`, `[2, 3]` citation markers.
 pub fn strip_citations(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -443,8 +449,8 @@ pub fn repeats(earlier: &[String], sentence: &str) -> bool {
 }
 
 /// Splits streamed LLM text into finished sentences and the unfinished rest. A sentence ends
-/// at `.`, `!` or `?` (with the citation markers right after it) followed by whitespace and
-/// the start of the next sentence, or at a line break; `1.` of a list does not end one.
+/// at `.`, `!`, `?` or `:` (with the citation markers right after it) followed by whitespace
+/// and the start of the next sentence, or at a line break; `1.` of a list does not end one.
 pub fn split_finished(buffer: &str) -> (Vec<String>, String) {
     let mut out = Vec::new();
     let chars: Vec<(usize, char)> = buffer.char_indices().collect();
@@ -463,7 +469,7 @@ pub fn split_finished(buffer: &str) -> (Vec<String>, String) {
             i += 1;
             continue;
         }
-        if matches!(c, '.' | '!' | '?') {
+        if matches!(c, '.' | '!' | '?' | ':') {
             // Take citation markers that follow: "... logs. [1] Next".
             let mut j = i + 1;
             let mut end = pos + c.len_utf8();
@@ -495,7 +501,7 @@ pub fn split_finished(buffer: &str) -> (Vec<String>, String) {
             if spaced && k < chars.len() {
                 let next = chars[k].1;
                 let piece = buffer[start..end].trim();
-                let starts_new = next.is_uppercase() || next.is_ascii_digit() || matches!(next, '"' | '(' | '`' | '*' | '-');
+                let starts_new = next.is_uppercase() || next.is_ascii_digit() || matches!(next, '"' | '(' | '`' | '*' | '-' | '#' | '$');
                 if starts_new && !is_list_number(piece) && !ends_with_abbreviation(piece) {
                     if !piece.is_empty() {
                         out.push(piece.to_owned());

@@ -264,6 +264,8 @@ struct Checked {
     dropped: usize,
     in_code: bool,
     last_was_code: bool,
+    /// A sentence that ends with a colon, waiting for what it announces.
+    held: Option<String>,
 }
 
 impl Checked {
@@ -282,8 +284,8 @@ impl Checked {
             }
         } else {
             let body = verify::strip_citations(line);
-            if body.split_whitespace().count() < 2 {
-                // A bare "[1]" or a heading fragment says nothing.
+            if body.split_whitespace().count() < 2 || !verify::says_something(&body) {
+                // A bare "[1]", a heading fragment or "Here's how you can do it:" says nothing.
                 return Step::Skip;
             }
             if verify::repeats(&self.kept, line) {
@@ -295,16 +297,31 @@ impl Checked {
                 return Step::Skip;
             }
         }
+        if !self.in_code && line.ends_with(':') {
+            // "To do so, run:" goes out only with what it announces, once that passed too.
+            self.held = Some(line.to_owned());
+            return Step::Skip;
+        }
+        let mut piece = String::new();
+        if let Some(held) = self.held.take() {
+            piece.push_str(&self.emit(&held, false));
+        }
+        piece.push_str(&self.emit(line, self.in_code));
+        Step::Send(piece)
+    }
+
+    /// Records a sentence (or listing line) as sent; the text to send, with its separator.
+    fn emit(&mut self, line: &str, code: bool) -> String {
         self.words += line.split_whitespace().count();
         // Listing lines stay lines; sentences run on.
-        let separator = match (self.kept.is_empty(), self.in_code || self.last_was_code) {
+        let separator = match (self.kept.is_empty(), code || self.last_was_code) {
             (true, _) => "",
             (false, true) => "\n",
             (false, false) => " ",
         };
-        self.last_was_code = self.in_code;
+        self.last_was_code = code;
         self.kept.push(line.to_owned());
-        Step::Send(format!("{separator}{line}"))
+        format!("{separator}{line}")
     }
 
     fn full(&self) -> bool {
@@ -337,6 +354,7 @@ impl LlmWriter<'_> {
             dropped: 0,
             in_code: false,
             last_was_code: false,
+            held: None,
         };
         let mut buffer = String::new();
         let mut first_text = None;
@@ -658,6 +676,7 @@ mod tests {
             dropped: 0,
             in_code: false,
             last_was_code: false,
+            held: None,
         };
         let mut sent = Vec::new();
         let mut buffer = String::new();
@@ -730,8 +749,25 @@ mod tests {
             &["Run this:\n```\n# journalctl -u ssh.service\n", "rm -rf /var/log/journal\n```\n"],
             AnswerCaps { sentences: 4, words: 80 },
         );
-        assert_eq!(sent, vec!["Run this:", "# journalctl -u ssh.service"], "the made-up line is gone");
+        // "Run this:" announces but says nothing, so only the quoted line goes out.
+        assert_eq!(sent, vec!["# journalctl -u ssh.service"], "the made-up line is gone");
         assert_eq!(dropped, 1);
+        // Filler and an announcement of nothing are not sent.
+        let (sent, _) = verified(
+            &[
+                "Here's how you can do it: ",
+                "Use journalctl -f to keep displaying new messages. [1] ",
+                "You can use the following command:",
+            ],
+            AnswerCaps { sentences: 4, words: 80 },
+        );
+        assert_eq!(sent, vec!["Use journalctl -f to keep displaying new messages. [1]"]);
+        // An announcement with content waits for what it announces and goes out with it.
+        let (sent, _) = verified(
+            &["To keep displaying new messages as they are emitted, use the -f flag: ", "Journalctl -f does that. [1]"],
+            AnswerCaps { sentences: 4, words: 80 },
+        );
+        assert_eq!(sent, vec!["To keep displaying new messages as they are emitted, use the -f flag: Journalctl -f does that. [1]"]);
     }
 
     #[test]
