@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use crate::engine::Retrieval;
-use crate::text::{content_words, is_chatter, sentences};
+use crate::text::{content_words, is_chatter, match_key as stem, sentences};
 
 /// A citation, numbered as in the answer text (`[1]`).
 #[derive(Debug, Clone, PartialEq)]
@@ -53,21 +53,6 @@ pub fn question_terms(question: &str) -> Vec<String> {
         }
     }
     out
-}
-
-/// A light stemmer for matching question and sentence words: `-ing` and a plural `-s` off,
-/// then the first six letters (`logs`/`log`, `reading`/`read`, `configured`/`configuration`,
-/// `messages`/`message`). Both sides go through it, so a stem need not be a word.
-fn stem(w: &str) -> String {
-    let n = w.chars().count();
-    let base = if n >= 6 && w.ends_with("ing") {
-        &w[..w.len() - 3]
-    } else if n >= 4 && w.ends_with('s') && !w.ends_with("ss") && !w.ends_with("us") && !w.ends_with("is") {
-        &w[..w.len() - 1]
-    } else {
-        w
-    };
-    base.chars().take(6).collect()
 }
 
 /// The stemmed content words of a text.

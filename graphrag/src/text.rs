@@ -115,6 +115,22 @@ pub fn without_chatter(question: &str) -> String {
         .join(" ")
 }
 
+/// The key two words match on when an answer is put together or checked: `-ing` and a plural
+/// `-s` off, then the first six letters (`logs`/`log`, `reading`/`read`,
+/// `configured`/`configuration`, `messages`/`message`). Both sides go through it, so a key
+/// need not be a word. (Entity extraction keeps [`fold_plural`]: its keys are stored.)
+pub fn match_key(w: &str) -> String {
+    let n = w.chars().count();
+    let base = if n >= 6 && w.ends_with("ing") {
+        &w[..w.len() - 3]
+    } else if n >= 4 && w.ends_with('s') && !w.ends_with("ss") && !w.ends_with("us") && !w.ends_with("is") {
+        &w[..w.len() - 1]
+    } else {
+        w
+    };
+    base.chars().take(6).collect()
+}
+
 pub fn is_stopword(w: &str) -> bool {
     STOPWORDS.binary_search(&w).is_ok()
 }

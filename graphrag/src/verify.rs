@@ -13,7 +13,7 @@
 
 use std::collections::HashSet;
 
-use crate::text::{is_stopword, words};
+use crate::text::{is_stopword, match_key as key, words};
 
 /// The text an answer may draw on: the passages (or evidence sentences) it was given, and
 /// the question (whose own words a sentence may repeat).
@@ -172,18 +172,6 @@ fn allowed_novel(content_words: usize) -> usize {
     (content_words / 5).max(1)
 }
 
-/// The matching key of a word: lowercase, a plural `s` off, its first six characters (a cheap
-/// stemmer that also folds verb forms: `configuring`, `configuration` -> `config`; `logs` -> `log`).
-fn key(word: &str) -> String {
-    let n = word.chars().count();
-    let base = if n >= 4 && word.ends_with('s') && !word.ends_with("ss") && !word.ends_with("us") && !word.ends_with("is") {
-        &word[..word.len() - 1]
-    } else {
-        word
-    };
-    base.chars().take(6).collect()
-}
-
 fn collapse(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -247,6 +235,12 @@ impl Evidence {
     pub fn contains_text(&self, text: &str) -> bool {
         let text = collapse(text);
         !text.is_empty() && self.text.contains(&text)
+    }
+
+    /// Whether a line of a code listing is in the passages as written (its shell prompt
+    /// aside): a model writing a listing of its own is the worst kind of invention.
+    pub fn holds_listing_line(&self, line: &str) -> bool {
+        self.contains_text(line.trim().trim_start_matches("$ ").trim_start_matches("# "))
     }
 
     /// The first reason `sentence` is not supported, or `None` when it is.
@@ -395,25 +389,6 @@ fn is_technical(w: &str) -> bool {
         return true;
     }
     upper >= 2 && w.chars().skip(1).any(char::is_uppercase) && w.chars().any(char::is_lowercase)
-}
-
-/// Fenced code blocks (```) whose lines are not all in the evidence: a model writing a
-/// listing of its own is the worst kind of invention.
-pub fn invented_code(evidence: &Evidence, answer: &str) -> Option<String> {
-    let mut parts = answer.split("```");
-    parts.next();
-    while let Some(block) = parts.next() {
-        // The info string (` ```sh `) is the first line of the block.
-        let body = block.split_once('\n').map_or(block, |(_, rest)| rest);
-        for line in body.lines().map(str::trim).filter(|l| !l.is_empty()) {
-            let line = line.trim_start_matches("$ ").trim_start_matches("# ");
-            if !evidence.contains_text(line) {
-                return Some(line.to_owned());
-            }
-        }
-        parts.next();
-    }
-    None
 }
 
 /// Degeneration: the newest sentence repeats an earlier one (most of its words), or repeats
@@ -606,8 +581,8 @@ mod tests {
         assert!(repeats(&said, "The journal keeps the logs of each service. [1]"));
         assert!(!repeats(&said, "Use journalctl -u to read one unit."));
         let e = Evidence::new([JOURNAL], "");
-        assert_eq!(invented_code(&e, "Run:\n```\njournalctl -u ssh.service\n```"), None);
-        assert_eq!(invented_code(&e, "Run:\n```sh\n$ rm -rf /var/log\n```"), Some("rm -rf /var/log".into()));
+        assert!(e.holds_listing_line("journalctl -u ssh.service"));
+        assert!(!e.holds_listing_line("$ rm -rf /var/log"));
     }
 
     #[test]

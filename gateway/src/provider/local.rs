@@ -136,6 +136,7 @@ impl LocalProvider {
         // Only chunks of the collections the policy (and the request) allow are ranked at all.
         let options = QueryOptions { top_k: self.rag.top_k, collections: call.ctx.allowed_collections.clone(), ..QueryOptions::default() };
         let llm = self.rag_llm();
+        let with_llm = llm.is_some();
         // Grounded answers are factual: low temperature unless the client asks otherwise.
         let params = self.generation_params(&call.request, 0.2);
         let history = history(&call.request);
@@ -158,10 +159,14 @@ impl LocalProvider {
                 };
                 engine.retrieve(&question, &options, &mut progress).map(|retrieval| {
                     let answer = synthesize_capped(&question, &retrieval, caps.sentences, caps.words);
-                    let mut prompt = grounded_prompt(&question, &retrieval, rag.evidence_sentences, rag.evidence_words);
-                    if let Some(language) = language {
-                        prompt.system.push_str(&format!("\nAnswer in {language}."));
-                    }
+                    // The prompt is only built for an LLM that will read it.
+                    let prompt = with_llm.then(|| {
+                        let mut prompt = grounded_prompt(&question, &retrieval, rag.evidence_sentences, rag.evidence_words);
+                        if let Some(language) = language {
+                            prompt.system.push_str(&format!("\nAnswer in {language}."));
+                        }
+                        prompt
+                    });
                     (answer, prompt)
                 })
             })
@@ -177,17 +182,17 @@ impl LocalProvider {
                     return;
                 }
             };
-            let note = match llm {
-                Some((models, entry)) if !prompt.citations.is_empty() => {
+            let note = match (llm, prompt) {
+                (Some((models, entry)), Some(prompt)) if !prompt.citations.is_empty() => {
                     let writer = LlmWriter { models: &models, entry: &entry, history, params, caps, tx: &tx, started };
                     match writer.write(prompt).await {
                         Ok(()) => return,
                         Err(fallback) => fallback,
                     }
                 }
-                Some(_) => Fallback::note("Synthesizing response (the knowledge base does not answer this)"),
-                None if writer == AnswerWriter::Extractive => Fallback::note("Synthesizing response from the passages"),
-                None => Fallback::note(EXTRACTIVE_NOTE),
+                (Some(_), _) => Fallback::note("Synthesizing response (the knowledge base does not answer this)"),
+                (None, _) if writer == AnswerWriter::Extractive => Fallback::note("Synthesizing response from the passages"),
+                (None, _) => Fallback::note(EXTRACTIVE_NOTE),
             };
             send_extractive(&tx, extractive, note, started).await;
         });
@@ -269,6 +274,10 @@ struct Checked {
 }
 
 impl Checked {
+    fn new(evidence: Evidence, caps: AnswerCaps) -> Self {
+        Self { evidence, caps, kept: Vec::new(), words: 0, dropped: 0, in_code: false, last_was_code: false, held: None }
+    }
+
     fn step(&mut self, sentence: &str) -> Step {
         let line = sentence.trim();
         if line.starts_with("```") {
@@ -276,9 +285,7 @@ impl Checked {
             return Step::Skip;
         }
         if self.in_code {
-            // A listing line must be in the passages as written, or it is the model's own.
-            let plain = line.trim_start_matches("$ ").trim_start_matches("# ");
-            if !self.evidence.contains_text(plain) {
+            if !self.evidence.holds_listing_line(line) {
                 self.dropped += 1;
                 return Step::Skip;
             }
@@ -346,16 +353,7 @@ impl LlmWriter<'_> {
         };
         let tx = self.tx;
         let _ = tx.send(Ok(Event::status("synthesizing", format!("Synthesizing response with {}", self.entry.id)))).await;
-        let mut checked = Checked {
-            evidence: Evidence::new(prompt.evidence.iter().map(String::as_str), &prompt.user),
-            caps: self.caps,
-            kept: Vec::new(),
-            words: 0,
-            dropped: 0,
-            in_code: false,
-            last_was_code: false,
-            held: None,
-        };
+        let mut checked = Checked::new(Evidence::new(prompt.evidence.iter().map(String::as_str), &prompt.user), self.caps);
         let mut buffer = String::new();
         let mut first_text = None;
         let mut generation = None;
@@ -668,16 +666,7 @@ mod tests {
     /// Runs streamed model text through the verifier as the writer does; what would be sent.
     fn verified(pieces: &[&str], caps: AnswerCaps) -> (Vec<String>, usize) {
         let question = "How do I read the logs of a systemd service?";
-        let mut checked = Checked {
-            evidence: Evidence::new([JOURNAL_PASSAGE], question),
-            caps,
-            kept: Vec::new(),
-            words: 0,
-            dropped: 0,
-            in_code: false,
-            last_was_code: false,
-            held: None,
-        };
+        let mut checked = Checked::new(Evidence::new([JOURNAL_PASSAGE], question), caps);
         let mut sent = Vec::new();
         let mut buffer = String::new();
         let mut chunks: Vec<Vec<String>> = pieces
