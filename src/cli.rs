@@ -186,7 +186,7 @@ async fn serve_forever(config: Config, origin: ConfigOrigin) -> Result<(), CliEr
             .map_err(|e| CliError::Startup(format!("cannot listen on {addr}: {e}; set [server] listen or UAG__SERVER__LISTEN")))?,
     };
     let bound = listener.local_addr()?;
-    uag_gateway::http::ingest_sample_knowledge_base(&state);
+    uag_gateway::http::prepare_knowledge_base(&state);
     tracing::info!(config = %origin, data_dir = %data_dir.display(), "uag {} listening on http://{bound}", env!("CARGO_PKG_VERSION"));
     crate::systemd::notify_ready();
     crate::systemd::spawn_watchdog();

@@ -117,7 +117,9 @@ pub(crate) struct TempKb {
 }
 
 impl TempKb {
-    pub(crate) fn ingest(corpus: &[PathBuf]) -> Result<(Self, Engine), CliError> {
+    /// Ingests `corpus` (and embeds it, when dense retrieval is on) into a new temporary
+    /// knowledge base.
+    pub(crate) fn ingest(config: &Config, corpus: &[PathBuf]) -> Result<(Self, Engine), CliError> {
         let dir = std::env::temp_dir().join(format!("uag-eval-{}-{}", std::process::id(), uuid_like()));
         std::fs::create_dir_all(&dir)?;
         let kb = Self { dir };
@@ -131,6 +133,8 @@ impl TempKb {
             batch.add_path(file, uag_graphrag::engine::DEFAULT_COLLECTION)?;
         }
         batch.finish()?;
+        crate::kb::attach_dense(config, &engine)?;
+        crate::kb::embed_missing(&engine)?;
         Ok((kb, engine))
     }
 }
@@ -149,9 +153,12 @@ pub(crate) fn answers(config: &Config, args: AnswersArgs) -> Result<(), CliError
     let questions = read(&args.questions)?;
     let questions: Vec<_> = questions.into_iter().take(args.limit.unwrap_or(usize::MAX)).collect();
     let (_temp, engine) = if args.corpus.is_empty() {
-        (None, Engine::open(&config.graphrag_dir())?)
+        let engine = Engine::open(&config.graphrag_dir())?;
+        crate::kb::attach_dense(config, &engine)?;
+        crate::kb::embed_missing(&engine)?;
+        (None, engine)
     } else {
-        let (kb, engine) = TempKb::ingest(&args.corpus)?;
+        let (kb, engine) = TempKb::ingest(config, &args.corpus)?;
         (Some(kb), engine)
     };
     if engine.is_empty() {
@@ -211,7 +218,9 @@ pub(crate) fn answers(config: &Config, args: AnswersArgs) -> Result<(), CliError
     let single = summary(&|s| !s.multi_hop);
     let multi = summary(&|s| s.multi_hop);
     if args.json {
-        let summary = json!({"all": all.json(), "single_hop": single.json(), "multi_hop": multi.json()});
+        let embedding_model = engine.stats().embedding_model;
+        let summary =
+            json!({"all": all.json(), "single_hop": single.json(), "multi_hop": multi.json(), "embedding_model": embedding_model});
         println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
     } else {
         println!(
@@ -235,7 +244,7 @@ pub(crate) fn answers(config: &Config, args: AnswersArgs) -> Result<(), CliError
     Ok(())
 }
 
-async fn answer_one(provider: &LocalProvider, engine: &Engine, config: &Config, id: &str, q: &Line) -> Result<Scored, CliError> {
+async fn answer_one(provider: &LocalProvider, engine: &Arc<Engine>, config: &Config, id: &str, q: &Line) -> Result<Scored, CliError> {
     let request = InferenceRequest {
         id: None,
         provider: None,
@@ -264,7 +273,13 @@ async fn answer_one(provider: &LocalProvider, engine: &Engine, config: &Config, 
     let done = started.elapsed();
     // The passages the answer was written from: the same retrieval, run again (deterministic).
     let options = QueryOptions { top_k: config.graphrag.top_k, ..QueryOptions::default() };
-    let retrieval = engine.retrieve(&q.question, &options, &mut |_| {})?;
+    // On the blocking pool, as in the server: embedding the question waits for the model.
+    let retrieval = {
+        let (engine, question) = (Arc::clone(engine), q.question.clone());
+        tokio::task::spawn_blocking(move || engine.retrieve(&question, &options, &mut |_| {}))
+            .await
+            .map_err(|e| CliError::Startup(format!("{id}: {e}")))??
+    };
     // A passage is its headings and its text: an answer may name the section it cites.
     let passage_texts: Vec<String> =
         retrieval.passages.iter().map(|p| format!("{}\n{}", p.chunk.section.join("\n"), p.chunk.text)).collect();

@@ -39,6 +39,7 @@ pub(crate) enum Mode {
     Fused,
     Bm25,
     Graph,
+    Dense,
 }
 
 #[derive(Debug, Args)]
@@ -97,7 +98,42 @@ pub(crate) enum EvalCommand {
 }
 
 fn open(config: &Config) -> Result<Engine, CliError> {
-    Ok(Engine::open(&config.graphrag_dir())?)
+    let engine = Engine::open(&config.graphrag_dir())?;
+    attach_dense(config, &engine)?;
+    Ok(engine)
+}
+
+/// Dense retrieval for the CLI, as in the server: the model runtime's embedding worker
+/// (nothing loads until a text is embedded). Off without an embedding model installed.
+pub(crate) fn attach_dense(config: &Config, engine: &Engine) -> Result<(), CliError> {
+    if !config.graphrag.dense {
+        return Ok(());
+    }
+    let manifest = uag_models::manifest::Manifest::embedded().map_err(|e| CliError::Startup(e.to_string()))?;
+    let runtimes =
+        uag_models::runtime::ModelRuntimes::start(manifest, config.model_runtime_config()).map_err(|e| CliError::Startup(e.to_string()))?;
+    uag_gateway::embedder::attach(engine, &runtimes, true);
+    Ok(())
+}
+
+/// Embeds the chunks that have no vector yet, with a progress bar (the first ingest of a big
+/// folder spends most of its time here).
+pub(crate) fn embed_missing(engine: &Engine) -> Result<(), CliError> {
+    let missing = engine.missing_vectors();
+    if missing == 0 {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let bar = indicatif::ProgressBar::new(missing as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} embedding chunks (dense retrieval)")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let result = engine.embed_missing(&mut |done, _| bar.set_position(done as u64));
+    bar.finish_and_clear();
+    let n = result?;
+    eprintln!("embedded {n} chunks in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
 }
 
 pub(crate) fn ingest(config: &Config, args: &IngestArgs) -> Result<(), CliError> {
@@ -152,6 +188,7 @@ pub(crate) fn ingest(config: &Config, args: &IngestArgs) -> Result<(), CliError>
     }
     bar.finish_and_clear();
     batch.finish()?;
+    embed_missing(&engine)?;
     let stats = engine.stats();
     println!(
         "documents: {added} added, {replaced} replaced, {unchanged} unchanged, {} failed, {} skipped; {chunks} chunks in {:.1} s",
@@ -181,7 +218,10 @@ pub(crate) fn ask(config: &Config, args: &AskArgs) -> Result<(), CliError> {
         Mode::Fused => RetrievalMode::Fused,
         Mode::Bm25 => RetrievalMode::Bm25,
         Mode::Graph => RetrievalMode::Graph,
+        Mode::Dense => RetrievalMode::Dense,
     };
+    // A knowledge base ingested before dense retrieval (or with another model) catches up once.
+    embed_missing(&engine)?;
     let options = QueryOptions { top_k: usize::from(args.top_k), mode, collections: None };
     let started = Instant::now();
     let (retrieval, answer) = engine.ask(&args.question, &options, &mut |_| {})?;
@@ -195,7 +235,7 @@ pub(crate) fn ask(config: &Config, args: &AskArgs) -> Result<(), CliError> {
         let passages: Vec<_> = retrieval
             .passages
             .iter()
-            .map(|p| json!({"document": p.document, "section": p.chunk.section, "score": p.score, "bm25_rank": p.bm25_rank, "graph_rank": p.graph_rank, "text": p.chunk.text}))
+            .map(|p| json!({"document": p.document, "section": p.chunk.section, "score": p.score, "bm25_rank": p.bm25_rank, "graph_rank": p.graph_rank, "dense_rank": p.dense_rank, "text": p.chunk.text}))
             .collect();
         let out =
             json!({"answer": answer.text, "sources": sources, "entities": retrieval.seeds, "passages": passages, "elapsed_ms": elapsed_ms});
@@ -221,6 +261,10 @@ pub(crate) fn kg(config: &Config, command: KgCommand) -> Result<(), CliError> {
             println!("typed relations  {}", s.typed_relations);
             println!("communities      {}", s.communities);
             println!("indexed chunks   {}", s.indexed_chunks);
+            match &s.embedding_model {
+                Some(model) => println!("embedded chunks  {} ({model})", s.embedded_chunks),
+                None => println!("embedded chunks  - (no embedding model installed, or [graphrag] dense = false)"),
+            }
             println!("generation       {}", s.generation);
         }
         KgCommand::Export { format, output } => {
@@ -298,19 +342,21 @@ pub(crate) fn eval(config: &Config, command: EvalCommand) -> Result<(), CliError
     let (_temp, engine) = if corpus.is_empty() {
         (None, open(config)?)
     } else {
-        let (kb, engine) = crate::eval_answers::TempKb::ingest(&corpus)?;
+        let (kb, engine) = crate::eval_answers::TempKb::ingest(config, &corpus)?;
         (Some(kb), engine)
     };
     if engine.is_empty() {
         return Err(CliError::Usage("the knowledge base is empty; ingest documents first (uag ingest PATH)".into()));
     }
+    embed_missing(&engine)?;
     let reports = evaluate(&engine, &questions)?;
     let name = |m: RetrievalMode| match m {
         RetrievalMode::Bm25 => "bm25",
         RetrievalMode::Graph => "graph",
+        RetrievalMode::Dense => "dense",
         RetrievalMode::Fused => "fused",
     };
-    let metrics = |m: &Metrics| json!({"questions": m.questions, "recall@1": m.recall_at_1, "recall@5": m.recall_at_5, "recall@10": m.recall_at_10, "mrr": m.mrr});
+    let metrics = |m: &Metrics| json!({"questions": m.questions, "recall@1": m.recall_at_1, "recall@5": m.recall_at_5, "recall@10": m.recall_at_10, "full@5": m.full_at_5, "mrr": m.mrr});
     if json {
         let out: Vec<_> = reports
             .iter()
@@ -319,8 +365,8 @@ pub(crate) fn eval(config: &Config, command: EvalCommand) -> Result<(), CliError
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         return Ok(());
     }
-    println!("| mode | questions | recall@1 | recall@5 | recall@10 | MRR |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    println!("| mode | questions | recall@1 | recall@5 | recall@10 | full recall@5 | MRR |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (label, pick) in [("all", 0usize), ("single-hop", 1), ("multi-hop", 2)] {
         for r in &reports {
             let m = match pick {
@@ -329,12 +375,13 @@ pub(crate) fn eval(config: &Config, command: EvalCommand) -> Result<(), CliError
                 _ => &r.multi_hop,
             };
             println!(
-                "| {} ({label}) | {} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                "| {} ({label}) | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
                 name(r.mode),
                 m.questions,
                 m.recall_at_1,
                 m.recall_at_5,
                 m.recall_at_10,
+                m.full_at_5,
                 m.mrr
             );
         }

@@ -196,7 +196,8 @@ fn serve_takes_a_socket_from_systemd() {
 /// The held-out answer evaluation (docs/EVALUATION.md) as a regression guard: the extractive
 /// answers over Debian's FAQ (Debian package `debian-faq`, installed by `scripts/setup.sh`)
 /// must keep their key-fact recall and state no technical token the passages do not hold.
-/// Nothing was tuned on this set; the floor sits a few points under the measured value.
+/// Nothing was tuned on this set; the floor sits a few points under the measured value. The
+/// corpus is embedded with MiniLM (the installed model), as `uag ingest` does.
 #[test]
 fn held_out_answers_keep_their_key_facts_and_invent_nothing() {
     let faq = std::path::Path::new("/usr/share/doc/debian/FAQ");
@@ -212,7 +213,8 @@ fn held_out_answers_keep_their_key_facts_and_invent_nothing() {
     let questions = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/eval/faq-heldout.jsonl");
     let run = uag()
         .env("UAG__STORAGE__DATA_DIR", state.path())
-        .args(["eval", "answers", "--mode", "extractive", "--json", "--min-recall", "0.35", "--max-unsupported", "0.02"])
+        .env("UAG__MODELS__DIR", common::models_dir())
+        .args(["eval", "answers", "--mode", "extractive", "--json", "--min-recall", "0.45", "--max-unsupported", "0.02"])
         .args(["--questions", questions, "--out"])
         .arg(&out)
         .arg("--corpus")
@@ -223,9 +225,50 @@ fn held_out_answers_keep_their_key_facts_and_invent_nothing() {
     assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
     let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(summary["all"]["questions"], 58, "{summary}");
-    assert!(summary["all"]["key_fact_recall"].as_f64().unwrap() >= 0.35, "{summary}");
+    // Passages ranked by meaning too (measured 0.493 with MiniLM, 0.404 without).
+    assert_eq!(summary["embedding_model"], "all-minilm-l6-v2", "{summary}");
+    assert!(summary["all"]["key_fact_recall"].as_f64().unwrap() >= 0.45, "{summary}");
     // Every answer was written and scored.
     let lines = std::fs::read_to_string(&out).unwrap();
     assert_eq!(lines.lines().count(), 58);
     assert!(lines.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["answer"].as_str().is_some_and(|a| !a.is_empty())));
+}
+
+/// `uag ingest` embeds the chunks with the installed MiniLM (through the model runtime, as the
+/// server does), keeps the vectors, and `uag ask` then finds a document that shares no word
+/// with the question.
+#[test]
+fn ingest_embeds_chunks_and_ask_finds_a_paraphrase() {
+    let state = tempfile::tempdir().unwrap();
+    let docs = state.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(docs.join("reboot.md"), "# Shutting down\n\nTo reboot the machine, run `systemctl reboot` as root.\n").unwrap();
+    std::fs::write(docs.join("cats.md"), "# Pets\n\nCats sleep most of the day in a warm place near the window.\n").unwrap();
+    std::fs::write(docs.join("printers.md"), "# Printing\n\nCUPS manages the printers; add a queue with lpadmin.\n").unwrap();
+    let run = |args: &[&str]| {
+        let out = uag()
+            .env("UAG__STORAGE__DATA_DIR", state.path().join("data"))
+            .env("UAG__MODELS__DIR", common::models_dir())
+            .args(args)
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+        assert!(out.status.success(), "{args:?}: {stdout}\n{stderr}");
+        (stdout, stderr)
+    };
+    let docs_arg = docs.to_str().unwrap();
+    let (_, stderr) = run(&["ingest", docs_arg]);
+    assert!(stderr.contains("embedded 3 chunks"), "{stderr}");
+    let (stats, _) = run(&["kg", "stats"]);
+    assert!(
+        stats.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["embedded", "chunks", "3", "(all-minilm-l6-v2)"]),
+        "{stats}"
+    );
+    let (json, _) = run(&["ask", "--json", "--mode", "dense", "How can I restart my computer?"]);
+    let answer: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(answer["passages"][0]["document"].as_str().unwrap().ends_with("reboot.md"), "{answer}");
+    assert_eq!(answer["passages"][0]["dense_rank"], 1, "{answer}");
+    // Stored: an unchanged re-ingest embeds nothing.
+    let (stdout, stderr) = run(&["ingest", docs_arg]);
+    assert!(stdout.contains("0 added, 0 replaced, 3 unchanged") && !stderr.contains("embedded"), "{stdout}\n{stderr}");
 }

@@ -228,6 +228,10 @@ pub struct GraphRagConfig {
     /// docs/EVALUATION.md) or `llm` (the installed local LLM writes from those sentences, and
     /// each of its sentences is verified against them before it is sent).
     pub answers: AnswerWriter,
+    /// Rank passages by meaning too: every chunk is embedded with the installed embedding
+    /// model (MiniLM) at ingest, and the question's nearest chunks are fused with BM25 and
+    /// the graph. Without an embedding model, or `false`, BM25 and the graph rank alone.
+    pub dense: bool,
 }
 
 /// See [`GraphRagConfig::answers`].
@@ -246,6 +250,7 @@ impl Default for GraphRagConfig {
             top_k: 5,
             max_document_bytes: 20 * 1024 * 1024,
             answers: AnswerWriter::default(),
+            dense: true,
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod cache;
 pub mod circuit;
 pub mod codec;
 pub mod config;
+pub mod embedder;
 pub mod error;
 pub mod http;
 pub mod memo;

@@ -541,6 +541,7 @@ mod grounded_tests {
                 score: 1.0 / (i as f32 + 1.0),
                 bm25_rank: Some(i + 1),
                 graph_rank: None,
+                dense_rank: None,
             })
             .collect();
         Retrieval { passages, seeds: Vec::new(), expanded: 0, broad: false, snapshot: Arc::new(Snapshot::default()), collections: None }

@@ -23,6 +23,8 @@ pub enum EngineError {
     Storage(String),
     #[error("search index error: {0}")]
     Index(String),
+    #[error("embedding failed: {0}")]
+    Embedding(String),
     #[error("corrupt record `{key}`: {reason}")]
     Corrupt { key: String, reason: String },
 }

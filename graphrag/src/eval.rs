@@ -1,4 +1,4 @@
-//! Retrieval evaluation: recall@1/5/10 and MRR of each retrieval mode over a question set.
+//! Retrieval evaluation: recall@1/5/10, full recall@5 and MRR of each retrieval mode over a question set.
 //!
 //! An expected source is `FILE#N.N.N`: a passage matches when its document's file name is
 //! `FILE` and one of its headings starts with the section number `N.N.N` (followed by `.` or
@@ -21,6 +21,9 @@ pub struct Metrics {
     pub recall_at_1: f64,
     pub recall_at_5: f64,
     pub recall_at_10: f64,
+    /// Share of questions with every expected passage in the top 5 (what a multi-hop answer
+    /// needs).
+    pub full_at_5: f64,
     pub mrr: f64,
 }
 
@@ -57,6 +60,7 @@ struct Acc {
     r1: f64,
     r5: f64,
     r10: f64,
+    full5: f64,
     rr: f64,
 }
 
@@ -71,6 +75,9 @@ impl Acc {
         self.r1 += recall(1);
         self.r5 += recall(5);
         self.r10 += recall(10);
+        if recall(5) >= 1.0 {
+            self.full5 += 1.0;
+        }
         if let Some(pos) = ranked.iter().position(|p| expected.iter().any(|e| matches(e, p))) {
             self.rr += 1.0 / (pos as f64 + 1.0);
         }
@@ -78,14 +85,27 @@ impl Acc {
 
     fn metrics(&self) -> Metrics {
         let n = self.n.max(1) as f64;
-        Metrics { questions: self.n, recall_at_1: self.r1 / n, recall_at_5: self.r5 / n, recall_at_10: self.r10 / n, mrr: self.rr / n }
+        Metrics {
+            questions: self.n,
+            recall_at_1: self.r1 / n,
+            recall_at_5: self.r5 / n,
+            recall_at_10: self.r10 / n,
+            full_at_5: self.full5 / n,
+            mrr: self.rr / n,
+        }
     }
 }
 
-/// Runs every question in every mode on the same index.
+/// Runs every question in every mode on the same index (dense only when the engine has an
+/// embedder).
 pub fn evaluate(engine: &Engine, questions: &[EvalQuestion]) -> Result<Vec<ModeReport>> {
     let mut reports = Vec::new();
-    for mode in [RetrievalMode::Bm25, RetrievalMode::Graph, RetrievalMode::Fused] {
+    let mut modes = vec![RetrievalMode::Bm25, RetrievalMode::Graph];
+    if engine.stats().embedding_model.is_some() {
+        modes.push(RetrievalMode::Dense);
+    }
+    modes.push(RetrievalMode::Fused);
+    for mode in modes {
         let (mut all, mut single, mut multi) = (Acc::default(), Acc::default(), Acc::default());
         let options = QueryOptions { top_k: 10, mode, collections: None };
         for q in questions {

@@ -1,6 +1,8 @@
 //! Durable storage in sled, the source of truth. One tree, key prefixes:
 //! `doc/<id>` document record, `chunk/<id:016x>` chunk, `graph/<doc id>` the document's
-//! knowledge-graph contribution, `meta/generation` a counter bumped by every change.
+//! knowledge-graph contribution, `vec/<chunk id:016x>` the chunk's embedding (tagged with the
+//! model and passage recipe that made it), `meta/generation` a counter bumped by every document change.
+//! Vectors are derived data: writing them does not bump the generation.
 //! A document's records change in one atomic batch, and a change is acknowledged only after
 //! `flush` returned: after a crash, a document is either whole or absent.
 
@@ -38,6 +40,9 @@ pub struct ChunkRecord {
     pub code_terms: Vec<String>,
 }
 
+/// A chunk's id and its embedding.
+pub type ChunkVector = (u64, Vec<f32>);
+
 const GENERATION: &[u8] = b"meta/generation";
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
@@ -46,6 +51,9 @@ fn doc_key(id: &str) -> Vec<u8> {
 }
 fn chunk_key(id: u64) -> Vec<u8> {
     format!("chunk/{id:016x}").into_bytes()
+}
+fn vector_key(id: u64) -> Vec<u8> {
+    format!("vec/{id:016x}").into_bytes()
 }
 fn graph_key(doc_id: &str) -> Vec<u8> {
     format!("graph/{doc_id}").into_bytes()
@@ -127,6 +135,47 @@ impl Store {
         Ok(ids)
     }
 
+    /// The stored vectors tagged `tag` (model and passage recipe: those of other models are
+    /// not comparable and are left for [`Store::put_vectors`] to overwrite), and how many stored ones belong to no chunk
+    /// any more (removed here: a document deleted while its vectors were computed).
+    pub fn load_vectors(&self, tag: &str, live: &dyn Fn(u64) -> bool) -> Result<(Vec<ChunkVector>, usize)> {
+        let mut out = Vec::new();
+        let mut orphans = sled::Batch::default();
+        let mut removed = 0;
+        for item in self.db.scan_prefix(b"vec/") {
+            let (k, v) = item?;
+            let id = std::str::from_utf8(&k[b"vec/".len()..]).ok().and_then(|h| u64::from_str_radix(h, 16).ok());
+            let Some(id) = id.filter(|id| live(*id)) else {
+                orphans.remove(k);
+                removed += 1;
+                continue;
+            };
+            match crate::dense::decode_vector(&v) {
+                Some((t, vector)) if t == tag => out.push((id, vector)),
+                Some(_) => {}
+                None => {
+                    orphans.remove(k);
+                    removed += 1;
+                }
+            }
+        }
+        if removed > 0 {
+            self.db.apply_batch(orphans)?;
+        }
+        Ok((out, removed))
+    }
+
+    /// Stores chunk vectors tagged `tag`, durably.
+    pub fn put_vectors(&self, tag: &str, vectors: &[ChunkVector]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for (id, vector) in vectors {
+            batch.insert(vector_key(*id), crate::dense::encode_vector(tag, vector));
+        }
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
     /// Replaces `replaced` (if any) by the new document, atomically and durably. Returns the
     /// new generation.
     pub fn put(&self, doc: &DocRecord, chunks: &[ChunkRecord], graph: &DocGraph, replaced: Option<&DocRecord>) -> Result<u64> {
@@ -134,6 +183,7 @@ impl Store {
         if let Some(old) = replaced {
             for id in &old.chunk_ids {
                 batch.remove(chunk_key(*id));
+                batch.remove(vector_key(*id));
             }
         }
         for chunk in chunks {
@@ -148,6 +198,7 @@ impl Store {
         let mut batch = sled::Batch::default();
         for id in &doc.chunk_ids {
             batch.remove(chunk_key(*id));
+            batch.remove(vector_key(*id));
         }
         batch.remove(graph_key(&doc.id));
         batch.remove(doc_key(&doc.id));

@@ -216,3 +216,92 @@ fn a_broad_question_keeps_to_the_callers_collections() {
     }
     assert!(answer.citations.iter().all(|c| c.document == "alpha.md"), "{:?}", answer.citations);
 }
+
+/// all-MiniLM-L6-v2 from the model directory `scripts/fetch-models.sh` fills (`UAG_MODELS_DIR`
+/// overrides), in this process.
+struct MiniLm {
+    id: &'static str,
+    embedder: uag_models::embed::Embedder,
+}
+
+impl uag_graphrag::dense::TextEmbedder for MiniLm {
+    fn model(&self) -> &str {
+        self.id
+    }
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+        self.embedder.embed(texts).map_err(|e| e.to_string())
+    }
+}
+
+fn minilm(id: &'static str) -> Arc<MiniLm> {
+    let models = std::env::var_os("UAG_MODELS_DIR").filter(|d| !d.is_empty()).map(PathBuf::from).unwrap_or_else(|| {
+        let state = std::env::var_os("XDG_STATE_HOME")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".local/state"));
+        state.join("uag/models")
+    });
+    let dir = models.join("all-minilm-l6-v2");
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "MiniLM is not installed in {}: run `scripts/fetch-models.sh all-minilm-l6-v2`",
+        dir.display()
+    );
+    Arc::new(MiniLm { id, embedder: uag_models::embed::Embedder::load(&dir).unwrap() })
+}
+
+fn sources(engine: &Engine, question: &str, mode: uag_graphrag::RetrievalMode, collections: Option<Vec<String>>) -> Vec<String> {
+    let options = QueryOptions { top_k: 3, mode, collections };
+    let retrieval = engine.retrieve(question, &options, &mut |_| {}).unwrap();
+    retrieval.passages.iter().map(|p| p.document.clone()).collect()
+}
+
+#[test]
+fn dense_retrieval_finds_a_paraphrase_and_its_vectors_follow_the_documents() {
+    use uag_graphrag::RetrievalMode::{Bm25, Dense, Fused};
+    let dir = tempfile::tempdir().unwrap();
+    let docs = [
+        ("reboot.md", "# Shutting down\n\nTo reboot the machine, run `systemctl reboot` as root.\n"),
+        ("cats.md", "# Pets\n\nCats sleep most of the day in a warm place near the window.\n"),
+        ("printers.md", "# Printing\n\nCUPS manages the printers; add a queue with lpadmin.\n"),
+    ];
+    let question = "How can I restart my computer?";
+    {
+        let engine = Engine::open(dir.path()).unwrap();
+        let mut batch = engine.begin();
+        for (name, text) in docs {
+            batch.add(&NewDocument { name, bytes: text.as_bytes(), format: Format::Markdown, collection: "manuals" }).unwrap();
+        }
+        batch.finish().unwrap();
+        // No word of the question is in the right document: BM25 cannot find it.
+        assert!(sources(&engine, question, Bm25, None).first().is_none_or(|d| d != "reboot.md"));
+        assert_eq!(engine.set_embedder(minilm("all-minilm-l6-v2")).unwrap(), 0);
+        assert_eq!(engine.missing_vectors(), 3);
+        assert_eq!(engine.embed_missing(&mut |_, _| {}).unwrap(), 3);
+        assert_eq!(engine.missing_vectors(), 0);
+        assert_eq!(sources(&engine, question, Dense, None).first().map(String::as_str), Some("reboot.md"));
+        assert_eq!(sources(&engine, question, Fused, None).first().map(String::as_str), Some("reboot.md"));
+        // Dense ranking keeps to the caller's collections too.
+        assert!(sources(&engine, question, Dense, Some(vec!["other".into()])).is_empty());
+        let stats = engine.stats();
+        assert_eq!((stats.embedded_chunks, stats.embedding_model.as_deref()), (3, Some("all-minilm-l6-v2")));
+    }
+    {
+        // The vectors are stored: a restart embeds nothing again.
+        let engine = Engine::open(dir.path()).unwrap();
+        assert_eq!(engine.set_embedder(minilm("all-minilm-l6-v2")).unwrap(), 3);
+        assert_eq!(engine.missing_vectors(), 0);
+        let id = uag_graphrag::engine::document_id("reboot.md");
+        engine.delete(&id).unwrap();
+        assert!(!sources(&engine, question, Dense, None).contains(&"reboot.md".to_owned()));
+        // A replaced document's chunks need new vectors; the old ones go with the old chunks.
+        let text = "# Pets\n\nDogs need a walk twice a day.\n";
+        engine.ingest(&NewDocument { name: "cats.md", bytes: text.as_bytes(), format: Format::Markdown, collection: "manuals" }).unwrap();
+        assert_eq!(engine.missing_vectors(), 1);
+        assert_eq!(engine.embed_missing(&mut |_, _| {}).unwrap(), 1);
+    }
+    // Vectors of another model are not comparable: a model change embeds everything again.
+    let engine = Engine::open(dir.path()).unwrap();
+    assert_eq!(engine.set_embedder(minilm("another-model")).unwrap(), 0);
+    assert_eq!(engine.missing_vectors(), engine.stats().chunks);
+}

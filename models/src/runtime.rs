@@ -182,6 +182,17 @@ impl<S: Send + 'static> Worker<S> {
         }))?;
         rx.await.map_err(|_| ModelError::Unavailable(self.kind.as_str()))?
     }
+
+    /// As [`Worker::call`], waiting on this thread: for callers off the async runtime (the
+    /// knowledge base's retrieval and ingest run on the blocking pool). Never call it on a
+    /// tokio worker thread.
+    fn call_blocking<R: Send + 'static>(&self, f: impl FnOnce(&mut S) -> Result<R> + Send + 'static) -> Result<R> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Box::new(move |state| {
+            let _ = tx.send(f(state));
+        }))?;
+        rx.blocking_recv().map_err(|_| ModelError::Unavailable(self.kind.as_str()))?
+    }
 }
 
 /// Loaded models of one kind, keyed by manifest id, loaded on first use.
@@ -401,6 +412,17 @@ impl ModelRuntimes {
                 Ok(Embeddings { model: entry.id.clone(), vectors, tokens })
             })
             .await
+    }
+
+    /// As [`Self::embed`], from a thread that may block (never a tokio worker thread).
+    pub fn embed_blocking(&self, model: &ModelEntry, texts: Vec<String>) -> Result<Embeddings> {
+        let entry = model.clone();
+        self.embed.call_blocking(move |s| {
+            let embedder = s.get(&entry, load_embedder)?;
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let (vectors, tokens) = embedder.embed_counting(&refs)?;
+            Ok(Embeddings { model: entry.id.clone(), vectors, tokens })
+        })
     }
 
     /// Streams a chat completion: text pieces, then `Done` (or `Error`). Dropping the receiver

@@ -158,7 +158,14 @@ async fn upload(
         )));
     }
     let shown = name.clone();
-    let outcome = blocking(move || engine.ingest(&NewDocument { name: &name, bytes: &bytes, format, collection: &collection })).await?;
+    let outcome = {
+        let engine = Arc::clone(&engine);
+        blocking(move || engine.ingest(&NewDocument { name: &name, bytes: &bytes, format, collection: &collection })).await?
+    };
+    if !matches!(outcome, IngestOutcome::Unchanged { .. }) {
+        // Found by BM25 and the graph at once; by meaning as soon as its chunks are embedded.
+        tokio::task::spawn_blocking(move || embed_missing(&engine));
+    }
     let (status, id, chunks, code) = match outcome {
         IngestOutcome::Added { id, chunks } => ("added", id, Some(chunks), StatusCode::CREATED),
         IngestOutcome::Replaced { id, chunks } => ("replaced", id, Some(chunks), StatusCode::OK),
@@ -251,21 +258,45 @@ async fn entities(
     Ok(Json(json!({"object": "list", "data": data})))
 }
 
-/// Ingests `[graphrag] sample_kb` in the background when the knowledge base is empty, so a
-/// fresh appliance answers questions about its sample manual. Queries work meanwhile.
-pub fn ingest_sample_knowledge_base(state: &AppState) {
+/// Start-up work in the background, queries answered meanwhile: ingests `[graphrag]
+/// sample_kb` when the knowledge base is empty (so a fresh appliance answers questions about
+/// its sample manual), then embeds the chunks that have no vector of the embedding model yet
+/// (a knowledge base from before dense retrieval, or after the model changed).
+pub fn prepare_knowledge_base(state: &AppState) {
     let Some(engine) = state.engine.clone() else { return };
     let dir = state.config.graphrag.sample_kb.clone();
-    if dir.as_os_str().is_empty() || !engine.is_empty() {
-        return;
-    }
-    if !dir.is_dir() {
+    let sample = !dir.as_os_str().is_empty() && engine.is_empty();
+    if sample && !dir.is_dir() {
         tracing::info!(path = %dir.display(), "no sample knowledge base here (install Debian's `debian-handbook` or set [graphrag] sample_kb)");
-        return;
     }
     tokio::task::spawn_blocking(move || {
+        if sample && dir.is_dir() {
+            ingest_sample(&engine, &dir);
+        }
+        embed_missing(&engine);
+    });
+}
+
+/// Embeds the chunks that have no vector yet (none when dense retrieval is off); a failure
+/// costs the dense signal for those chunks, nothing else.
+fn embed_missing(engine: &Engine) {
+    let missing = engine.missing_vectors();
+    if missing == 0 {
+        return;
+    }
+    let started = std::time::Instant::now();
+    tracing::info!(chunks = missing, "embedding chunks for dense retrieval");
+    match engine.embed_missing(&mut |_, _| {}) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(chunks = n, ms = started.elapsed().as_millis() as u64, "chunks embedded"),
+        Err(e) => tracing::warn!(error = %e, "chunks not embedded; they are found by BM25 and the graph only"),
+    }
+}
+
+fn ingest_sample(engine: &Engine, dir: &std::path::Path) {
+    {
         let started = std::time::Instant::now();
-        let walk = uag_graphrag::engine::walk(std::slice::from_ref(&dir));
+        let walk = uag_graphrag::engine::walk(&[dir.to_path_buf()]);
         let mut batch = engine.begin();
         let mut added = 0usize;
         for file in &walk.files {
@@ -280,5 +311,5 @@ pub fn ingest_sample_knowledge_base(state: &AppState) {
             }
             Err(e) => tracing::error!(error = %e, "sample knowledge base ingest failed"),
         }
-    });
+    }
 }

@@ -48,7 +48,7 @@ use crate::registry::{Registry, RegistryError};
 
 use crate::ratelimit::RateLimiter;
 use crate::routing::FallbackRouter;
-pub use documents::ingest_sample_knowledge_base;
+pub use documents::prepare_knowledge_base;
 use uag_models::runtime::ModelRuntimes;
 
 /// Why the application could not be assembled.
@@ -122,6 +122,7 @@ impl AppState {
         let engine = Arc::new(uag_graphrag::Engine::open(&config.graphrag_dir())?);
         let manifest = uag_models::manifest::Manifest::embedded()?;
         let models = ModelRuntimes::start(manifest, config.model_runtime_config())?;
+        crate::embedder::attach(&engine, &models, config.graphrag.dense);
         let registry = Registry::from_config(&config, Some(Arc::clone(&engine)), Some(Arc::clone(&models)))?;
         let mut state = Self::inner_with_registry(config, registry, Some(engine));
         // Opened once (sled takes a lock); `with_registry` logged why when it could not.
