@@ -293,13 +293,15 @@ async fn answer_one(provider: &LocalProvider, engine: &Arc<Engine>, config: &Con
         let numbers = uag_graphrag::answer::cited_indices(sentence, usize::MAX);
         let Some(n) = numbers.first() else { continue };
         cited += 1;
-        let passage = sources
+        // A source is a section: when two chunks of it were retrieved, either may hold the
+        // sentence.
+        let Some(source) = sources.iter().find(|s| s.index == *n) else { continue };
+        let supported = retrieval
+            .passages
             .iter()
-            .find(|s| s.index == *n)
-            .and_then(|s| retrieval.passages.iter().find(|p| p.document == s.document && p.chunk.section.last() == s.section.as_ref()));
-        if let Some(p) = passage
-            && Evidence::new([p.chunk.text.as_str()], &q.question).check(sentence).is_none()
-        {
+            .filter(|p| p.document == source.document && p.chunk.section.last() == source.section.as_ref())
+            .any(|p| Evidence::new([p.chunk.text.as_str()], &q.question).check(sentence).is_none());
+        if supported {
             cited_right += 1;
         }
     }
