@@ -389,15 +389,42 @@ pub(crate) fn eval(config: &Config, command: EvalCommand) -> Result<(), CliError
     Ok(())
 }
 
-/// Moves `file` into `dir` (creating it), across filesystems if need be.
-fn move_into(file: &Path, dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let target = dir.join(file.file_name().unwrap_or_default());
+/// The name a file is uploaded (and cited) under: its path below the folder it was found in
+/// (`a/manual.md` and `b/manual.md` of an inbox are two documents), else its file name.
+fn upload_name(file: &Path, roots: &[PathBuf]) -> PathBuf {
+    roots
+        .iter()
+        .filter(|r| r.is_dir())
+        .find_map(|r| file.strip_prefix(r).ok())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(file.file_name().unwrap_or_default()))
+}
+
+/// Moves `file` to `dir`/`relative` (creating folders), across filesystems if need be, so
+/// two files of one name in different subfolders both survive.
+fn move_into(file: &Path, dir: &Path, relative: &Path) -> std::io::Result<()> {
+    let target = dir.join(relative);
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
     if std::fs::rename(file, &target).is_err() {
         std::fs::copy(file, &target)?;
         std::fs::remove_file(file)?;
     }
     Ok(())
+}
+
+/// Removes the empty folders below `root` (not `root`), deepest first; one that is not empty
+/// stays.
+fn remove_empty_subfolders(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else { return };
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_empty_subfolders(&path);
+            let _ = std::fs::remove_dir(&path);
+        }
+    }
 }
 
 /// `uag ingest --server URL`: multipart uploads to a running gateway.
@@ -416,14 +443,15 @@ fn upload(server: &str, args: &IngestArgs) -> Result<(), CliError> {
             if file.is_file() {
                 failed += 1;
                 eprintln!("failed {}: {why}", file.display());
-                move_into(file, &done.join("failed"))?;
+                move_into(file, &done.join("failed"), &upload_name(file, &args.paths))?;
             }
         }
     }
     for file in &walk.files {
+        let relative = upload_name(file, &args.paths);
         let outcome: Result<String, String> = runtime.block_on(async {
             let bytes = tokio::fs::read(file).await.map_err(|e| format!("cannot read: {e}"))?;
-            let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = relative.to_string_lossy().into_owned();
             let form = reqwest::multipart::Form::new()
                 .part("file", reqwest::multipart::Part::bytes(bytes).file_name(name))
                 .text("collection", args.collection.clone());
@@ -445,16 +473,22 @@ fn upload(server: &str, args: &IngestArgs) -> Result<(), CliError> {
             Ok(what) => {
                 println!("{what} {}", file.display());
                 if let Some(done) = &args.done_dir {
-                    move_into(file, done)?;
+                    move_into(file, done, &relative)?;
                 }
             }
             Err(why) => {
                 failed += 1;
                 eprintln!("failed {}: {why}", file.display());
                 if let Some(done) = &args.done_dir {
-                    move_into(file, &done.join("failed"))?;
+                    move_into(file, &done.join("failed"), &relative)?;
                 }
             }
+        }
+    }
+    // A watched inbox must end empty, or its path unit fires again: drop emptied subfolders.
+    if args.done_dir.is_some() {
+        for root in args.paths.iter().filter(|p| p.is_dir()) {
+            remove_empty_subfolders(root);
         }
     }
     if failed == 0 { Ok(()) } else { Err(CliError::Usage(format!("{failed} files could not be uploaded (see above)"))) }

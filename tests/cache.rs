@@ -471,3 +471,39 @@ async fn redis_down_serves_the_request_without_the_cache_and_counts_it() {
     assert!(metric(&gw, "uag_cache_backend_errors_total{backend=\"redis\"}").await >= 3.0);
     assert!(metric(&gw, &cache_metric("exact", "error")).await >= 3.0);
 }
+
+/// A request narrowed to some collections (`metadata.collections`) is another question: it is
+/// never served the answer stored for the whole knowledge base, and a repeat of it is a hit of
+/// its own.
+#[tokio::test]
+async fn a_narrowed_request_is_never_served_the_whole_knowledge_bases_answer() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::with_mock(&mock, "[cache]\n").await;
+    for (name, collection, text) in [
+        ("alpha.md", "alpha", "# Lyra kiosk maintenance\n\nThe Lyra kiosk maintenance window is every Monday at 02:00."),
+        ("beta.md", "beta", "# Payment terminal\n\nDuring the Lyra kiosk maintenance window the payment terminal is recalibrated."),
+    ] {
+        let r = client()
+            .post(gw.url(&format!("/v1/documents?name={name}&collection={collection}")))
+            .header("content-type", "text/markdown")
+            .body(text)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+    }
+    let whole = json!({"model": "local", "input": "When is the Lyra kiosk maintenance window?"});
+    let narrowed = json!({"model": "local", "input": "When is the Lyra kiosk maintenance window?", "metadata": {"collections": ["beta"]}});
+    let documents = |body: &Value| -> Vec<String> {
+        body["sources"].as_array().map(|a| a.iter().map(|s| s["document"].as_str().unwrap().to_owned()).collect()).unwrap_or_default()
+    };
+    let (cache, first) = infer(&gw, &whole).await;
+    assert_eq!(cache, "miss");
+    assert!(documents(&first).contains(&"alpha.md".to_owned()), "{first}");
+    writes_settled(&gw).await;
+    let (cache, narrow) = infer(&gw, &narrowed).await;
+    assert_eq!(cache, "miss", "the narrowed request was served the whole knowledge base's answer: {narrow}");
+    assert!(documents(&narrow).iter().all(|d| d == "beta.md"), "{narrow}");
+    writes_settled(&gw).await;
+    assert_eq!(infer(&gw, &narrowed).await.0, "hit");
+}

@@ -122,7 +122,10 @@ fn sigkill_at_random_points_never_leaves_a_partial_document() {
         let engine = Engine::open(&data.join("graphrag")).expect("the store reopens after SIGKILL");
         let snapshot = engine.snapshot();
         for path in &acknowledged {
-            let doc = snapshot.docs.get(&document_id(path)).unwrap_or_else(|| panic!("round {round}: acknowledged {path} is missing"));
+            let doc = snapshot
+                .docs
+                .get(&document_id(uag_graphrag::engine::DEFAULT_COLLECTION, path))
+                .unwrap_or_else(|| panic!("round {round}: acknowledged {path} is missing"));
             // Acknowledged this round: the stored text is this round's when the file changed now.
             if let Some(revision) = current.get(path) {
                 let first = snapshot.chunks.get(&doc.chunk_ids[0]).unwrap();

@@ -182,6 +182,11 @@ async fn ingest_through_the_server_empties_the_inbox() {
     std::fs::write(inbox.join("pi-setup.md"), kb_file("pi-setup.md")).unwrap();
     std::fs::write(inbox.join("empty.html"), "<html><body></body></html>").unwrap();
     std::fs::write(inbox.join("scan.pdf"), "%PDF-1.4").unwrap();
+    // One name in two subfolders: two documents, and both files survive in the done folder.
+    for (folder, text) in [("a", "The Alpha Pump needs 48 V."), ("b", "The Beta Fan needs 12 V.")] {
+        std::fs::create_dir_all(inbox.join(folder)).unwrap();
+        std::fs::write(inbox.join(folder).join("manual.md"), format!("# Manual\n\n{text}\n")).unwrap();
+    }
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_uag"))
         .args(["ingest", "--server", &gw.url(""), "--done-dir"])
         .arg(&done)
@@ -199,6 +204,9 @@ async fn ingest_through_the_server_empties_the_inbox() {
     assert_eq!(std::fs::read_dir(&inbox).unwrap().count(), 0, "the inbox is empty");
     assert!(done.join("kioskd.md").exists() && done.join("pi-setup.md").exists());
     assert!(done.join("failed/empty.html").exists() && done.join("failed/scan.pdf").exists());
+    assert!(done.join("a/manual.md").exists() && done.join("b/manual.md").exists());
     let (_, list) = gw.get_json("/v1/documents").await;
-    assert_eq!(list["data"].as_array().unwrap().len(), 2);
+    let mut names: Vec<&str> = list["data"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["a/manual.md", "b/manual.md", "kioskd.md", "pi-setup.md"], "{list}");
 }

@@ -40,6 +40,12 @@ allow if {
     "alpha-editor" in input.identity.roles
 }
 
+# Listeners may use the local speech models (and the voice socket).
+allow if {
+    input.kind == "audio"
+    "listener" in input.identity.roles
+}
+
 # Any known role may list the documents (of its collections).
 allow if {
     input.kind == "documents"
@@ -421,6 +427,27 @@ async fn retrieval_only_sees_allowed_collections() {
     assert_eq!(status, 200, "{body}");
     let docs: Vec<&str> = body["uag"]["sources"].as_array().unwrap().iter().map(|s| s["document"].as_str().unwrap()).collect();
     assert!(docs.contains(&"alpha.md") && !docs.contains(&"beta.md"), "{docs:?}");
+
+    // An upload to alpha under the name of beta's document is another document (ids are per
+    // collection): `upload` asserts 201 added, not 200 replaced, so the reply does not reveal that
+    // beta holds that name, and beta's document stays whole.
+    upload(
+        &gw,
+        &editor,
+        "beta.md",
+        "alpha",
+        "# Editors' copy
+
+A note of the alpha editors.",
+    )
+    .await;
+    let r = client().get(gw.url("/v1/documents")).bearer_auth(&admin).send().await.unwrap();
+    let all: Value = r.json().await.unwrap();
+    let beta_doc = all["data"].as_array().unwrap().iter().find(|d| d["id"] == beta_id.as_str()).expect("beta's document survives");
+    assert_eq!(beta_doc["collection"], "beta", "{all}");
+    assert_eq!(all["data"].as_array().unwrap().iter().filter(|d| d["name"] == "beta.md").count(), 2, "{all}");
+    let sources = cited(&gw, &beta, json!({})).await;
+    assert!(sources.contains(&"beta.md".into()), "{sources:?}");
 }
 
 #[tokio::test]
@@ -564,8 +591,10 @@ fn example_config(root: &Path) -> uag_gateway::policy::PolicyConfig {
     .unwrap()
 }
 
-/// The voice assistant asks the policy for each turn: a caller without a provider gets an
-/// `error` event with `policy_denied` after the transcript, and the session lives on.
+/// The voice socket is decided as `audio` at the upgrade: a caller the policy denies audio is
+/// refused (403 `policy_denied`) before anything is transcribed. A caller allowed audio but no
+/// provider gets each turn decided as inference: an `error` event with `policy_denied` after
+/// the transcript, and the session lives on.
 #[tokio::test]
 async fn voice_turns_are_authorized() {
     let models = common::models_toml(&["whisper-tiny.en", "piper-en_US-joe-medium", "onnxruntime"]);
@@ -581,7 +610,18 @@ async fn voice_turns_are_authorized() {
     assert_eq!(r.status(), 200);
     let pcm = r.bytes().await.unwrap().to_vec();
 
-    let url = format!("ws://{}/v1/voice?access_token={}", gw.addr, token("eve", &["guest"]));
+    // Denied audio: no socket, so no transcript.
+    let url = format!("ws://{}/v1/voice?access_token={}", gw.addr, token("mallory", &["guest"]));
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403);
+            let body: Value = serde_json::from_slice(response.body().as_deref().unwrap_or_default()).unwrap();
+            assert_eq!(body["error"]["code"], "policy_denied", "{body}");
+        }
+        other => panic!("a caller denied audio reached the voice socket: {:?}", other.map(|(_, r)| r.status())),
+    }
+
+    let url = format!("ws://{}/v1/voice?access_token={}", gw.addr, token("eve", &["listener"]));
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     let start = json!({"type": "start", "sample_rate": 22050, "encoding": "pcm_s16le", "speak": false});
     ws.send(Message::Text(start.to_string().into())).await.unwrap();

@@ -593,7 +593,9 @@ fn log_decision(
 fn route_kind(route: &str) -> Option<&'static str> {
     if route.starts_with("/v1/documents") || route.starts_with("/v1/graph") {
         Some("documents")
-    } else if route.starts_with("/v1/audio") {
+    } else if route.starts_with("/v1/audio") || route == "/v1/voice" {
+        // The voice socket transcribes and speaks: decided as audio at the upgrade, before
+        // whisper hears anything; each of its turns is then decided as inference.
         Some("audio")
     } else if route == "/v1/embeddings" {
         Some("embeddings")

@@ -173,9 +173,11 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Stable id of a document: from its name, so re-ingesting the same file replaces it.
-pub fn document_id(name: &str) -> String {
-    hex(&Sha256::digest(name.as_bytes())[..8])
+/// Stable id of a document: from its collection and name, so re-ingesting the same file into
+/// the same collection replaces it, and the same name in another collection is another
+/// document (an upload to one collection can neither replace nor reveal a document of another).
+pub fn document_id(collection: &str, name: &str) -> String {
+    hex(&Sha256::new().chain_update(collection).chain_update([0u8]).chain_update(name).finalize()[..8])
 }
 
 fn chunk_id(doc_id: &str, ordinal: usize, text: &str) -> u64 {
@@ -385,7 +387,18 @@ impl Engine {
         let pool = (options.top_k * 6).max(30);
         // A visitor's "hi, quick question" is not what they are looking for.
         let query = crate::text::without_chatter(question);
-        let bm25 = if options.mode.uses_bm25() { self.index.search(&query, pool)? } else { Vec::new() };
+        // The caller's collections filter inside each ranking, before any top-k cut: chunks of
+        // other collections are never scored, so they cannot crowd the allowed ones out.
+        let allowed_docs: Option<Vec<&str>> = options
+            .collections
+            .as_ref()
+            .map(|list| snapshot.docs.values().filter(|d| list.contains(&d.collection)).map(|d| d.id.as_str()).collect());
+        let allowed = |chunk: &ChunkRecord| match &options.collections {
+            None => true,
+            Some(list) => snapshot.docs.get(&chunk.doc_id).is_some_and(|d| list.contains(&d.collection)),
+        };
+        let allowed_id = |id: u64| snapshot.chunks.get(&id).is_some_and(|c| allowed(c));
+        let bm25 = if options.mode.uses_bm25() { self.index.search(&query, pool, allowed_docs.as_deref())? } else { Vec::new() };
         let dense = if options.mode.uses_dense() { self.dense_search(&query, pool, options) } else { Vec::new() };
         let seeds = kg.link(&query);
         let seed_names: Vec<String> = seeds.iter().map(|(id, _)| kg.entities[*id as usize].name.clone()).collect();
@@ -394,13 +407,9 @@ impl Engine {
             (Vec::new(), 0)
         } else {
             let scores = kg.personalized_pagerank(&seeds, 0.2, 1e-5);
-            (kg.chunk_scores(&scores, pool), scores.len())
+            (kg.chunk_scores(&scores, pool, &allowed_id), scores.len())
         };
         progress(Progress { stage: "ranking", message: "Ranking passages".into() });
-        let allowed = |chunk: &ChunkRecord| match &options.collections {
-            None => true,
-            Some(list) => snapshot.docs.get(&chunk.doc_id).is_some_and(|d| list.contains(&d.collection)),
-        };
         // Reciprocal rank fusion: robust to the scores' different scales. The graph list
         // counts less than BM25: it is broader, and meant to add, not to replace.
         const RRF_K: f32 = 60.0;
@@ -432,6 +441,7 @@ impl Engine {
         let mut passages = Vec::with_capacity(options.top_k);
         for (id, (score, bm25_rank, graph_rank, dense_rank)) in ranked {
             let Some(chunk) = snapshot.chunks.get(&id) else { continue };
+            // Each list was filtered already; this keeps the invariant in one more place.
             if !allowed(chunk) {
                 continue;
             }
@@ -524,12 +534,19 @@ impl IngestBatch<'_> {
 
     /// Parses, chunks, extracts and stores one document; durable when this returns `Ok`.
     pub fn add(&mut self, new: &NewDocument<'_>) -> Result<IngestOutcome> {
-        let id = document_id(new.name);
+        let id = document_id(new.collection, new.name);
         // The parser's version is part of the hash: a document parsed by an older parser is
         // parsed again when it is ingested again, even with the same bytes.
         let content_hash = hex(&Sha256::new().chain_update(PARSER_VERSION).chain_update(new.bytes).finalize());
-        let previous = self.docs.get(&id).cloned();
-        if previous.as_ref().is_some_and(|p| p.content_hash == content_hash && p.collection == new.collection) {
+        // Knowledge bases from before ids per collection hold ids of the name alone: such a
+        // document (same name, same collection) is the one this replaces, and takes the new id.
+        let previous = self
+            .docs
+            .get(&id)
+            .cloned()
+            .or_else(|| self.docs.values().find(|d| d.source == new.name && d.collection == new.collection && d.id != id).cloned());
+        // Unchanged only under its current id: an old-style id is re-keyed even when unchanged.
+        if previous.as_ref().is_some_and(|p| p.id == id && p.content_hash == content_hash) {
             return Ok(IngestOutcome::Unchanged { id });
         }
         let parsed = parse(new.format, new.name, new.bytes)?;
@@ -560,6 +577,11 @@ impl IngestBatch<'_> {
             ingested_at: now(),
         };
         let generation = self.engine.store.put(&doc, &records, &graph, previous.as_ref())?;
+        if let Some(old) = previous.as_ref().filter(|p| p.id != id) {
+            tracing::info!(old = %old.id, new = %id, source = %old.source, "document re-keyed by collection");
+            self.engine.index.stage_delete(&old.id);
+            self.docs.remove(&old.id);
+        }
         self.engine.index.stage_document(&doc, &records)?;
         self.generation = Some(generation);
         if let Some(old) = &previous {

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use tantivy::collector::TopDocs;
 use tantivy::directory::MmapDirectory;
-use tantivy::query::{BooleanQuery, FuzzyTermQuery, Occur, Query, QueryParser};
+use tantivy::query::{BooleanQuery, FuzzyTermQuery, Occur, Query, QueryParser, TermSetQuery};
 use tantivy::schema::{Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value};
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term, doc};
 
@@ -136,8 +136,10 @@ impl ChunkIndex {
         self.reader.searcher().num_docs()
     }
 
-    /// BM25 top `limit` chunks for free text (query syntax errors are ignored, not fatal).
-    pub fn search(&self, text: &str, limit: usize) -> Result<Vec<(u64, f32)>> {
+    /// BM25 top `limit` chunks for free text (query syntax errors are ignored, not fatal),
+    /// among the chunks of `only_docs` when given: the filter is part of the query, so chunks
+    /// of other documents are never scored and cannot crowd the allowed ones out of the top.
+    pub fn search(&self, text: &str, limit: usize, only_docs: Option<&[&str]>) -> Result<Vec<(u64, f32)>> {
         // User text is not query syntax: keep words (and hyphens or dots inside them, which
         // become phrase queries: `apt-get`), drop operators (`-x` would exclude, `NOT` negate).
         let spaced: String = text.chars().map(|c| if c.is_alphanumeric() || c == '-' || c == '.' { c } else { ' ' }).collect();
@@ -148,6 +150,14 @@ impl ChunkIndex {
             .collect::<Vec<_>>()
             .join(" ");
         let (query, _errors) = self.parser.parse_query_lenient(&cleaned);
+        let query: Box<dyn Query> = match only_docs {
+            None => query,
+            // A constant-score clause: it filters without changing the BM25 order.
+            Some(ids) => {
+                let allowed = TermSetQuery::new(ids.iter().map(|id| Term::from_field_text(self.fields.doc_id, id)));
+                Box::new(BooleanQuery::new(vec![(Occur::Must, query), (Occur::Must, Box::new(allowed))]))
+            }
+        };
         let searcher = self.reader.searcher();
         let top = searcher.search(&query, &TopDocs::with_limit(limit.max(1)).order_by_score())?;
         let mut out = Vec::with_capacity(top.len());

@@ -355,7 +355,9 @@ impl KnowledgeGraph {
 
     /// Chunk scores from entity scores: a chunk earns the scores of the entities it mentions,
     /// damped by how many entities it mentions (long lists of names are not answers).
-    pub fn chunk_scores(&self, entity_scores: &HashMap<u32, f32>, limit: usize) -> Vec<(u64, f32)> {
+    /// Only chunks `keep` allows are scored (a caller's collections), so others cannot crowd
+    /// them out of the top `limit`.
+    pub fn chunk_scores(&self, entity_scores: &HashMap<u32, f32>, limit: usize, keep: &dyn Fn(u64) -> bool) -> Vec<(u64, f32)> {
         let mut ranked: Vec<(&u32, &f32)> = entity_scores.iter().collect();
         ranked.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0.cmp(b.0)));
         let mut chunks: HashMap<u64, f32> = HashMap::new();
@@ -363,7 +365,7 @@ impl KnowledgeGraph {
             let e = &self.entities[*id as usize];
             // Very common entities spread their score thin.
             let share = score * self.idf(*id);
-            for c in &e.chunks {
+            for c in e.chunks.iter().filter(|c| keep(**c)) {
                 *chunks.entry(*c).or_default() += share;
             }
         }
@@ -597,7 +599,7 @@ mod tests {
         assert!(scores.get(&control).copied().unwrap_or(0.0) > 0.0, "two hops, through another document");
         let samba = g.entity_id("samba").unwrap();
         assert_eq!(scores.get(&samba).copied().unwrap_or(0.0), 0.0, "not connected");
-        let chunks = g.chunk_scores(&scores, 10);
+        let chunks = g.chunk_scores(&scores, 10, &|_| true);
         assert!(chunks.iter().any(|(c, _)| *c == 3), "the second document's chunk is reached: {chunks:?}");
     }
 

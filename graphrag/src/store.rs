@@ -185,6 +185,11 @@ impl Store {
                 batch.remove(chunk_key(*id));
                 batch.remove(vector_key(*id));
             }
+            // A document re-keyed (ids per collection) leaves nothing under its old id.
+            if old.id != doc.id {
+                batch.remove(graph_key(&old.id));
+                batch.remove(doc_key(&old.id));
+            }
         }
         for chunk in chunks {
             batch.insert(chunk_key(chunk.id), encode(chunk)?);

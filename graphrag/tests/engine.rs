@@ -291,7 +291,7 @@ fn dense_retrieval_finds_a_paraphrase_and_its_vectors_follow_the_documents() {
         let engine = Engine::open(dir.path()).unwrap();
         assert_eq!(engine.set_embedder(minilm("all-minilm-l6-v2")).unwrap(), 3);
         assert_eq!(engine.missing_vectors(), 0);
-        let id = uag_graphrag::engine::document_id("reboot.md");
+        let id = uag_graphrag::engine::document_id("manuals", "reboot.md");
         engine.delete(&id).unwrap();
         assert!(!sources(&engine, question, Dense, None).contains(&"reboot.md".to_owned()));
         // A replaced document's chunks need new vectors; the old ones go with the old chunks.
@@ -304,4 +304,102 @@ fn dense_retrieval_finds_a_paraphrase_and_its_vectors_follow_the_documents() {
     let engine = Engine::open(dir.path()).unwrap();
     assert_eq!(engine.set_embedder(minilm("another-model")).unwrap(), 0);
     assert_eq!(engine.missing_vectors(), engine.stats().chunks);
+}
+
+#[test]
+fn the_same_name_in_another_collection_is_another_document_and_old_ids_are_rekeyed() {
+    use uag_graphrag::extract::{ExtractChunk, extract};
+    use uag_graphrag::store::{ChunkRecord, DocRecord, Store};
+    let dir = tempfile::tempdir().unwrap();
+    // A knowledge base from before ids per collection: the id came from the name alone.
+    {
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let text = "The Delta Pump needs a 48 V supply.";
+        let chunk = ChunkRecord {
+            id: 42,
+            doc_id: "0123456789abcdef".into(),
+            ordinal: 0,
+            section: vec!["Pump".into()],
+            text: text.into(),
+            code_terms: Vec::new(),
+        };
+        let graph = extract(&[ExtractChunk { id: 42, text, code_terms: &[] }]);
+        let doc = DocRecord {
+            id: "0123456789abcdef".into(),
+            source: "manual.md".into(),
+            title: "Pump".into(),
+            content_hash: "old".into(),
+            collection: "alpha".into(),
+            chunk_ids: vec![42],
+            bytes: text.len() as u64,
+            ingested_at: 0,
+        };
+        store.put(&doc, &[chunk], &graph, None).unwrap();
+    }
+    let engine = Engine::open(dir.path()).unwrap();
+    let (_, docs) = ask(&engine, "What supply does the Delta Pump need?");
+    assert_eq!(docs, ["manual.md"], "an old knowledge base keeps working");
+    let md = |text: &'static str, collection: &'static str| NewDocument {
+        name: "manual.md",
+        bytes: text.as_bytes(),
+        format: Format::Markdown,
+        collection,
+    };
+
+    // The same name in beta: a new document; alpha's is untouched.
+    let outcome = engine.ingest(&md("# Printer\n\nThe Orion Printer takes A4 paper.\n", "beta")).unwrap();
+    assert_eq!(outcome, IngestOutcome::Added { id: uag_graphrag::engine::document_id("beta", "manual.md"), chunks: 1 });
+    let s = engine.snapshot();
+    assert_eq!(s.docs.len(), 2);
+    assert_eq!(s.docs["0123456789abcdef"].collection, "alpha");
+    drop(s);
+
+    // The same name in alpha again: it replaces the old document and takes the new id, leaving
+    // nothing under the old one (record, graph, search index).
+    let outcome = engine.ingest(&md("# Pump\n\nThe Delta Pump now needs a 24 V supply.\n", "alpha")).unwrap();
+    let new_id = uag_graphrag::engine::document_id("alpha", "manual.md");
+    let beta_id = uag_graphrag::engine::document_id("beta", "manual.md");
+    assert_eq!(outcome, IngestOutcome::Replaced { id: new_id.clone(), chunks: 1 });
+    let check = |engine: &Engine| {
+        let s = engine.snapshot();
+        let mut ids: Vec<&str> = s.docs.keys().map(String::as_str).collect();
+        ids.sort_unstable();
+        let mut expected = vec![new_id.as_str(), beta_id.as_str()];
+        expected.sort_unstable();
+        assert_eq!(ids, expected);
+        assert!(s.chunks.values().all(|c| !c.text.contains("48 V")), "the old chunk is gone");
+        let mut graphs = engine.stored_graph_ids().unwrap();
+        graphs.sort_unstable();
+        assert_eq!(graphs, expected);
+        assert_eq!(engine.stats().indexed_chunks as usize, s.chunks.len());
+    };
+    check(&engine);
+    drop(engine);
+    check(&Engine::open(dir.path()).unwrap());
+}
+
+/// A caller limited to one collection still gets its passage when other collections hold many
+/// better matches: the filter is inside BM25 and the graph, not a cut after their top 30.
+#[test]
+fn a_restricted_caller_is_not_crowded_out_by_other_collections() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let names: Vec<String> = (0..40).map(|i| format!("big-{i}.md")).collect();
+    let texts: Vec<String> = (0..40)
+        .map(|i| format!("# Pump {i}\n\nThe Delta Pump maintenance interval is {i} weeks; the Delta Pump maintenance log lists every Delta Pump maintenance check.\n"))
+        .collect();
+    let mut batch = engine.begin();
+    for (name, text) in names.iter().zip(&texts) {
+        batch.add(&NewDocument { name, bytes: text.as_bytes(), format: Format::Markdown, collection: "big" }).unwrap();
+    }
+    let small = "# Hall B\n\nThe Delta Pump stands in hall B, next to the maintenance door.\n";
+    batch.add(&NewDocument { name: "small.md", bytes: small.as_bytes(), format: Format::Markdown, collection: "small" }).unwrap();
+    batch.finish().unwrap();
+    for mode in [uag_graphrag::RetrievalMode::Bm25, uag_graphrag::RetrievalMode::Fused] {
+        let options = QueryOptions { top_k: 5, mode, collections: Some(vec!["small".into()]) };
+        let retrieval = engine.retrieve("Delta Pump maintenance interval", &options, &mut |_| {}).unwrap();
+        let docs: Vec<&str> = retrieval.passages.iter().map(|p| p.document.as_str()).collect();
+        assert_eq!(docs, ["small.md"], "{mode:?}");
+        assert_eq!(retrieval.passages[0].bm25_rank, Some(1), "{mode:?}: BM25 ranked only the allowed chunks");
+    }
 }

@@ -23,8 +23,9 @@ use super::CacheScope;
 use crate::provider::Identity;
 use crate::types::{InferenceRequest, Params, Role};
 
-/// Bumped when the key material or the stored value changes shape, so old entries are never read.
-const KEY_VERSION: u8 = 1;
+/// Bumped when the key material or the stored value changes shape, so old entries are never read
+/// (2: the requested collections and language).
+const KEY_VERSION: u8 = 2;
 
 #[derive(Serialize)]
 struct KeyMaterial<'a> {
@@ -34,6 +35,11 @@ struct KeyMaterial<'a> {
     model: Option<&'a str>,
     messages: Vec<(Role, &'a str)>,
     params: Params,
+    /// `metadata.collections`, sorted: a request narrowed to some collections gets another
+    /// answer than one over all of them, and must never be served the other's.
+    collections: Vec<String>,
+    /// `metadata.language`: the voice pipeline asks for answers in the spoken language.
+    language: Option<&'a str>,
 }
 
 /// The keys of one request.
@@ -87,6 +93,13 @@ pub(crate) fn request_keys(req: &InferenceRequest, scope: &str, single_turn_only
         model: trimmed(req.model.as_deref()),
         messages,
         params,
+        collections: {
+            let mut c = crate::policy::requested_collections(req);
+            c.sort_unstable();
+            c.dedup();
+            c
+        },
+        language: req.metadata.get("language").and_then(|v| v.as_str()),
     };
     // Serialising plain strings, numbers and enums cannot fail; an empty string would still
     // hash to a key only this (impossible) case shares.
@@ -151,6 +164,10 @@ mod tests {
         let stops_a = request_keys(&req(r#"{"input":"q","params":{"stop":["a","b"]}}"#), "s", true);
         let stops_b = request_keys(&req(r#"{"input":"q","params":{"stop":["b","a"]}}"#), "s", true);
         assert_eq!(stops_a.exact, stops_b.exact);
+        // Collections are a set; other metadata (the cache switch, client tags) is not the answer's.
+        let ab = request_keys(&req(r#"{"input":"q","metadata":{"collections":["a","b"],"tag":1}}"#), "s", true);
+        let ba = request_keys(&req(r#"{"input":"q","metadata":{"collections":["b","a","a"]}}"#), "s", true);
+        assert_eq!(ab.exact, ba.exact);
         // No model and the `default` model are the same route.
         assert_eq!(request_keys(&req(r#"{"input":"q"}"#), "s", true), request_keys(&req(r#"{"input":"q","model":"default"}"#), "s", true));
     }
@@ -165,6 +182,10 @@ mod tests {
             (r#"{"input":"q","model":"m","params":{"temperature":0.5}}"#, "user:a"),
             (r#"{"input":"q","model":"m","params":{"seed":1}}"#, "user:a"),
             (r#"{"input":"Q","model":"m"}"#, "user:a"),
+            // A request narrowed to a collection, or asking for another language.
+            (r#"{"input":"q","model":"m","metadata":{"collections":["beta"]}}"#, "user:a"),
+            (r#"{"input":"q","model":"m","metadata":{"collections":"beta"}}"#, "user:a"),
+            (r#"{"input":"q","model":"m","metadata":{"language":"de"}}"#, "user:a"),
         ] {
             assert_ne!(request_keys(&req(json), scope, true).exact, base, "{json} in {scope}");
         }

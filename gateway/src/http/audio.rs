@@ -27,15 +27,14 @@ use uag_models::tts::TtsOptions;
 
 use super::AppState;
 use super::extract::JsonBody;
-use crate::config::ModelsConfig;
+use crate::config::Config;
 use crate::error::ApiError;
 
-pub fn routes(config: &ModelsConfig) -> Router<AppState> {
+pub fn routes(config: &Config) -> Router<AppState> {
     Router::new()
         .route(
             "/v1/audio/transcriptions",
-            // Room for the multipart framing around the largest accepted file.
-            post(transcriptions).layer(DefaultBodyLimit::max(config.max_audio_bytes.saturating_add(64 * 1024))),
+            post(transcriptions).layer(DefaultBodyLimit::max(super::body_limit(config, Some("/v1/audio/transcriptions")))),
         )
         .route("/v1/audio/speech", post(speech))
         .route("/v1/embeddings", post(embeddings))

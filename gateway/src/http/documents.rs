@@ -23,9 +23,9 @@ use super::AppState;
 use crate::error::ApiError;
 use crate::policy::AllowedCollections;
 
-pub fn routes(max_document_bytes: usize) -> Router<AppState> {
+pub fn routes(config: &crate::config::Config) -> Router<AppState> {
     Router::new()
-        .route("/v1/documents", get(list).post(upload).layer(DefaultBodyLimit::max(max_document_bytes)))
+        .route("/v1/documents", get(list).post(upload).layer(DefaultBodyLimit::max(super::body_limit(config, Some("/v1/documents")))))
         .route("/v1/documents/{id}", delete(remove))
         .route("/v1/graph/entities", get(entities))
 }
@@ -65,13 +65,22 @@ struct UploadQuery {
     collection: Option<String>,
 }
 
-/// A document name must be a plain file name: it becomes the citation and decides the id.
+/// A document name is a file name or a relative path (`a/manual.md`: the inbox uploads files
+/// of subfolders so): it becomes the citation and, with the collection, decides the id.
 fn checked_name(name: &str) -> Result<String, ApiError> {
-    let base = name.rsplit(['/', '\\']).next().unwrap_or_default().trim();
-    if base.is_empty() || base.len() > 200 || base.chars().any(char::is_control) {
+    let mut parts = Vec::new();
+    for part in name.split(['/', '\\']).map(str::trim) {
+        match part {
+            "" | "." => {}
+            ".." => return Err(ApiError::invalid_field("name", "a document name cannot climb out of its folder (`..`)")),
+            p => parts.push(p),
+        }
+    }
+    let joined = parts.join("/");
+    if parts.is_empty() || joined.len() > 200 || joined.chars().any(char::is_control) {
         return Err(ApiError::invalid_field("name", "give the document a file name such as `manual.md`"));
     }
-    Ok(base.to_owned())
+    Ok(joined)
 }
 
 fn checked_collection(c: Option<String>) -> Result<String, ApiError> {
@@ -311,5 +320,21 @@ fn ingest_sample(engine: &Engine, dir: &std::path::Path) {
             }
             Err(e) => tracing::error!(error = %e, "sample knowledge base ingest failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::checked_name;
+
+    #[test]
+    fn names_are_relative_paths_that_stay_in_their_folder() {
+        assert_eq!(checked_name("manual.md").unwrap(), "manual.md");
+        assert_eq!(checked_name("a/manual.md").unwrap(), "a/manual.md");
+        assert_eq!(checked_name("/srv/inbox/./b\\\\manual.md").unwrap(), "srv/inbox/b/manual.md");
+        assert!(checked_name("../etc/passwd.txt").is_err());
+        assert!(checked_name("a/../../x.md").is_err());
+        assert!(checked_name(" / ").is_err());
+        assert!(checked_name("bad\u{7}.md").is_err());
     }
 }

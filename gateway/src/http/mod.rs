@@ -193,6 +193,37 @@ impl AppState {
     }
 }
 
+/// The largest body `route` (a route template) accepts: documents and transcriptions take
+/// files, everything else JSON. The one place these limits are decided: the routes' own
+/// `DefaultBodyLimit` (while reading) and [`refuse_declared_oversize`] (before reading) use it.
+pub(crate) fn body_limit(config: &Config, route: Option<&str>) -> usize {
+    match route {
+        Some("/v1/documents") => config.graphrag.max_document_bytes,
+        // Room for the multipart framing around the largest accepted file.
+        Some("/v1/audio/transcriptions") => config.models.max_audio_bytes.saturating_add(64 * 1024),
+        _ => config.server.max_body_bytes,
+    }
+}
+
+/// A body whose declared length (`Content-Length`) is over the route's limit is refused at
+/// once, unread: waiting for a slow sender to trickle 64 MiB would hold the connection, and the
+/// answer would be the same 413.
+async fn refuse_declared_oversize(
+    State(state): State<AppState>,
+    request: Request<axum::body::Body>,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let declared = request.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    if let Some(declared) = declared {
+        let route = request.extensions().get::<axum::extract::MatchedPath>().map(axum::extract::MatchedPath::as_str);
+        let limit = body_limit(&state.config, route);
+        if declared > limit as u64 {
+            return ApiError::payload_too_large(limit).into_response();
+        }
+    }
+    next.run(request).await
+}
+
 /// The whole HTTP application, without a socket (tests drive it with `oneshot`).
 pub fn app(state: AppState) -> Router {
     let max_body = state.config.server.max_body_bytes;
@@ -207,10 +238,10 @@ pub fn app(state: AppState) -> Router {
             post(openai::chat_completions).layer(axum::middleware::from_fn_with_state(state.clone(), crate::cache::layer)),
         )
         .route("/v1/models", get(openai::models))
-        .merge(audio::routes(&state.config.models))
+        .merge(audio::routes(&state.config))
         .route("/v1/providers", get(discovery::providers))
         .route("/metrics", get(discovery::metrics))
-        .merge(documents::routes(state.config.graphrag.max_document_bytes))
+        .merge(documents::routes(&state.config))
         .merge(voice_routes(&state))
         // Route layers run after routing (the last added runs first): metrics see every answer,
         // authentication runs before rate limits so callers are limited by subject, not address.
@@ -218,6 +249,8 @@ pub fn app(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::policy::enforce))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::ratelimit::enforce))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::authenticate))
+        // First of all: a declared body over the route's limit is 413 before anything reads it.
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), refuse_declared_oversize))
         // The kiosk page is static and holds no data: it loads without credentials (its
         // WebSocket still authenticates, e.g. with `?access_token=`).
         .merge(kiosk_routes(&state))
