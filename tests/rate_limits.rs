@@ -137,3 +137,41 @@ async fn redis_down_fails_open_or_closed_as_configured() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(error_code(&body), "rate_limit_backend_unavailable");
 }
+
+/// Requests on one WebSocket are admitted one by one, as HTTP requests are (the upgrade counts
+/// as one): with 5 requests a minute, 12 requests on one `/v1/inference/stream` socket do not
+/// all run; the refused ones get an `error` event and never reach the provider.
+#[tokio::test]
+async fn websocket_requests_count_against_the_callers_limit() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::with_mock(&mock, "[rate_limits]\nuser_requests_per_minute = 5\n").await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(gw.ws_url()).await.unwrap();
+    let (mut done, mut limited) = (0, 0);
+    for i in 0..12 {
+        let request = json!({"type": "request", "request": {"id": format!("r{i}"), "model": "ollama/llama3.2", "input": "Hi"}});
+        ws.send(Message::Text(request.to_string().into())).await.unwrap();
+        loop {
+            let message = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next()).await.unwrap().unwrap().unwrap();
+            let Message::Text(text) = message else { continue };
+            let event: Value = serde_json::from_str(&text).unwrap();
+            match event["type"].as_str() {
+                Some("done") => {
+                    done += 1;
+                    break;
+                }
+                Some("error") => {
+                    assert_eq!(event["code"], "user_rate_limit_exceeded", "{event}");
+                    assert_eq!(event["id"], format!("r{i}"), "{event}");
+                    limited += 1;
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
+    assert_eq!((done, limited), (4, 8), "the upgrade took one of the 5");
+    assert_eq!(mock.calls("llama3.2"), 4);
+    assert_eq!(metric(&gw, "uag_rate_limit_rejections_total{scope=\"user\"}").await, 8.0);
+}

@@ -419,3 +419,21 @@ async fn one_frame_holding_a_whole_utterance_is_endpointed() {
     // 8 kHz is telephone quality for whisper tiny.en: the question is recognisable, not exact.
     assert!(heard.contains("kiosk"), "{heard}");
 }
+
+/// Each voice turn is one request for the caller's limits (the upgrade counts as one): with 3
+/// requests a minute, the third turn on one socket is refused with an `error` before anything
+/// runs, and the session lives on.
+#[tokio::test]
+async fn voice_turns_count_against_the_callers_limit() {
+    let (mock, gw) = gateway(&[], "\n[voice]\nmodel = \"openai/gpt-4o-mini\"\n\n[rate_limits]\nuser_requests_per_minute = 3\n").await;
+    let mut ws = connect(&gw).await;
+    for (turn, expected) in [(1, "answered"), (2, "answered"), (3, "error")] {
+        send(&mut ws, json!({"type": "text", "text": "What is the capital of France?", "speak": false})).await;
+        let items = until_done(&mut ws, turn).await;
+        assert_eq!(of_type(&items, "done")[0]["reason"], expected, "turn {turn}: {items:?}");
+        if expected == "error" {
+            assert_eq!(of_type(&items, "error")[0]["code"], "user_rate_limit_exceeded", "{items:?}");
+        }
+    }
+    assert_eq!(mock.calls("gpt-4o-mini"), 2);
+}

@@ -398,6 +398,16 @@ pub struct ProviderSlot {
 }
 
 impl RequestLimits {
+    /// Admits one more request of a connection admitted once (a request on a WebSocket, a
+    /// voice turn): the same token budget, caller and route limits as an HTTP request, so a
+    /// socket is not a way around them.
+    pub async fn admit(&self, route: &str) -> Result<(), RateLimitError> {
+        if self.limiter.exempt.contains(route) {
+            return Ok(());
+        }
+        self.limiter.admit(&self.caller, route).await.map(drop)
+    }
+
     /// Counts one request against `provider`'s limits; refusals look like an upstream 429,
     /// so the router falls back to the next target.
     pub async fn acquire_provider(&self, provider: &str) -> Result<ProviderSlot, ProviderError> {

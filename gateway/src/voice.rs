@@ -316,6 +316,15 @@ async fn answer(
     let state = &deps.state;
     let voice_config = &state.config.voice;
 
+    // 0. Each turn is one request for the caller's limits, refused before whisper runs.
+    if let Some(limits) = deps.caller.get::<crate::ratelimit::RequestLimits>()
+        && let Err(e) = limits.admit("/v1/voice").await
+    {
+        let api = ApiError::from(&e);
+        emit(out, error(turn, api.code, api.message)).await;
+        return "error";
+    }
+
     // 1. What was asked, in which language.
     let (question, language) = match input.question {
         Question::Text(text) => (text, input.language.clone().unwrap_or_else(|| "en".to_owned())),

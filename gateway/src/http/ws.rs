@@ -246,6 +246,14 @@ async fn run_request(state: AppState, request: InferenceRequest, mut ctx: Reques
         let text = encode(Some(&id), &event);
         async move { tx.send(text).await.is_ok() }
     };
+    // Each request on the connection is one request for the caller's limits.
+    if let Some(limits) = ctx.limits.clone()
+        && let Err(e) = limits.admit("/v1/inference/stream").await
+    {
+        let api = ApiError::from(&e);
+        send(Event::Error { code: api.code.to_owned(), message: api.message }).await;
+        return;
+    }
     if !send(Event::status("accepted", "request accepted")).await {
         return;
     }
