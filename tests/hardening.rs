@@ -218,3 +218,32 @@ async fn a_declared_huge_body_is_refused_at_once_unread() {
     let r = client().post(gw.url("/v1/inference")).json(&json!({"model": "openai/gpt-4o-mini", "input": "hi"})).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// `/v1/audio/transcriptions` answers in the JSON error shape: a body that is not a form is a
+/// 400 saying what to send, and a file over `max_audio_bytes` is a 413 (also when it arrives
+/// chunked, with no length declared).
+#[tokio::test]
+async fn transcription_errors_are_json_and_an_oversize_file_is_413() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::with_mock(&mock, "[models]\nmax_audio_bytes = 1024\n").await;
+    let r = client().post(gw.url("/v1/audio/transcriptions")).json(&json!({"file": "x"})).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "multipart_required", "{body}");
+
+    let boundary = "uagtestboundary";
+    let mut form = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\n").into_bytes();
+    form.extend(vec![0u8; 200 * 1024]);
+    form.extend(format!("\r\n--{boundary}--\r\n").into_bytes());
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = form.chunks(8192).map(|c| Ok(c.to_vec())).collect();
+    let r = client()
+        .post(gw.url("/v1/audio/transcriptions"))
+        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "request_too_large", "{body}");
+}

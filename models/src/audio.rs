@@ -27,6 +27,11 @@ pub const WHISPER_SAMPLE_RATE: u32 = 16_000;
 /// hundreds of megabytes before resampling.
 pub const MAX_AUDIO_SECONDS: u32 = 3600;
 
+/// Most samples [`decode_to_mono_16k`] decodes, whatever the rate: 256 MiB of f32 (an hour at
+/// 16 kHz, 22 minutes at 48 kHz). A time limit alone scales with the declared rate (an hour at
+/// 768 kHz is 11 GB), and a small FLAC of constant blocks decodes to that much.
+pub const MAX_DECODED_SAMPLES: usize = 64 * 1024 * 1024;
+
 /// Sample rates outside this range are refused: they are not real audio, and absurd rates would
 /// make the resampler's FFT sizes explode.
 const MIN_SAMPLE_RATE: u32 = 1000;
@@ -123,7 +128,7 @@ fn decode_mono(bytes: &[u8], extension_hint: Option<&str>) -> Result<(Vec<f32>, 
                     return Err(ModelError::UnsupportedAudio(format!("sample rate {} Hz is not supported", spec.rate)));
                 }
                 rate = Some(spec.rate);
-                max_frames = MAX_AUDIO_SECONDS as usize * spec.rate as usize;
+                max_frames = (MAX_AUDIO_SECONDS as usize * spec.rate as usize).min(MAX_DECODED_SAMPLES);
             }
             Some(r) if r != spec.rate => {
                 return Err(ModelError::UnsupportedAudio("the sample rate changes within the stream".into()));
@@ -135,7 +140,11 @@ fn decode_mono(bytes: &[u8], extension_hint: Option<&str>) -> Result<(Vec<f32>, 
         let scale = 1.0 / channels as f32;
         mono.extend(buf.samples().chunks_exact(channels).map(|frame| frame.iter().sum::<f32>() * scale));
         if mono.len() > max_frames {
-            return Err(ModelError::InvalidInput(format!("audio is longer than {MAX_AUDIO_SECONDS} s")));
+            let seconds = max_frames / spec.rate.max(1) as usize;
+            return Err(ModelError::InvalidInput(format!(
+                "audio is longer than {seconds} s at {} Hz; send at most {MAX_AUDIO_SECONDS} s (at most {MAX_DECODED_SAMPLES} samples)",
+                spec.rate
+            )));
         }
     }
     match rate {
@@ -466,6 +475,69 @@ mod tests {
     fn sine(freq: f32, rate: u32, seconds: f32, amplitude: f32) -> Vec<f32> {
         let n = (rate as f32 * seconds) as usize;
         (0..n).map(|i| amplitude * (2.0 * std::f32::consts::PI * freq * i as f32 / rate as f32).sin()).collect()
+    }
+
+    /// A FLAC file of `frames` constant blocks of 65,535 samples at `rate` (mono, 16 bit): a
+    /// few bytes per block that decode to 128 KiB each.
+    fn flac_of_constant_blocks(rate: u32, frames: u32) -> Vec<u8> {
+        fn crc8(data: &[u8]) -> u8 {
+            data.iter().fold(0u8, |mut crc, b| {
+                crc ^= b;
+                for _ in 0..8 {
+                    crc = if crc & 0x80 != 0 { (crc << 1) ^ 0x07 } else { crc << 1 };
+                }
+                crc
+            })
+        }
+        fn crc16(data: &[u8]) -> u16 {
+            data.iter().fold(0u16, |mut crc, b| {
+                crc ^= u16::from(*b) << 8;
+                for _ in 0..8 {
+                    crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x8005 } else { crc << 1 };
+                }
+                crc
+            })
+        }
+        const BLOCK: u32 = 65_535;
+        let total = u64::from(BLOCK) * u64::from(frames);
+        let mut out = b"fLaC".to_vec();
+        out.extend([0x80, 0, 0, 34]); // last metadata block, STREAMINFO, 34 bytes
+        out.extend((BLOCK as u16).to_be_bytes()); // min and max block size
+        out.extend((BLOCK as u16).to_be_bytes());
+        out.extend([0; 6]); // frame sizes unknown
+        // 20 bits rate, 3 bits channels - 1, 5 bits bits per sample - 1, 36 bits total samples.
+        let packed: u64 = (u64::from(rate) << 44) | (15u64 << 36) | total;
+        out.extend(packed.to_be_bytes());
+        out.extend([0; 16]); // MD5 unknown
+        for n in 0..frames {
+            // Sync, fixed blocking; block size in 16 bits at the end; rate, bits from STREAMINFO; mono.
+            let mut frame = vec![0xFF, 0xF8, 0x70, 0x00];
+            // The frame number, UTF-8 coded.
+            match n {
+                0..=0x7F => frame.push(n as u8),
+                0x80..=0x7FF => frame.extend([0xC0 | (n >> 6) as u8, 0x80 | (n & 0x3F) as u8]),
+                _ => frame.extend([0xE0 | (n >> 12) as u8, 0x80 | ((n >> 6) & 0x3F) as u8, 0x80 | (n & 0x3F) as u8]),
+            }
+            frame.extend(((BLOCK - 1) as u16).to_be_bytes());
+            frame.push(crc8(&frame));
+            frame.extend([0x00, 0x10, 0x00]); // CONSTANT subframe, value 0x1000
+            frame.extend(crc16(&frame).to_be_bytes());
+            out.extend(frame);
+        }
+        out
+    }
+
+    #[test]
+    fn a_flac_bomb_is_refused_by_the_decoded_sample_cap() {
+        // 1,100 blocks: 72 M samples (an 11-minute stream at 96 kHz, well under the hour), from
+        // 16 KB of FLAC.
+        let bomb = flac_of_constant_blocks(96_000, 1_100);
+        assert!(bomb.len() < 20_000, "{} bytes", bomb.len());
+        let err = decode_to_mono_16k(&bomb, Some("flac")).unwrap_err();
+        assert!(matches!(&err, ModelError::InvalidInput(m) if m.contains("samples")), "{err}");
+        // The same writer's small file decodes: the refusal is the cap, not a broken file.
+        let small = decode_to_mono_16k(&flac_of_constant_blocks(96_000, 3), Some("flac")).unwrap();
+        assert!((small.len() as i64 - 3 * 65_535 / 6).abs() < 200, "{}", small.len());
     }
 
     fn rms(x: &[f32]) -> f32 {

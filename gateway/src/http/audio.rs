@@ -72,13 +72,28 @@ impl TranscriptFormat {
 }
 
 /// `POST /v1/audio/transcriptions`.
-async fn transcriptions(State(state): State<AppState>, mut multipart: Multipart) -> Result<Response, ApiError> {
+async fn transcriptions(
+    State(state): State<AppState>,
+    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Result<Response, ApiError> {
+    // Not a form at all: the same JSON error shape as everything else, saying what to send.
+    let mut multipart = multipart.map_err(|_| {
+        ApiError::invalid_request(
+            "multipart_required",
+            "send the audio as multipart/form-data with a `file` field (and optionally `model`, `language`, `response_format`)",
+        )
+    })?;
     let models = runtimes(&state)?;
     let mut audio: Option<(Vec<u8>, Option<String>)> = None;
     let mut model = None;
     let mut language = None;
     let mut format = TranscriptFormat::Json;
+    let limit = super::body_limit(&state.config, Some("/v1/audio/transcriptions"));
     let bad_form = |e: axum::extract::multipart::MultipartError| {
+        // A file over the limit is 413, as every other body over its limit.
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            return ApiError::payload_too_large(limit);
+        }
         ApiError::invalid_request("invalid_multipart", format!("the multipart form could not be read: {}", e.body_text()))
     };
     while let Some(field) = multipart.next_field().await.map_err(bad_form)? {
