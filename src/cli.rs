@@ -115,7 +115,8 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
             let (config, origin) = load(cli.config.as_deref())?;
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("uag-worker").build()?;
             let result = runtime.block_on(serve_forever(config, origin));
-            // A background sample ingest may still run; documents are atomic, so leave it.
+            // A background sample ingest or embedding pass may still run; documents and each
+            // batch of vectors are stored atomically, so leave it.
             runtime.shutdown_timeout(std::time::Duration::from_millis(500));
             result
         }
