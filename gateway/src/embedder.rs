@@ -27,11 +27,11 @@ impl TextEmbedder for RuntimeEmbedder {
 }
 
 /// Turns dense retrieval on when `[graphrag] dense` is set and an embedding model is
-/// installed; returns that model's id. Loads the stored vectors only: the chunks still
+/// installed. Loads the stored vectors only: the chunks still
 /// missing one are embedded in the background ([`crate::http::prepare_knowledge_base`]).
-pub fn attach(engine: &Engine, runtimes: &Arc<ModelRuntimes>, enabled: bool) -> Option<String> {
+pub fn attach(engine: &Engine, runtimes: &Arc<ModelRuntimes>, enabled: bool) {
     if !enabled {
-        return None;
+        return;
     }
     let entry = match runtimes.resolve(ModelKind::Embed, None) {
         Ok(entry) if entry.main_path(runtimes.models_dir()).is_file() => entry,
@@ -39,18 +39,12 @@ pub fn attach(engine: &Engine, runtimes: &Arc<ModelRuntimes>, enabled: bool) -> 
             tracing::info!(
                 "no embedding model installed: passages are ranked by BM25 and the graph (`uag models fetch all-minilm-l6-v2` adds meaning)"
             );
-            return None;
+            return;
         }
     };
     let id = entry.id.clone();
     match engine.set_embedder(Arc::new(RuntimeEmbedder { runtimes: Arc::clone(runtimes), entry })) {
-        Ok(loaded) => {
-            tracing::info!(model = %id, vectors = loaded, "dense retrieval on");
-            Some(id)
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "stored chunk vectors unreadable; dense retrieval off");
-            None
-        }
+        Ok(loaded) => tracing::info!(model = %id, vectors = loaded, "dense retrieval on"),
+        Err(e) => tracing::warn!(error = %e, "stored chunk vectors unreadable; dense retrieval off"),
     }
 }

@@ -399,7 +399,7 @@ impl Engine {
         };
         let allowed_id = |id: u64| snapshot.chunks.get(&id).is_some_and(|c| allowed(c));
         let bm25 = if options.mode.uses_bm25() { self.index.search(&query, pool, allowed_docs.as_deref())? } else { Vec::new() };
-        let dense = if options.mode.uses_dense() { self.dense_search(&query, pool, options) } else { Vec::new() };
+        let dense = if options.mode.uses_dense() { self.dense_search(&query, pool, &allowed_id) } else { Vec::new() };
         let seeds = kg.link(&query);
         let seed_names: Vec<String> = seeds.iter().map(|(id, _)| kg.entities[*id as usize].name.clone()).collect();
         progress(Progress { stage: "expanding", message: format!("Expanding {} entities", seeds.len()) });
@@ -464,9 +464,10 @@ impl Engine {
         })
     }
 
-    /// The chunks nearest the question by meaning, among the caller's collections. A failing
-    /// or busy embedder costs the dense signal, not the query.
-    fn dense_search(&self, query: &str, limit: usize, options: &QueryOptions) -> Vec<(u64, f32)> {
+    /// The chunks nearest the question by meaning, among those `keep` allows (live chunks of
+    /// the caller's collections). A failing or busy embedder costs the dense signal, not the
+    /// query.
+    fn dense_search(&self, query: &str, limit: usize, keep: &dyn Fn(u64) -> bool) -> Vec<(u64, f32)> {
         let (Some(embedder), vectors) = self.dense() else { return Vec::new() };
         if vectors.is_empty() || query.trim().is_empty() {
             return Vec::new();
@@ -485,13 +486,7 @@ impl Engine {
                 return Vec::new();
             }
         };
-        let snapshot = self.snapshot();
-        vectors.search(&vector, limit, |id| {
-            snapshot.chunks.get(&id).is_some_and(|c| match &options.collections {
-                None => true,
-                Some(list) => snapshot.docs.get(&c.doc_id).is_some_and(|d| list.contains(&d.collection)),
-            })
-        })
+        vectors.search(&vector, limit, keep)
     }
 
     /// Retrieval plus an extractive answer with numbered citations.

@@ -341,23 +341,69 @@ pub(crate) mod test_audio {
 
     const FLAC_BLOCK: usize = 4096;
 
-    /// The STREAMINFO metadata block (flagged as the last one) and the encoded frames.
-    fn flac_parts(frames: &[Vec<i16>], sample_rate: u32) -> (Vec<u8>, Vec<Vec<u8>>) {
-        let channels = frames.first().map_or(1, Vec::len);
+    /// The STREAMINFO metadata block (flagged as the last one) of 16-bit audio in blocks of
+    /// `block` frames.
+    fn flac_stream_info(block: u64, sample_rate: u32, channels: usize, total_frames: u64) -> Vec<u8> {
         let mut w = BitWriter { bytes: Vec::new(), acc: 0, n: 0 };
         w.put(0x80, 8); // last metadata block, STREAMINFO
         w.put(34, 24);
-        w.put(FLAC_BLOCK as u64, 16);
-        w.put(FLAC_BLOCK as u64, 16);
+        w.put(block, 16);
+        w.put(block, 16);
         w.put(0, 24);
         w.put(0, 24);
         w.put(u64::from(sample_rate), 20);
         w.put(channels as u64 - 1, 3);
         w.put(15, 5);
-        w.put(frames.len() as u64, 36);
+        w.put(total_frames, 36);
         w.put(0, 64);
         w.put(0, 64);
-        let stream_info = w.bytes;
+        w.bytes
+    }
+
+    /// A FLAC file of `blocks` CONSTANT-subframe blocks of 65,535 frames (mono, 16 bit): a few
+    /// bytes per block that decode to 128 KiB each, a decompression bomb.
+    pub(crate) fn flac_constant_blocks(sample_rate: u32, blocks: u32) -> Vec<u8> {
+        const BLOCK: u64 = 65_535;
+        let mut out = b"fLaC".to_vec();
+        out.extend(flac_stream_info(BLOCK, sample_rate, 1, BLOCK * u64::from(blocks)));
+        for n in 0..blocks {
+            let mut w = BitWriter { bytes: Vec::new(), acc: 0, n: 0 };
+            w.put(0xFFF8, 16); // sync, fixed block size
+            w.put(0b0111, 4); // block size: 16 bits at the end of the header
+            w.put(0b0000, 4); // sample rate: from STREAMINFO
+            w.put(0b0000, 4); // mono
+            w.put(0b100, 3); // 16 bits per sample
+            w.put(0, 1);
+            // The frame number, UTF-8 coded (up to three bytes here).
+            let n = u64::from(n);
+            match n {
+                0..=0x7F => w.put(n, 8),
+                0x80..=0x7FF => {
+                    w.put(0xC0 | (n >> 6), 8);
+                    w.put(0x80 | (n & 0x3F), 8);
+                }
+                _ => {
+                    w.put(0xE0 | (n >> 12), 8);
+                    w.put(0x80 | ((n >> 6) & 0x3F), 8);
+                    w.put(0x80 | (n & 0x3F), 8);
+                }
+            }
+            w.put(BLOCK - 1, 16);
+            let crc = crc8(&w.bytes);
+            w.put(u64::from(crc), 8);
+            w.put(0, 8); // CONSTANT, no wasted bits
+            w.put(0x1000, 16);
+            let crc = crc16(&w.bytes);
+            w.put(u64::from(crc), 16);
+            out.extend(w.bytes);
+        }
+        out
+    }
+
+    /// The STREAMINFO metadata block (flagged as the last one) and the encoded frames.
+    fn flac_parts(frames: &[Vec<i16>], sample_rate: u32) -> (Vec<u8>, Vec<Vec<u8>>) {
+        let channels = frames.first().map_or(1, Vec::len);
+        let stream_info = flac_stream_info(FLAC_BLOCK as u64, sample_rate, channels, frames.len() as u64);
         let mut encoded = Vec::new();
         for (index, block) in frames.chunks(FLAC_BLOCK).enumerate() {
             assert!(index < 128, "one-byte frame numbers only");
@@ -477,66 +523,16 @@ mod tests {
         (0..n).map(|i| amplitude * (2.0 * std::f32::consts::PI * freq * i as f32 / rate as f32).sin()).collect()
     }
 
-    /// A FLAC file of `frames` constant blocks of 65,535 samples at `rate` (mono, 16 bit): a
-    /// few bytes per block that decode to 128 KiB each.
-    fn flac_of_constant_blocks(rate: u32, frames: u32) -> Vec<u8> {
-        fn crc8(data: &[u8]) -> u8 {
-            data.iter().fold(0u8, |mut crc, b| {
-                crc ^= b;
-                for _ in 0..8 {
-                    crc = if crc & 0x80 != 0 { (crc << 1) ^ 0x07 } else { crc << 1 };
-                }
-                crc
-            })
-        }
-        fn crc16(data: &[u8]) -> u16 {
-            data.iter().fold(0u16, |mut crc, b| {
-                crc ^= u16::from(*b) << 8;
-                for _ in 0..8 {
-                    crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x8005 } else { crc << 1 };
-                }
-                crc
-            })
-        }
-        const BLOCK: u32 = 65_535;
-        let total = u64::from(BLOCK) * u64::from(frames);
-        let mut out = b"fLaC".to_vec();
-        out.extend([0x80, 0, 0, 34]); // last metadata block, STREAMINFO, 34 bytes
-        out.extend((BLOCK as u16).to_be_bytes()); // min and max block size
-        out.extend((BLOCK as u16).to_be_bytes());
-        out.extend([0; 6]); // frame sizes unknown
-        // 20 bits rate, 3 bits channels - 1, 5 bits bits per sample - 1, 36 bits total samples.
-        let packed: u64 = (u64::from(rate) << 44) | (15u64 << 36) | total;
-        out.extend(packed.to_be_bytes());
-        out.extend([0; 16]); // MD5 unknown
-        for n in 0..frames {
-            // Sync, fixed blocking; block size in 16 bits at the end; rate, bits from STREAMINFO; mono.
-            let mut frame = vec![0xFF, 0xF8, 0x70, 0x00];
-            // The frame number, UTF-8 coded.
-            match n {
-                0..=0x7F => frame.push(n as u8),
-                0x80..=0x7FF => frame.extend([0xC0 | (n >> 6) as u8, 0x80 | (n & 0x3F) as u8]),
-                _ => frame.extend([0xE0 | (n >> 12) as u8, 0x80 | ((n >> 6) & 0x3F) as u8, 0x80 | (n & 0x3F) as u8]),
-            }
-            frame.extend(((BLOCK - 1) as u16).to_be_bytes());
-            frame.push(crc8(&frame));
-            frame.extend([0x00, 0x10, 0x00]); // CONSTANT subframe, value 0x1000
-            frame.extend(crc16(&frame).to_be_bytes());
-            out.extend(frame);
-        }
-        out
-    }
-
     #[test]
     fn a_flac_bomb_is_refused_by_the_decoded_sample_cap() {
         // 1,100 blocks: 72 M samples (an 11-minute stream at 96 kHz, well under the hour), from
         // 16 KB of FLAC.
-        let bomb = flac_of_constant_blocks(96_000, 1_100);
+        let bomb = flac_constant_blocks(96_000, 1_100);
         assert!(bomb.len() < 20_000, "{} bytes", bomb.len());
         let err = decode_to_mono_16k(&bomb, Some("flac")).unwrap_err();
         assert!(matches!(&err, ModelError::InvalidInput(m) if m.contains("samples")), "{err}");
         // The same writer's small file decodes: the refusal is the cap, not a broken file.
-        let small = decode_to_mono_16k(&flac_of_constant_blocks(96_000, 3), Some("flac")).unwrap();
+        let small = decode_to_mono_16k(&flac_constant_blocks(96_000, 3), Some("flac")).unwrap();
         assert!((small.len() as i64 - 3 * 65_535 / 6).abs() < 200, "{}", small.len());
     }
 
