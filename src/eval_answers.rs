@@ -153,8 +153,7 @@ pub(crate) fn answers(config: &Config, args: AnswersArgs) -> Result<(), CliError
     let questions = read(&args.questions)?;
     let questions: Vec<_> = questions.into_iter().take(args.limit.unwrap_or(usize::MAX)).collect();
     let (_temp, engine) = if args.corpus.is_empty() {
-        let engine = Engine::open(&config.graphrag_dir())?;
-        crate::kb::attach_dense(config, &engine)?;
+        let engine = crate::kb::open(config)?;
         crate::kb::embed_missing(&engine)?;
         (None, engine)
     } else {

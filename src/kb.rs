@@ -97,7 +97,8 @@ pub(crate) enum EvalCommand {
     Answers(crate::eval_answers::AnswersArgs),
 }
 
-fn open(config: &Config) -> Result<Engine, CliError> {
+/// The configured knowledge base, with dense retrieval attached when it is on.
+pub(crate) fn open(config: &Config) -> Result<Engine, CliError> {
     let engine = Engine::open(&config.graphrag_dir())?;
     attach_dense(config, &engine)?;
     Ok(engine)
