@@ -1,10 +1,10 @@
 //! The mock upstream of the test suite as a standalone server, for benchmarks and manual
 //! trials: `cargo run --release --example mock_upstream -- 127.0.0.1:18081`.
-//! It speaks the OpenAI, Anthropic and Ollama wire formats (see tests/common/mock_upstream.rs).
+//! It speaks the OpenAI, Anthropic and Ollama wire formats (see tests/it/common/mock_upstream.rs).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
-#[path = "../tests/common/mock_upstream.rs"]
+#[path = "../tests/it/common/mock_upstream.rs"]
 mod mock_upstream;
 
 #[tokio::main]

@@ -3,9 +3,9 @@
 # - systemd units: `systemd-analyze verify`, and `systemd-analyze security` exposure <= 2.0
 # - docker-compose files: `docker-compose config`
 # - Prometheus: `promtool check config`, `check rules` and `test rules` on deploy/prometheus
-#   (the Grafana dashboard's metric names are checked against a live /metrics by tests/metrics.rs)
+#   (the Grafana dashboard's metric names are checked against a live /metrics by tests/it/metrics.rs)
 # - Yocto: the recipe's crate list matches Cargo.lock exactly
-# The NGINX production config is tested for real by tests/nginx_proxy.rs.
+# The NGINX production config is tested for real by tests/it/nginx_proxy.rs.
 #
 #   scripts/check-deploy.sh [path/to/uag]     (default target/debug/uag)
 set -euo pipefail

@@ -56,7 +56,7 @@ if [ "$want_deploy" = 1 ]; then packages+=(nginx docker-compose openssl systemd 
 # redis-server: the shared rate-limit backend tests start their own instance on a free port.
 if [ "$want_test" = 1 ]; then packages+=(redis-server); fi
 # chromium + chromium-driver: the kiosk page's end-to-end test drives a real headless browser
-# over WebDriver (tests/kiosk_browser.rs); fonts so the screenshot shows text.
+# over WebDriver (tests/it/kiosk_browser.rs); fonts so the screenshot shows text.
 if [ "$want_test" = 1 ]; then packages+=(chromium chromium-driver fonts-dejavu-core); fi
 missing=()
 for p in "${packages[@]}"; do

@@ -354,6 +354,37 @@ impl From<ProviderError> for ApiError {
     }
 }
 
+impl From<crate::routing::RouteError> for ApiError {
+    fn from(err: crate::routing::RouteError) -> Self {
+        use crate::routing::RouteError as R;
+        match err {
+            R::UnknownProvider(_) => ApiError::not_found("provider_not_found", err.to_string()),
+            R::UnknownModel(_) => ApiError::not_found("model_not_found", err.to_string()),
+            R::NoModel(_) => ApiError::invalid_field("model", err.to_string()),
+        }
+    }
+}
+
+impl From<crate::policy::PolicyDenied> for ApiError {
+    fn from(err: crate::policy::PolicyDenied) -> Self {
+        crate::policy::denied(err.0)
+    }
+}
+
+impl From<crate::pipeline::PipelineError> for ApiError {
+    /// The inference path's failures, as every front door reports them.
+    fn from(err: crate::pipeline::PipelineError) -> Self {
+        use crate::pipeline::PipelineError as P;
+        match err {
+            P::Invalid { field, message } => ApiError::invalid_field(field, message),
+            P::Route(e) => e.into(),
+            P::Denied(e) => e.into(),
+            P::Limited(e) => ApiError::from(&e),
+            P::Provider(e) => ApiError::from(&e),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, axum::Json(self.body())).into_response();

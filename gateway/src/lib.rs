@@ -1,9 +1,10 @@
 //! uag-gateway: the HTTP and WebSocket front door of uag, and the only crate that knows wire
 //! formats (HTTP, WebSocket, SSE, NDJSON, JSON shapes of the APIs it speaks and calls).
 //!
-//! A request flows: [`http`] (layers, extractors, handlers) -> [`routing`] (target chain,
-//! retries, fallback, [`circuit`] breakers) -> a [`provider::Provider`] from the
-//! [`registry`] -> an upstream, or the in-process engine. Every provider streams the same
+//! A request flows: [`http`] (layers, extractors, handlers that translate the wire shape) ->
+//! [`pipeline`] (the one inference path: validate, [`cache`], plan, [`policy`], route) ->
+//! [`routing`] (target chain, retries, fallback, [`circuit`] breakers) -> a
+//! [`provider::Provider`] from the [`registry`] -> an upstream, or the in-process engine. Every provider streams the same
 //! [`types::Event`]s; only [`http`] frames them as SSE or WebSocket messages.
 //!
 //! - [`config`]: `uag.toml`, environment overrides, validation, typed credentials
@@ -13,7 +14,8 @@
 //! - [`metrics`]: the Prometheus registry behind `GET /metrics`
 //! - [`memo`]: recent results by key with deadlines (policy decisions, verified JWTs)
 //! - [`policy`]: authorization with Rego policies (regorus), reloaded on SIGHUP or file change
-//! - [`cache`]: the response cache (exact and semantic) of the inference routes
+//! - [`pipeline`]: `Pipeline::answer`, the inference path every front door calls
+//! - [`cache`]: the response cache (exact and semantic) of every inference front door
 //! - [`telemetry`]: logging set-up (text or JSON)
 //! - [`tls`]: HTTPS termination with certificate reload and client certificates
 //! - [`voice`]: the voice pipeline (ASR -> answer -> sentence-by-sentence speech)
@@ -28,6 +30,7 @@ pub mod error;
 pub mod http;
 pub mod memo;
 pub mod metrics;
+pub mod pipeline;
 pub mod policy;
 pub mod provider;
 pub mod ratelimit;

@@ -10,8 +10,8 @@
 //!
 //! Where decisions are made:
 //! - inference (`/v1/inference`, `/v1/chat/completions`, the WebSocket APIs, the voice assistant):
-//!   per target of the routed chain, right after `plan` ([`authorize_targets`]); denied targets
-//!   are skipped, and when none is left the request gets 403 `policy_denied`;
+//!   per target of the routed chain, right after `plan` (in [`crate::pipeline`]); denied
+//!   targets are skipped, and when none is left the request gets 403 `policy_denied`;
 //! - documents, audio and embeddings routes: once per request, without a provider ([`enforce`]).
 //!
 //! Policies reload on SIGHUP and when a file's size or mtime changes (polled every
@@ -132,6 +132,29 @@ pub struct PolicyInput {
     pub model: Option<String>,
     /// Collections the request asked for (`metadata.collections`, `?collection=`); empty: none named.
     pub collections: Vec<String>,
+}
+
+impl PolicyInput {
+    /// The input of an inference decision: one target of the routed chain.
+    pub fn inference(
+        identity: Option<&Identity>,
+        route: Route,
+        provider: &str,
+        provider_type: Option<ProviderKind>,
+        model: &str,
+        collections: Vec<String>,
+    ) -> Self {
+        Self {
+            identity: InputIdentity::from_identity(identity),
+            route: route.path.to_owned(),
+            method: route.method.to_owned(),
+            kind: "inference",
+            provider: Some(provider.to_owned()),
+            provider_type: provider_type.map(ProviderKind::as_str),
+            model: Some(model.to_owned()),
+            collections,
+        }
+    }
 }
 
 /// The caller as the policy sees it: the verified identity, no credentials.
@@ -445,12 +468,14 @@ pub fn effective_collections(allowed: Option<Vec<String>>, requested: &[String])
 
 /// `metadata.collections` of a request: an array of names, or one name.
 pub fn requested_collections(req: &InferenceRequest) -> Vec<String> {
-    match req.metadata.get("collections") {
-        Some(serde_json::Value::Array(items)) => items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
-        Some(serde_json::Value::String(one)) => vec![one.clone()],
-        _ => Vec::new(),
-    }
+    req.options().collections
 }
+
+/// An inference request none of whose targets the policy allows this caller (403
+/// `policy_denied`; the message names the first refused target, never the policy).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct PolicyDenied(pub String);
 
 /// 403 for a request the policy refuses; the body does not explain the policy.
 pub fn denied(message: impl Into<String>) -> ApiError {
@@ -467,92 +492,8 @@ pub struct Route {
     pub method: &'static str,
 }
 
-/// The targets of a routed chain the caller may use, and the collections the knowledge base may
-/// retrieve from (requested ∩ allowed). Without `[policy]` the chain is unchanged and only the
-/// requested collections apply. No allowed target: 403 `policy_denied`.
-pub fn authorize_targets(
-    state: &AppState,
-    identity: Option<&Identity>,
-    route: Route,
-    req: &InferenceRequest,
-    targets: Vec<Target>,
-) -> Result<(Vec<Target>, Option<Vec<String>>), ApiError> {
-    let requested = requested_collections(req);
-    let Some(policy) = &state.policy else {
-        return Ok((targets, effective_collections(None, &requested)));
-    };
-    let identity_input = InputIdentity::from_identity(identity);
-    let mut allowed = Vec::with_capacity(targets.len());
-    let mut denied_names = Vec::new();
-    let mut collections: Option<Option<Vec<String>>> = None;
-    for target in targets {
-        let kind = provider_kind(state, &target.provider);
-        let input = PolicyInput {
-            identity: identity_input.clone(),
-            route: route.path.to_owned(),
-            method: route.method.to_owned(),
-            kind: "inference",
-            provider: Some(target.provider.clone()),
-            provider_type: kind.map(ProviderKind::as_str),
-            model: Some(target.model.clone()),
-            collections: requested.clone(),
-        };
-        match decide(policy, &state.metrics, &input) {
-            Some(decision) if decision.allow => {
-                // The knowledge base is read by local targets; the first allowed one decides.
-                if kind == Some(ProviderKind::Local) && collections.is_none() {
-                    collections = Some(decision.collections);
-                }
-                allowed.push(target);
-            }
-            _ => denied_names.push(format!("{}/{}", target.provider, target.model)),
-        }
-    }
-    let effective = effective_collections(collections.flatten(), &requested);
-    log_decision(identity, route.path, "inference", &allowed, &denied_names, effective.as_deref());
-    if allowed.is_empty() {
-        let what = denied_names.first().map_or_else(|| "this route".to_owned(), |t| format!("`{t}`"));
-        return Err(denied(format!("the access policy does not allow {what} for this caller")));
-    }
-    Ok((allowed, effective))
-}
-
-/// Whether a cached answer may be replayed to this caller: its provider must be allowed, and an
-/// answer with citations only when the policy does not restrict the caller's collections (the
-/// cache does not know which collections the cited chunks came from; the requested ones are part
-/// of its key).
-pub fn may_replay(
-    state: &AppState,
-    identity: Option<&Identity>,
-    route: Route,
-    req: &InferenceRequest,
-    provider: &str,
-    model: &str,
-    cites: bool,
-) -> bool {
-    let Some(policy) = &state.policy else { return true };
-    let input = PolicyInput {
-        identity: InputIdentity::from_identity(identity),
-        route: route.path.to_owned(),
-        method: route.method.to_owned(),
-        kind: "inference",
-        provider: Some(provider.to_owned()),
-        provider_type: provider_kind(state, provider).map(ProviderKind::as_str),
-        model: Some(model.to_owned()),
-        collections: requested_collections(req),
-    };
-    match decide(policy, &state.metrics, &input) {
-        Some(d) if d.allow => !cites || d.collections.is_none(),
-        _ => false,
-    }
-}
-
-fn provider_kind(state: &AppState, provider: &str) -> Option<ProviderKind> {
-    state.config.providers.iter().find(|p| p.name() == provider).map(|p| p.kind())
-}
-
 /// One evaluation, counted; a failing policy denies (fail closed) and says why in the log.
-fn decide(policy: &PolicyEngine, metrics: &Metrics, input: &PolicyInput) -> Option<Decision> {
+pub(crate) fn decide(policy: &PolicyEngine, metrics: &Metrics, input: &PolicyInput) -> Option<Decision> {
     match policy.authorize(input) {
         Ok(decision) => {
             metrics.count_policy_decision(if decision.allow { "allow" } else { "deny" });
@@ -567,7 +508,7 @@ fn decide(policy: &PolicyEngine, metrics: &Metrics, input: &PolicyInput) -> Opti
 }
 
 /// The decision log line: who, what, the outcome; never credentials.
-fn log_decision(
+pub(crate) fn log_decision(
     identity: Option<&Identity>,
     route: &str,
     kind: &str,

@@ -587,3 +587,89 @@ pub async fn enforce(State(state): State<AppState>, mut request: Request, next: 
         Err(err) => ApiError::from(&err).into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The memory backend's limits, scope by scope, without a server.
+
+    use super::*;
+
+    fn limits(config: RateLimitConfig, caller: &str) -> (Arc<RateLimiter>, RequestLimits) {
+        let limiter = Arc::new(RateLimiter::from_config(&config, Metrics::new()).unwrap());
+        let limits = RequestLimits { limiter: Arc::clone(&limiter), caller: caller.to_owned() };
+        (limiter, limits)
+    }
+
+    fn scope_of(result: Result<(), RateLimitError>) -> Option<Scope> {
+        match result {
+            Ok(()) => None,
+            Err(RateLimitError::Exceeded { scope, .. }) => Some(scope),
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn each_caller_has_its_own_request_budget() {
+        let config = RateLimitConfig { user_requests_per_minute: Some(3), ..RateLimitConfig::default() };
+        let (limiter, alice) = limits(config, "sub:alice");
+        for _ in 0..3 {
+            assert_eq!(scope_of(alice.admit("/v1/inference").await), None);
+        }
+        assert_eq!(scope_of(alice.admit("/v1/inference").await), Some(Scope::User));
+        // The same budget on another route: it is the caller's, not the route's.
+        assert_eq!(scope_of(alice.admit("/v1/voice").await), Some(Scope::User));
+        let bob = RequestLimits { limiter, caller: "sub:bob".into() };
+        assert_eq!(scope_of(bob.admit("/v1/inference").await), None);
+    }
+
+    #[tokio::test]
+    async fn a_route_limit_is_shared_by_every_caller_and_exempt_routes_are_free() {
+        let mut config = RateLimitConfig { user_requests_per_minute: Some(1), ..RateLimitConfig::default() };
+        config.routes.insert("/v1/chat/completions".into(), 2);
+        let (limiter, a) = limits(config, "ip:10.0.0.1");
+        let b = RequestLimits { limiter: Arc::clone(&limiter), caller: "ip:10.0.0.2".into() };
+        let c = RequestLimits { limiter, caller: "ip:10.0.0.3".into() };
+        assert_eq!(scope_of(a.admit("/v1/chat/completions").await), None);
+        assert_eq!(scope_of(b.admit("/v1/chat/completions").await), None);
+        assert_eq!(scope_of(c.admit("/v1/chat/completions").await), Some(Scope::Route));
+        for _ in 0..5 {
+            assert_eq!(scope_of(a.admit("/healthz").await), None, "probes are never limited");
+        }
+    }
+
+    #[tokio::test]
+    async fn reported_tokens_spend_the_callers_budget() {
+        let config = RateLimitConfig { user_tokens_per_minute: Some(100), ..RateLimitConfig::default() };
+        let (_, alice) = limits(config, "sub:alice");
+        assert_eq!(scope_of(alice.admit("/v1/inference").await), None);
+        alice.record_tokens(60).await;
+        assert_eq!(scope_of(alice.admit("/v1/inference").await), None, "40 tokens left");
+        alice.record_tokens(60).await;
+        assert_eq!(scope_of(alice.admit("/v1/inference").await), Some(Scope::Tokens));
+    }
+
+    #[tokio::test]
+    async fn a_providers_concurrency_cap_refuses_like_an_upstream_429_until_a_slot_frees() {
+        let mut config = RateLimitConfig::default();
+        config.providers.insert("openai".into(), ProviderLimitConfig { requests_per_minute: None, max_concurrent: Some(1) });
+        let (_, limits) = limits(config, "sub:alice");
+        let held = limits.acquire_provider("openai").await.unwrap();
+        let refused = limits.acquire_provider("openai").await.unwrap_err();
+        // Retryable: the router moves on to the next target of the chain.
+        assert!(matches!(refused, ProviderError::RateLimited { .. }) && refused.is_retryable(), "{refused:?}");
+        assert!(limits.acquire_provider("ollama").await.is_ok(), "other providers are not capped");
+        drop(held);
+        assert!(limits.acquire_provider("openai").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_providers_request_rate_is_counted_across_callers() {
+        let mut config = RateLimitConfig::default();
+        config.providers.insert("openai".into(), ProviderLimitConfig { requests_per_minute: Some(2), max_concurrent: None });
+        let (limiter, a) = limits(config, "sub:a");
+        let b = RequestLimits { limiter, caller: "sub:b".into() };
+        assert!(a.acquire_provider("openai").await.is_ok());
+        assert!(b.acquire_provider("openai").await.is_ok());
+        assert!(matches!(a.acquire_provider("openai").await, Err(ProviderError::RateLimited { retry_after: Some(_) })));
+    }
+}

@@ -402,3 +402,252 @@ fn report(permit: Permit, err: &ProviderError) {
 fn millis(d: Duration) -> f64 {
     (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
 }
+
+#[cfg(test)]
+mod tests {
+    //! The router against scripted providers: each answers from a list of outcomes, one per
+    //! call, and counts its calls. No sockets, no upstream: these run in milliseconds.
+
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::circuit::CircuitBreaker;
+    use crate::config::ProviderKind;
+    use crate::provider::{Capabilities, Health, Provider};
+    use crate::types::{FinishReason, Usage};
+
+    /// What one call of a scripted provider does.
+    #[derive(Debug, Clone)]
+    enum Outcome {
+        Answer(&'static str),
+        Fail(ProviderError),
+        /// Streams one delta, then fails (a stream broken after its first token).
+        BreakAfterFirstToken(ProviderError),
+    }
+
+    #[derive(Debug)]
+    struct Scripted {
+        name: &'static str,
+        script: Mutex<VecDeque<Outcome>>,
+        /// When the script runs out.
+        then: Outcome,
+        calls: AtomicU32,
+    }
+
+    impl Scripted {
+        fn new(name: &'static str, script: Vec<Outcome>, then: Outcome) -> Arc<Self> {
+            Arc::new(Self { name, script: Mutex::new(script.into()), then, calls: AtomicU32::new(0) })
+        }
+        fn next(&self) -> Outcome {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.script.lock().unwrap().pop_front().unwrap_or_else(|| self.then.clone())
+        }
+        fn calls(&self) -> u32 {
+            self.calls.load(Ordering::SeqCst)
+        }
+        fn response(&self, model: &str, text: &str) -> InferenceResponse {
+            InferenceResponse {
+                id: "r".into(),
+                provider: self.name.into(),
+                model: model.into(),
+                output: text.into(),
+                sources: Vec::new(),
+                finish_reason: FinishReason::Stop,
+                usage: Usage::default(),
+                timings: Timings::default(),
+            }
+        }
+    }
+
+    fn done() -> Event {
+        Event::Done { finish_reason: FinishReason::Stop, usage: Usage::default(), timings: Timings::default(), provider: None, model: None }
+    }
+
+    #[async_trait]
+    impl Provider for Scripted {
+        fn name(&self) -> &str {
+            self.name
+        }
+        fn kind(&self) -> ProviderKind {
+            ProviderKind::OpenAiCompatible
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities { streaming: true, citations: false, model_discovery: false }
+        }
+        fn default_model(&self) -> Option<String> {
+            Some(format!("{}-model", self.name))
+        }
+        async fn infer(&self, call: ProviderCall) -> Result<InferenceResponse, ProviderError> {
+            match self.next() {
+                Outcome::Answer(text) => Ok(self.response(&call.model, text)),
+                Outcome::Fail(e) | Outcome::BreakAfterFirstToken(e) => Err(e),
+            }
+        }
+        async fn stream_infer(&self, _call: ProviderCall) -> Result<EventStream, ProviderError> {
+            let items: Vec<Result<Event, ProviderError>> = match self.next() {
+                Outcome::Answer(text) => vec![Ok(Event::delta(text)), Ok(done())],
+                Outcome::Fail(e) => return Err(e),
+                Outcome::BreakAfterFirstToken(e) => vec![Ok(Event::delta("half an ans")), Err(e)],
+            };
+            Ok(Box::pin(futures::stream::iter(items)))
+        }
+        async fn list_models(&self) -> Result<Vec<String>, ProviderError> {
+            Ok(vec![format!("{}-model", self.name), format!("{}-other", self.name)])
+        }
+        async fn health(&self) -> Health {
+            Health::ok()
+        }
+    }
+
+    fn router(providers: &[&Arc<Scripted>], routes: RoutesConfig) -> Arc<FallbackRouter> {
+        let entries = providers
+            .iter()
+            .map(|p| ProviderEntry {
+                provider: Arc::clone(*p) as Arc<dyn Provider>,
+                breaker: CircuitBreaker::new(3, Duration::from_secs(60)),
+                timeout: Duration::from_secs(5),
+            })
+            .collect();
+        Arc::new(FallbackRouter::new(Arc::new(Registry::from_entries(entries)), &routes, Metrics::new()))
+    }
+
+    fn routes(default: &[&str]) -> RoutesConfig {
+        RoutesConfig { default: default.iter().map(|s| (*s).to_owned()).collect(), retry_backoff_ms: 1, ..RoutesConfig::default() }
+    }
+
+    fn request(json: &str) -> InferenceRequest {
+        serde_json::from_str(json).unwrap()
+    }
+
+    fn ctx() -> RequestContext {
+        RequestContext::new("t", Duration::from_secs(10))
+    }
+
+    fn upstream_503() -> ProviderError {
+        ProviderError::Upstream { status: 503, detail: String::new() }
+    }
+
+    async fn collect(events: EventStream) -> (String, Vec<String>, Option<ProviderError>) {
+        let mut text = String::new();
+        let mut kinds = Vec::new();
+        let mut failure = None;
+        let mut events = events;
+        while let Some(item) = events.next().await {
+            match item {
+                Ok(Event::Delta { text: t }) => text.push_str(&t),
+                Ok(e) => kinds.push(e.kind().to_owned()),
+                Err(e) => failure = Some(e),
+            }
+        }
+        (text, kinds, failure)
+    }
+
+    #[tokio::test]
+    async fn a_plan_resolves_aliases_providers_pairs_and_discovered_models() {
+        let a = Scripted::new("a", vec![], Outcome::Answer("x"));
+        let b = Scripted::new("b", vec![], Outcome::Answer("x"));
+        let mut cfg = routes(&["a", "b/big"]);
+        cfg.aliases.insert("chat".into(), vec!["b".into(), "a/small".into()]);
+        let r = router(&[&a, &b], cfg);
+        let t = |p: &str, m: &str| Target { provider: p.into(), model: m.into() };
+        assert_eq!(r.plan(&request(r#"{"input":"q"}"#)).await.unwrap(), vec![t("a", "a-model"), t("b", "big")]);
+        assert_eq!(r.plan(&request(r#"{"input":"q","model":"chat"}"#)).await.unwrap(), vec![t("b", "b-model"), t("a", "small")]);
+        assert_eq!(r.plan(&request(r#"{"input":"q","model":"b"}"#)).await.unwrap(), vec![t("b", "b-model")]);
+        assert_eq!(r.plan(&request(r#"{"input":"q","model":"a/tiny"}"#)).await.unwrap(), vec![t("a", "tiny")]);
+        assert_eq!(r.plan(&request(r#"{"input":"q","model":"b-other"}"#)).await.unwrap(), vec![t("b", "b-other")]);
+        assert_eq!(r.plan(&request(r#"{"input":"q","provider":"a","model":"a/m"}"#)).await.unwrap(), vec![t("a", "m")]);
+        assert_eq!(r.plan(&request(r#"{"input":"q","model":"nope"}"#)).await, Err(RouteError::UnknownModel("nope".into())));
+        assert_eq!(r.plan(&request(r#"{"input":"q","provider":"c"}"#)).await, Err(RouteError::UnknownProvider("c".into())));
+    }
+
+    #[tokio::test]
+    async fn a_transient_failure_is_retried_then_falls_back() {
+        let a = Scripted::new("a", vec![], Outcome::Fail(upstream_503()));
+        let b = Scripted::new("b", vec![], Outcome::Answer("from b"));
+        let r = router(&[&a, &b], routes(&["a", "b"]));
+        let req = request(r#"{"input":"q"}"#);
+        let targets = r.plan(&req).await.unwrap();
+        let answer = r.infer(&targets, &req, &ctx()).await.unwrap();
+        assert_eq!((answer.provider.as_str(), answer.output.as_str()), ("b", "from b"));
+        // One try and `max_retries` (1) more on `a`, then `b` once.
+        assert_eq!((a.calls(), b.calls()), (2, 1));
+    }
+
+    #[tokio::test]
+    async fn a_retry_on_the_same_target_can_succeed() {
+        let a = Scripted::new("a", vec![Outcome::Fail(ProviderError::Timeout)], Outcome::Answer("second try"));
+        let b = Scripted::new("b", vec![], Outcome::Answer("from b"));
+        let r = router(&[&a, &b], routes(&["a", "b"]));
+        let req = request(r#"{"input":"q"}"#);
+        let answer = r.infer(&r.plan(&req).await.unwrap(), &req, &ctx()).await.unwrap();
+        assert_eq!((answer.provider.as_str(), answer.output.as_str()), ("a", "second try"));
+        assert_eq!((a.calls(), b.calls()), (2, 0));
+    }
+
+    #[tokio::test]
+    async fn a_client_error_ends_the_request_without_fallback() {
+        let a = Scripted::new("a", vec![], Outcome::Fail(ProviderError::Rejected { status: 400, message: "bad".into() }));
+        let b = Scripted::new("b", vec![], Outcome::Answer("from b"));
+        let r = router(&[&a, &b], routes(&["a", "b"]));
+        let req = request(r#"{"input":"q"}"#);
+        let err = r.infer(&r.plan(&req).await.unwrap(), &req, &ctx()).await.unwrap_err();
+        assert!(matches!(err, ProviderError::Rejected { status: 400, .. }), "{err:?}");
+        assert_eq!((a.calls(), b.calls()), (1, 0), "a 4xx is neither retried nor passed on");
+    }
+
+    #[tokio::test]
+    async fn repeated_failures_open_the_breaker_and_later_requests_skip_the_provider() {
+        let a = Scripted::new("a", vec![], Outcome::Fail(upstream_503()));
+        let b = Scripted::new("b", vec![], Outcome::Answer("from b"));
+        let r = router(&[&a, &b], RoutesConfig { max_retries: 0, ..routes(&["a", "b"]) });
+        let req = request(r#"{"input":"q"}"#);
+        let targets = r.plan(&req).await.unwrap();
+        for _ in 0..3 {
+            assert_eq!(r.infer(&targets, &req, &ctx()).await.unwrap().provider, "b");
+        }
+        assert_eq!(a.calls(), 3, "the breaker opens at the third failure");
+        for _ in 0..5 {
+            assert_eq!(r.infer(&targets, &req, &ctx()).await.unwrap().provider, "b");
+        }
+        assert_eq!(a.calls(), 3, "an open breaker is not called during its cooldown");
+        assert_eq!(b.calls(), 8);
+    }
+
+    #[tokio::test]
+    async fn a_stream_falls_back_before_its_first_token_never_after() {
+        let a = Scripted::new("a", vec![], Outcome::Fail(upstream_503()));
+        let b = Scripted::new("b", vec![], Outcome::Answer("streamed by b"));
+        let r = router(&[&a, &b], RoutesConfig { max_retries: 0, ..routes(&["a", "b"]) });
+        let req = request(r#"{"input":"q","stream":true}"#);
+        let (text, kinds, failure) = collect(r.stream(r.plan(&req).await.unwrap(), req.clone(), ctx()).await.unwrap()).await;
+        assert_eq!(text, "streamed by b");
+        assert_eq!(kinds, ["done"]);
+        assert!(failure.is_none());
+
+        // Broken after the first token reached the client: the error is passed on, no fallback
+        // (the client would get two half answers).
+        let a = Scripted::new("a", vec![], Outcome::BreakAfterFirstToken(upstream_503()));
+        let b = Scripted::new("b", vec![], Outcome::Answer("never"));
+        let r = router(&[&a, &b], RoutesConfig { max_retries: 0, ..routes(&["a", "b"]) });
+        let (text, _, failure) = collect(r.stream(r.plan(&req).await.unwrap(), req.clone(), ctx()).await.unwrap()).await;
+        assert_eq!(text, "half an ans");
+        assert!(matches!(failure, Some(ProviderError::Upstream { status: 503, .. })), "{failure:?}");
+        assert_eq!(b.calls(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_request_is_not_retried() {
+        let a = Scripted::new("a", vec![], Outcome::Fail(upstream_503()));
+        let b = Scripted::new("b", vec![], Outcome::Answer("from b"));
+        let r = router(&[&a, &b], RoutesConfig { max_retries: 3, retry_backoff_ms: 200, ..routes(&["a", "b"]) });
+        let req = request(r#"{"input":"q"}"#);
+        let ctx = ctx();
+        ctx.cancel.cancel();
+        assert!(r.infer(&r.plan(&req).await.unwrap(), &req, &ctx).await.is_err());
+        assert_eq!(b.calls(), 0, "nothing is asked for a client that left");
+    }
+}

@@ -71,6 +71,84 @@ pub struct InferenceRequest {
     pub metadata: serde_json::Map<String, serde_json::Value>,
 }
 
+/// Which kind of client the answer is for; `metadata.channel`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Channel {
+    /// Read on a screen (`"text"`, or no channel).
+    #[default]
+    Text,
+    /// Spoken (`"voice"`): a short answer, at most two sentences.
+    Voice,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Text => "text",
+            Channel::Voice => "voice",
+        }
+    }
+}
+
+/// The request options uag itself reads, typed: the one place the well-known `metadata` keys
+/// are parsed (`cache`, `collections`, `language`, `channel`); other keys pass through
+/// untouched. [`InferenceRequest::validate`] refuses a well-known key of the wrong shape, so a
+/// typo like `"collections": 5` is a 400 instead of a silently wider search.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestOptions {
+    /// False when the client asked to skip the response cache (`"cache": false | "bypass"`).
+    pub use_cache: bool,
+    /// Knowledge-base collections to search (`"collections": "a"` or `["a", "b"]`); empty: all.
+    pub collections: Vec<String>,
+    /// The language to answer in (ISO 639-1, `"de"`); the voice pipeline sets the spoken one.
+    pub language: Option<String>,
+    pub channel: Channel,
+}
+
+impl Default for RequestOptions {
+    fn default() -> Self {
+        Self { use_cache: true, collections: Vec::new(), language: None, channel: Channel::Text }
+    }
+}
+
+impl RequestOptions {
+    fn parse(metadata: &serde_json::Map<String, serde_json::Value>) -> Result<Self, InvalidRequest> {
+        use serde_json::Value;
+        let invalid = |field: &'static str, message: &str| InvalidRequest { field, message: message.to_owned() };
+        let use_cache = match metadata.get("cache") {
+            None | Some(Value::Bool(true)) => true,
+            Some(Value::Bool(false)) => false,
+            Some(Value::String(s)) if matches!(s.as_str(), "bypass" | "no-cache" | "off") => false,
+            Some(Value::String(s)) if s == "on" => true,
+            Some(_) => return Err(invalid("metadata.cache", "`metadata.cache` must be true, false or \"bypass\"")),
+        };
+        let collections = match metadata.get("collections") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::String(one)) => vec![one.clone()],
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| invalid("metadata.collections", "`metadata.collections` must be a name or an array of names"))?,
+            Some(_) => return Err(invalid("metadata.collections", "`metadata.collections` must be a name or an array of names")),
+        };
+        let language = match metadata.get("language") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(l)) if (2..=8).contains(&l.len()) && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') => {
+                Some(l.to_ascii_lowercase())
+            }
+            Some(_) => return Err(invalid("metadata.language", "`metadata.language` must be a language code such as \"de\" or \"pt-br\"")),
+        };
+        let channel = match metadata.get("channel") {
+            None | Some(Value::Null) => Channel::Text,
+            Some(Value::String(c)) if c == "text" => Channel::Text,
+            Some(Value::String(c)) if c == "voice" => Channel::Voice,
+            Some(_) => return Err(invalid("metadata.channel", "`metadata.channel` must be \"text\" or \"voice\"")),
+        };
+        Ok(Self { use_cache, collections, language, channel })
+    }
+}
+
 /// Why a request is not acceptable; the text names the field at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -120,7 +198,23 @@ impl InferenceRequest {
         if self.metadata.len() > MAX_METADATA_KEYS || serde_json::to_vec(&self.metadata).map_or(true, |v| v.len() > MAX_METADATA_BYTES) {
             return invalid("metadata", "`metadata` may hold at most 64 keys and 16 KiB");
         }
-        Ok(())
+        RequestOptions::parse(&self.metadata).map(drop)
+    }
+
+    /// The options uag reads from `metadata`, typed. A well-known key of the wrong shape (which
+    /// [`Self::validate`] refuses) reads as its default.
+    pub fn options(&self) -> RequestOptions {
+        RequestOptions::parse(&self.metadata).unwrap_or_default()
+    }
+
+    /// Sets a typed option in `metadata` (the front doors that build requests: voice turns).
+    pub fn set_channel(&mut self, channel: Channel) {
+        self.metadata.insert("channel".into(), serde_json::Value::String(channel.as_str().to_owned()));
+    }
+
+    /// Asks for the answer in `language` (ISO 639-1).
+    pub fn set_language(&mut self, language: &str) {
+        self.metadata.insert("language".into(), serde_json::Value::String(language.to_owned()));
     }
 
     /// The conversation, with plain `input` turned into one user message.
@@ -274,6 +368,36 @@ mod tests {
         assert_eq!(req(no_user).validate().unwrap_err().field, "messages");
         let hot = r#"{"input":"a","params":{"temperature":3}}"#;
         assert_eq!(req(hot).validate().unwrap_err().field, "params.temperature");
+    }
+
+    #[test]
+    fn well_known_metadata_keys_are_typed_options() {
+        let r = req(r#"{"input":"q","metadata":{"cache":false,"collections":"a","language":"DE","channel":"voice","tag":7}}"#);
+        r.validate().unwrap();
+        let o = r.options();
+        assert_eq!(
+            o,
+            RequestOptions { use_cache: false, collections: vec!["a".into()], language: Some("de".into()), channel: Channel::Voice }
+        );
+        assert_eq!(req(r#"{"input":"q"}"#).options(), RequestOptions::default());
+        assert!(req(r#"{"input":"q"}"#).options().use_cache);
+        assert!(!req(r#"{"input":"q","metadata":{"cache":"bypass"}}"#).options().use_cache);
+        assert_eq!(req(r#"{"input":"q","metadata":{"collections":["a","b"]}}"#).options().collections, ["a", "b"]);
+        // The wrong shape is refused, naming the key, never read as "no restriction".
+        for (json, field) in [
+            (r#"{"input":"q","metadata":{"collections":5}}"#, "metadata.collections"),
+            (r#"{"input":"q","metadata":{"collections":["a",1]}}"#, "metadata.collections"),
+            (r#"{"input":"q","metadata":{"cache":"maybe"}}"#, "metadata.cache"),
+            (r#"{"input":"q","metadata":{"language":"deutsch bitte"}}"#, "metadata.language"),
+            (r#"{"input":"q","metadata":{"channel":"fax"}}"#, "metadata.channel"),
+        ] {
+            assert_eq!(req(json).validate().unwrap_err().field, field, "{json}");
+        }
+        let mut built = req(r#"{"input":"q"}"#);
+        built.set_channel(Channel::Voice);
+        built.set_language("pt-br");
+        built.validate().unwrap();
+        assert_eq!((built.options().channel, built.options().language.as_deref()), (Channel::Voice, Some("pt-br")));
     }
 
     #[test]

@@ -26,9 +26,8 @@ use uag_models::tts::TtsOptions;
 
 use crate::error::ApiError;
 use crate::http::AppState;
-use crate::http::inference::into_event;
-use crate::provider::RequestContext;
-use crate::types::{Event, InferenceRequest, Message, Params, Role, Source};
+use crate::pipeline::into_event;
+use crate::types::{Channel, Event, InferenceRequest, Message, Params, Role, Source};
 
 /// `[voice]`: the voice WebSocket (`/v1/voice`) and the kiosk page.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -255,11 +254,14 @@ pub struct TurnOutcome {
     pub completed: bool,
 }
 
+/// The voice socket as the policy sees it; each turn is decided as inference on this route.
+pub const ROUTE: crate::policy::Route = crate::policy::Route { path: "/v1/voice", method: "GET" };
+
 /// Everything a turn needs from the server, plus the caller's identity for routing and limits.
 #[derive(Clone)]
 pub struct TurnDeps {
     pub state: AppState,
-    pub caller: axum::http::Extensions,
+    pub caller: crate::pipeline::Caller,
 }
 
 /// Runs one turn to its `done` event. Cancelling `cancel` stops generation and synthesis at
@@ -317,10 +319,8 @@ async fn answer(
     let voice_config = &state.config.voice;
 
     // 0. Each turn is one request for the caller's limits, refused before whisper runs.
-    if let Some(limits) = deps.caller.get::<crate::ratelimit::RequestLimits>()
-        && let Err(e) = limits.admit("/v1/voice").await
-    {
-        let api = ApiError::from(&e);
+    if let Err(e) = state.pipeline.admit(&deps.caller).await {
+        let api = ApiError::from(e);
         emit(out, error(turn, api.code, api.message)).await;
         return "error";
     }
@@ -383,13 +383,7 @@ async fn answer(
     // 3. The answer, spoken sentence by sentence while it is written.
     let mut messages = input.history;
     messages.push(Message::new(Role::User, question));
-    let mut metadata = serde_json::Map::new();
-    // A spoken answer is short: the local provider caps it at two sentences.
-    metadata.insert("channel".into(), serde_json::Value::String("voice".into()));
-    if language != "en" {
-        metadata.insert("language".into(), serde_json::Value::String(language.clone()));
-    }
-    let request = InferenceRequest {
+    let mut request = InferenceRequest {
         id: None,
         provider: voice_config.provider.clone(),
         model: Some(voice_config.model.clone()),
@@ -397,27 +391,22 @@ async fn answer(
         input: None,
         params: Params { max_tokens: Some(voice_config.max_answer_tokens), ..Params::default() },
         stream: true,
-        metadata,
+        metadata: serde_json::Map::new(),
     };
+    // A spoken answer is short: the local provider caps it at two sentences.
+    request.set_channel(Channel::Voice);
+    if language != "en" {
+        request.set_language(&language);
+    }
     let request_id = format!("voice-{}", uuid::Uuid::new_v4());
-    let mut ctx = crate::http::inference::with_caller(RequestContext::new(request_id, state.config.server.request_timeout()), &deps.caller);
+    let ctx = state.pipeline.context(request_id, &deps.caller);
     // Dropping this guard (turn cancelled or finished) cancels the provider's work.
     let _cancel_guard = ctx.cancel.clone().drop_guard();
-    // `[policy]` decides per target, as for every inference request.
-    let route = crate::policy::Route { path: "/v1/voice", method: "GET" };
-    let events = match state.router.plan(&request).await {
-        Ok(targets) => match crate::policy::authorize_targets(state, ctx.identity.as_ref(), route, &request, targets) {
-            Ok((targets, collections)) => {
-                ctx.allowed_collections = collections;
-                state.router.stream(targets, request, ctx).await.map_err(ApiError::from)
-            }
-            Err(api) => Err(api),
-        },
-        Err(e) => Err(ApiError::from(e)),
-    };
-    let mut events = match events {
-        Ok(events) => events,
-        Err(api) => {
+    // The same path as every inference request: cached, planned, and authorized per target.
+    let mut events = match state.pipeline.answer(request, &deps.caller, ctx, crate::pipeline::CacheUse::Allowed).await.answer {
+        Ok(answer) => answer.into_events(),
+        Err(e) => {
+            let api = ApiError::from(e);
             emit(out, error(turn, api.code, api.message)).await;
             return "error";
         }

@@ -33,6 +33,3 @@ pub mod verify;
 
 pub use engine::{Engine, IngestOutcome, NewDocument, Progress, QueryOptions, RetrievalMode, Stats};
 pub use error::EngineError;
-
-/// Keeps the dependency direction models <- graphrag explicit until the engine uses models.
-pub use uag_models as models;

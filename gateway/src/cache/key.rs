@@ -5,17 +5,16 @@
 //! `{"input": "x"}` and `{"messages": [{"role": "user", "content": "x"}]}` share an entry;
 //! contents trimmed) and the sampling parameters (stop sequences sorted). Left out: the request
 //! id, `stream` (a streamed request is answered from a non-streamed entry and back: the stored
-//! value is wire-neutral) and `metadata`. Keys are hashes, so neither prompts nor caller names
+//! value is wire-neutral) and `metadata`, except what changes the answer: the requested
+//! collections, the language and the channel. Keys are hashes, so neither prompts nor caller names
 //! appear in the backend's key space.
 //!
 //! The semantic key is a partition (the same material without the last user message, plus the
 //! embedding model) and the last user message's text, whose embedding is compared by cosine
 //! within the partition.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 
-use axum::extract::ConnectInfo;
-use axum::http::Extensions;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -24,8 +23,8 @@ use crate::provider::Identity;
 use crate::types::{InferenceRequest, Params, Role};
 
 /// Bumped when the key material or the stored value changes shape, so old entries are never read
-/// (2: the requested collections and language).
-const KEY_VERSION: u8 = 2;
+/// (2: the requested collections and language; 3: the channel).
+const KEY_VERSION: u8 = 3;
 
 #[derive(Serialize)]
 struct KeyMaterial<'a> {
@@ -39,7 +38,9 @@ struct KeyMaterial<'a> {
     /// answer than one over all of them, and must never be served the other's.
     collections: Vec<String>,
     /// `metadata.language`: the voice pipeline asks for answers in the spoken language.
-    language: Option<&'a str>,
+    language: Option<String>,
+    /// `metadata.channel`: a voice turn's answer is two sentences, a text answer longer.
+    channel: &'static str,
 }
 
 /// The keys of one request.
@@ -82,6 +83,7 @@ fn trimmed(s: Option<&str>) -> Option<&str> {
 /// The keys of `req` for a caller in `scope`. `single_turn_only`: only requests with one user
 /// message and no assistant turn get a semantic key (follow-ups depend on the conversation).
 pub(crate) fn request_keys(req: &InferenceRequest, scope: &str, single_turn_only: bool) -> RequestKeys {
+    let options = req.options();
     let conversation = req.conversation();
     let messages: Vec<(Role, &str)> = conversation.iter().map(|m| (m.role, m.content.trim())).collect();
     let mut params = req.params.clone();
@@ -94,12 +96,13 @@ pub(crate) fn request_keys(req: &InferenceRequest, scope: &str, single_turn_only
         messages,
         params,
         collections: {
-            let mut c = crate::policy::requested_collections(req);
+            let mut c = options.collections;
             c.sort_unstable();
             c.dedup();
             c
         },
-        language: req.metadata.get("language").and_then(|v| v.as_str()),
+        language: options.language,
+        channel: options.channel.as_str(),
     };
     // Serialising plain strings, numbers and enums cannot fail; an empty string would still
     // hash to a key only this (impossible) case shares.
@@ -124,12 +127,11 @@ pub(crate) fn request_keys(req: &InferenceRequest, scope: &str, single_turn_only
 
 /// Whose entries a caller may read: the authenticated subject (else the client address), the
 /// tenant (callers without one fall back to their own scope), or everyone.
-pub(crate) fn caller_scope(scope: CacheScope, extensions: &Extensions) -> String {
-    let identity = extensions.get::<Identity>();
+pub(crate) fn caller_scope(scope: CacheScope, identity: Option<&Identity>, peer: Option<IpAddr>) -> String {
     let user = || match identity {
         Some(identity) => format!("user:{}", identity.subject),
-        None => match extensions.get::<ConnectInfo<SocketAddr>>() {
-            Some(ConnectInfo(addr)) => format!("ip:{}", addr.ip()),
+        None => match peer {
+            Some(ip) => format!("ip:{ip}"),
             None => "ip:unknown".to_owned(),
         },
     };
@@ -186,6 +188,8 @@ mod tests {
             (r#"{"input":"q","model":"m","metadata":{"collections":["beta"]}}"#, "user:a"),
             (r#"{"input":"q","model":"m","metadata":{"collections":"beta"}}"#, "user:a"),
             (r#"{"input":"q","model":"m","metadata":{"language":"de"}}"#, "user:a"),
+            // A voice turn's two-sentence answer is not a text answer.
+            (r#"{"input":"q","model":"m","metadata":{"channel":"voice"}}"#, "user:a"),
         ] {
             assert_ne!(request_keys(&req(json), scope, true).exact, base, "{json} in {scope}");
         }
@@ -208,15 +212,14 @@ mod tests {
 
     #[test]
     fn scopes_follow_the_identity() {
-        let mut ext = Extensions::new();
-        assert_eq!(caller_scope(CacheScope::User, &ext), "ip:unknown");
-        ext.insert(ConnectInfo(SocketAddr::from(([10, 0, 0, 7], 5000))));
-        assert_eq!(caller_scope(CacheScope::User, &ext), "ip:10.0.0.7");
-        ext.insert(Identity { subject: "alice".into(), roles: vec![], tenant: None, method: AuthMethod::default() });
-        assert_eq!(caller_scope(CacheScope::User, &ext), "user:alice");
-        assert_eq!(caller_scope(CacheScope::Tenant, &ext), "user:alice");
-        ext.insert(Identity { subject: "alice".into(), roles: vec![], tenant: Some("acme".into()), method: AuthMethod::default() });
-        assert_eq!(caller_scope(CacheScope::Tenant, &ext), "tenant:acme");
-        assert_eq!(caller_scope(CacheScope::Global, &ext), "global");
+        assert_eq!(caller_scope(CacheScope::User, None, None), "ip:unknown");
+        let ip = Some(IpAddr::from([10, 0, 0, 7]));
+        assert_eq!(caller_scope(CacheScope::User, None, ip), "ip:10.0.0.7");
+        let alice = Identity { subject: "alice".into(), roles: vec![], tenant: None, method: AuthMethod::default() };
+        assert_eq!(caller_scope(CacheScope::User, Some(&alice), ip), "user:alice");
+        assert_eq!(caller_scope(CacheScope::Tenant, Some(&alice), ip), "user:alice");
+        let acme = Identity { tenant: Some("acme".into()), ..alice };
+        assert_eq!(caller_scope(CacheScope::Tenant, Some(&acme), ip), "tenant:acme");
+        assert_eq!(caller_scope(CacheScope::Global, Some(&acme), ip), "global");
     }
 }

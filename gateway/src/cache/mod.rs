@@ -1,14 +1,14 @@
 //! Response cache: config `[cache]`; absent (or `enabled = false`), nothing is cached.
 //!
-//! [`layer`] sits on `POST /v1/inference` and `POST /v1/chat/completions`, after authentication
-//! and rate limits. It reads the JSON body, normalises the request into keys (`key.rs`), looks
-//! the answer up and hands the handler a [`CacheSlot`] in the request extensions: on a hit the
-//! handler replays the stored answer through its usual framing (JSON, or SSE events when
-//! `stream: true`), on a miss it asks the router and fills the slot with the complete answer.
-//! Every answer to a valid request on these routes carries `x-uag-cache: hit | semantic | miss`
-//! (what was served: a stored answer the policy refuses this caller is a `miss`)
-//! (`bypass` when the client asked for no cache; `miss` too when the backend could not be
-//! asked). Invalid requests pass straight to the handler, which refuses them as without a cache.
+//! The cache works on the typed request, inside the one inference path (`crate::pipeline`), so
+//! every front door is cached the same way: `POST /v1/inference`, `/v1/chat/completions`, the
+//! WebSocket API and voice turns. The pipeline normalises the request into keys (`key.rs`) and
+//! looks the answer up ([`ResponseCache::lookup`], which returns a [`CacheSlot`]): on a hit it
+//! replays the stored answer (whole, or as events when the request streams), on a miss it asks
+//! the router and fills the slot with the complete answer. Every HTTP answer carries
+//! `x-uag-cache: hit | semantic | miss` (what was served: a stored answer the policy refuses
+//! this caller is a `miss`; `bypass` when the client asked for no cache; `miss` too when the
+//! backend could not be asked). Invalid requests are refused before the cache is asked.
 //!
 //! - **Exact**: keyed by the normalised request and the caller's scope (`user`, `tenant` or
 //!   `global`), with a TTL and a count cap (oldest evicted first). Backends: sled under
@@ -41,12 +41,13 @@
 //! `uag ingest` while no server ran: the generation is stored with the knowledge base).
 //!
 //! Bypass: header `x-uag-cache: bypass` (or `no-cache`), `Cache-Control: no-cache` or
-//! `no-store`, or `"metadata": {"cache": false}` (or `"bypass"`) in the body: no lookup and no
-//! store. Backend failures (Redis down) never fail a request: the cache is skipped and
+//! `no-store` (read by the HTTP edge), or `"metadata": {"cache": false}` (or `"bypass"`) in the
+//! request (read by the pipeline, for every front door): no lookup and no store. Backend failures (Redis down) never fail a request: the cache is skipped and
 //! `uag_cache_backend_errors_total{backend}` counts them. Lookups count in
 //! `uag_cache_requests_total{kind="exact|semantic", result="hit|miss|bypass|error"}`.
 //!
-//! Not cached: WebSocket requests (`/v1/inference/stream`), whose protocol has no header for it.
+//! Voice turns are keyed with their channel (`metadata.channel = "voice"`: two-sentence answers)
+//! and language, so a spoken answer is never served to a text client or the other way round.
 
 mod key;
 mod redis_store;
@@ -54,23 +55,16 @@ mod sled_store;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::body::Body;
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderValue};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use uag_models::manifest::ModelKind;
 use uag_models::runtime::ModelRuntimes;
 
-use crate::error::ApiError;
-use crate::http::AppState;
 use crate::metrics::Metrics;
 use crate::provider::EventStream;
 use crate::types::{Event, FinishReason, InferenceRequest, InferenceResponse, Source, Timings, Usage};
@@ -364,6 +358,16 @@ impl ResponseCache {
         })
     }
 
+    /// Whose answers a caller may be served (`[cache] scope`).
+    pub fn scope(&self) -> CacheScope {
+        self.config.scope
+    }
+
+    /// A request that asked for no cache.
+    pub(crate) fn count_bypass(&self) {
+        self.count("exact", "bypass");
+    }
+
     fn count(&self, kind: &'static str, result: &'static str) {
         self.metrics.count_cache(kind, result);
     }
@@ -490,16 +494,7 @@ impl ResponseCache {
             }
         };
         let keys = request_keys(req, scope, self.config.semantic.single_turn_only);
-        let mut slot = SlotInner {
-            cache: Arc::clone(self),
-            key: keys.exact,
-            generation,
-            hit: None,
-            semantic: None,
-            started,
-            replayed: AtomicBool::new(false),
-            leader: None,
-        };
+        let mut slot = SlotInner { cache: Arc::clone(self), key: keys.exact, generation, hit: None, semantic: None, started, leader: None };
         match self.valid(&slot.key, generation).await {
             Ok(Some(answer)) => {
                 self.count("exact", "hit");
@@ -670,9 +665,6 @@ struct SlotInner {
     /// Partition and prompt vector, to record the answer in the semantic index.
     semantic: Option<(String, Vec<f32>)>,
     started: Instant,
-    /// Whether the handler replayed the hit (the policy may refuse this caller a stored answer,
-    /// which is then a miss).
-    replayed: AtomicBool,
     /// Set when this request asks the provider for its key while identical ones may wait.
     leader: Option<(u64, AnswerSender)>,
 }
@@ -687,8 +679,8 @@ impl Drop for SlotInner {
     }
 }
 
-/// The cache's part in one request, put in the request extensions by [`layer`]: a stored
-/// answer to replay, or the keys under which the handler's answer is stored.
+/// The cache's part in one request: a stored answer to replay, or the keys under which the
+/// pipeline stores the answer.
 #[derive(Clone)]
 pub struct CacheSlot(Arc<SlotInner>);
 
@@ -712,15 +704,9 @@ impl CacheSlot {
         Timings { total_ms: self.0.started.elapsed().as_secs_f64() * 1000.0, time_to_first_token_ms: None }
     }
 
-    /// What the client was served: the lookup's outcome if the handler replayed it, else a miss.
-    fn served(&self) -> CacheOutcome {
-        if self.0.replayed.load(Ordering::Relaxed) { self.outcome() } else { CacheOutcome::Miss }
-    }
-
     /// The hit as a JSON answer with the request's id.
     pub fn replay_response(&self, id: &str) -> Option<InferenceResponse> {
         let a = self.answer()?;
-        self.0.replayed.store(true, Ordering::Relaxed);
         Some(InferenceResponse {
             id: id.to_owned(),
             provider: a.provider.clone(),
@@ -736,7 +722,6 @@ impl CacheSlot {
     /// The hit as the events of a stream: a `cache` status, the text, the sources, `done`.
     pub fn replay_events(&self) -> Option<EventStream> {
         let a = self.answer()?;
-        self.0.replayed.store(true, Ordering::Relaxed);
         let mut events = vec![Event::status("cache", format!("answered from the response cache ({})", self.outcome().as_str()))];
         events.push(Event::delta(a.output.clone()));
         if !a.sources.is_empty() {
@@ -806,79 +791,6 @@ impl CacheSlot {
     }
 }
 
-/// Whether the client asked to skip the cache by header.
-fn bypass_by_header(headers: &HeaderMap) -> bool {
-    let ours = headers.get(CACHE_HEADER).and_then(|v| v.to_str().ok()).map(|v| v.trim().to_ascii_lowercase());
-    if ours.is_some_and(|v| matches!(v.as_str(), "bypass" | "no-cache" | "off")) {
-        return true;
-    }
-    headers
-        .get_all(axum::http::header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|d| matches!(d.trim().to_ascii_lowercase().as_str(), "no-cache" | "no-store"))
-}
-
-/// Whether the body asked to skip the cache: `"metadata": {"cache": false | "bypass"}`.
-fn bypass_by_body(req: &InferenceRequest) -> bool {
-    match req.metadata.get("cache") {
-        Some(serde_json::Value::Bool(false)) => true,
-        Some(serde_json::Value::String(s)) => matches!(s.as_str(), "bypass" | "no-cache" | "off"),
-        _ => false,
-    }
-}
-
-fn with_header(mut response: Response, value: &'static str) -> Response {
-    response.headers_mut().insert(CACHE_HEADER, HeaderValue::from_static(value));
-    response
-}
-
-/// The middleware of the inference routes (see the module docs).
-pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(cache) = state.cache.clone() else { return next.run(request).await };
-    let openai = match request.extensions().get::<MatchedPath>().map(MatchedPath::as_str) {
-        Some("/v1/chat/completions") => true,
-        Some("/v1/inference") => false,
-        _ => return next.run(request).await,
-    };
-    if bypass_by_header(request.headers()) {
-        cache.count("exact", "bypass");
-        return with_header(next.run(request).await, "bypass");
-    }
-    let (parts, body) = request.into_parts();
-    let limit = state.config.server.max_body_bytes;
-    let bytes = match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => bytes,
-        // The same answers as the handlers' JSON extractor.
-        Err(e) if e.to_string().to_lowercase().contains("length limit") => return ApiError::payload_too_large(limit).into_response(),
-        Err(_) => return ApiError::invalid_request("body_unreadable", "the request body could not be read").into_response(),
-    };
-    let parsed = if openai {
-        serde_json::from_slice::<crate::http::openai::ChatCompletionRequest>(&bytes)
-            .ok()
-            .and_then(|r| r.into_inference().ok())
-            .map(|(r, _)| r)
-    } else {
-        serde_json::from_slice::<InferenceRequest>(&bytes).ok()
-    };
-    let mut request = Request::from_parts(parts, Body::from(bytes));
-    // Invalid requests go on to the handler, which answers them with the precise 4xx.
-    let Some(req) = parsed.filter(|r| r.validate().is_ok()) else { return next.run(request).await };
-    if bypass_by_body(&req) {
-        cache.count("exact", "bypass");
-        return with_header(next.run(request).await, "bypass");
-    }
-    let scope = caller_scope(cache.config.scope, request.extensions());
-    let Some(slot) = cache.lookup(&req, &scope, state.models.as_ref(), state.engine.as_ref()).await else {
-        // The cache could not be asked (backend down): answered without it, so a miss.
-        return with_header(next.run(request).await, CacheOutcome::Miss.as_str());
-    };
-    request.extensions_mut().insert(slot.clone());
-    let response = next.run(request).await;
-    with_header(response, slot.served().as_str())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -920,21 +832,6 @@ mod tests {
         assert!(err.contains("cache.redis_url"), "{err}");
         let err = parse("[cache]\nscope = \"team\"\n").unwrap_err().to_string();
         assert!(err.contains("cache.scope"), "{err}");
-    }
-
-    #[test]
-    fn bypass_by_header_or_body() {
-        let mut h = HeaderMap::new();
-        assert!(!bypass_by_header(&h));
-        h.insert(CACHE_HEADER, HeaderValue::from_static("Bypass"));
-        assert!(bypass_by_header(&h));
-        let mut h = HeaderMap::new();
-        h.insert(axum::http::header::CACHE_CONTROL, HeaderValue::from_static("max-age=0, no-cache"));
-        assert!(bypass_by_header(&h));
-        let req: InferenceRequest = serde_json::from_str(r#"{"input":"q","metadata":{"cache":false}}"#).unwrap();
-        assert!(bypass_by_body(&req));
-        let req: InferenceRequest = serde_json::from_str(r#"{"input":"q","metadata":{"cache":true}}"#).unwrap();
-        assert!(!bypass_by_body(&req));
     }
 
     #[test]

@@ -104,6 +104,8 @@ pub struct AppStateInner {
     pub cache: Option<Arc<crate::cache::ResponseCache>>,
     /// `[policy]`; `None`: every caller may use every provider and collection.
     pub policy: Option<Arc<crate::policy::PolicyEngine>>,
+    /// The one inference path every front door calls (over the router, cache and policy above).
+    pub pipeline: crate::pipeline::Pipeline,
 }
 
 impl AppState {
@@ -124,7 +126,7 @@ impl AppState {
         let models = ModelRuntimes::start(manifest, config.model_runtime_config())?;
         crate::embedder::attach(&engine, &models, config.graphrag.dense);
         let registry = Registry::from_config(&config, Some(Arc::clone(&engine)), Some(Arc::clone(&models)))?;
-        let mut state = Self::inner_with_registry(config, registry, Some(engine));
+        let state = Self::inner_with_registry(config, registry, Some(engine), Some(models));
         // Opened once (sled takes a lock); `with_registry` logged why when it could not.
         if state.config.cache.as_ref().is_some_and(|c| c.enabled) && state.cache.is_none() {
             return Err(StartupError::Cache(format!(
@@ -132,18 +134,22 @@ impl AppState {
                 state.config.storage.data_dir.join("cache").display()
             )));
         }
-        state.models = Some(models);
         Ok(Self(Arc::new(state)))
     }
 
     /// State over a ready-made registry (tests plug in their own providers).
     pub fn with_registry(config: Config, registry: Registry, engine: Option<Arc<uag_graphrag::Engine>>) -> Self {
-        Self(Arc::new(Self::inner_with_registry(config, registry, engine)))
+        Self(Arc::new(Self::inner_with_registry(config, registry, engine, None)))
     }
 
-    fn inner_with_registry(config: Config, registry: Registry, engine: Option<Arc<uag_graphrag::Engine>>) -> AppStateInner {
+    fn inner_with_registry(
+        config: Config,
+        registry: Registry,
+        engine: Option<Arc<uag_graphrag::Engine>>,
+        models: Option<Arc<ModelRuntimes>>,
+    ) -> AppStateInner {
         let metrics = Metrics::new();
-        let router = FallbackRouter::new(Arc::new(registry), &config.routes, Arc::clone(&metrics));
+        let router = Arc::new(FallbackRouter::new(Arc::new(registry), &config.routes, Arc::clone(&metrics)));
         // `new` has checked both; a failure here can only come from a test's own config, and
         // authentication then fails closed.
         let auth = config.auth.as_ref().map(|a| {
@@ -177,11 +183,21 @@ impl AppState {
                 }
             }
         });
+        let pipeline = crate::pipeline::Pipeline::new(crate::pipeline::PipelineParts {
+            router: Arc::clone(&router),
+            cache: cache.clone(),
+            policy: policy.clone(),
+            metrics: Arc::clone(&metrics),
+            provider_kinds: config.providers.iter().map(|p| (p.name().to_owned(), p.kind())).collect(),
+            engine: engine.clone(),
+            models: models.clone(),
+            request_timeout: config.server.request_timeout(),
+        });
         AppStateInner {
             config: Arc::new(config),
-            router: Arc::new(router),
+            router,
             engine,
-            models: None,
+            models,
             metrics,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -189,6 +205,7 @@ impl AppState {
             limiter,
             cache,
             policy,
+            pipeline,
         }
     }
 }
@@ -230,13 +247,9 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(discovery::healthz))
         .route("/readyz", get(discovery::readyz))
-        // The response cache wraps only the inference routes (inside auth and rate limits).
-        .route("/v1/inference", post(inference::infer).layer(axum::middleware::from_fn_with_state(state.clone(), crate::cache::layer)))
+        .route("/v1/inference", post(inference::infer))
         .route("/v1/inference/stream", get(ws::upgrade))
-        .route(
-            "/v1/chat/completions",
-            post(openai::chat_completions).layer(axum::middleware::from_fn_with_state(state.clone(), crate::cache::layer)),
-        )
+        .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/models", get(openai::models))
         .merge(audio::routes(&state.config))
         .route("/v1/providers", get(discovery::providers))
@@ -484,7 +497,66 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
     Ok(())
 }
 
+/// The caller of a request (or of every request on an upgraded socket), as the auth and
+/// rate-limit layers left it in the request's extensions, for the inference pipeline.
+pub(crate) fn caller(extensions: &axum::http::Extensions, route: crate::policy::Route) -> crate::pipeline::Caller {
+    crate::pipeline::Caller {
+        identity: extensions.get::<crate::provider::Identity>().cloned(),
+        limits: extensions.get::<crate::ratelimit::RequestLimits>().cloned(),
+        peer: extensions.get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0.ip()),
+        route,
+    }
+}
+
+/// Whether the client asked by header to skip the cache: `x-uag-cache: bypass` (or `no-cache`,
+/// `off`), `Cache-Control: no-cache` or `no-store`.
+pub(crate) fn cache_use(headers: &axum::http::HeaderMap) -> crate::pipeline::CacheUse {
+    use crate::pipeline::CacheUse;
+    let ours = headers.get(crate::cache::CACHE_HEADER).and_then(|v| v.to_str().ok()).map(|v| v.trim().to_ascii_lowercase());
+    if ours.is_some_and(|v| matches!(v.as_str(), "bypass" | "no-cache" | "off")) {
+        return CacheUse::Bypass;
+    }
+    let no_cache = headers
+        .get_all(axum::http::header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|d| matches!(d.trim().to_ascii_lowercase().as_str(), "no-cache" | "no-store"));
+    if no_cache { CacheUse::Bypass } else { CacheUse::Allowed }
+}
+
+/// `x-uag-cache` on an answer: what the cache did for it (absent without a cache).
+pub(crate) fn with_cache_header(
+    mut response: axum::response::Response,
+    status: Option<crate::pipeline::CacheStatus>,
+) -> axum::response::Response {
+    if let Some(status) = status {
+        response.headers_mut().insert(crate::cache::CACHE_HEADER, axum::http::HeaderValue::from_static(status.as_str()));
+    }
+    response
+}
+
 /// The `x-request-id` the first layer assigned.
 pub(crate) fn request_id(headers: &axum::http::HeaderMap) -> String {
     headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned).unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::CacheUse;
+    use axum::http::{HeaderMap, HeaderValue};
+
+    #[test]
+    fn headers_can_ask_to_bypass_the_cache() {
+        let mut h = HeaderMap::new();
+        assert_eq!(cache_use(&h), CacheUse::Allowed);
+        h.insert(crate::cache::CACHE_HEADER, HeaderValue::from_static("Bypass"));
+        assert_eq!(cache_use(&h), CacheUse::Bypass);
+        let mut h = HeaderMap::new();
+        h.insert(axum::http::header::CACHE_CONTROL, HeaderValue::from_static("max-age=0, no-cache"));
+        assert_eq!(cache_use(&h), CacheUse::Bypass);
+        h.insert(axum::http::header::CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
+        assert_eq!(cache_use(&h), CacheUse::Allowed);
+    }
 }

@@ -20,9 +20,9 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::extract::JsonBody;
-use super::inference::{into_event, prepare, record_target, sse_response};
-use crate::cache::CacheSlot;
+use super::inference::sse_response;
 use crate::error::ApiError;
+use crate::pipeline::{Answer, PipelineError, into_event};
 use crate::types::{Event, FinishReason, InferenceRequest, Message, Params, Role, Source, Usage};
 use crate::unix_now;
 
@@ -194,71 +194,49 @@ pub async fn chat_completions(
     JsonBody(body): JsonBody<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     let (req, include_usage) = body.into_inference()?;
-    // Native validation errors say `params.temperature`; OpenAI clients know `temperature`.
-    let mut ctx = prepare(&state, &headers, &extensions, &req).map_err(|mut e| {
-        e.param = e.param.map(|p| p.trim_start_matches("params.").to_owned());
-        e.message = e.message.replace("`input`", "`messages`");
-        e
-    })?;
+    let caller = super::caller(&extensions, ROUTE);
+    let ctx = state.pipeline.context(super::request_id(&headers), &caller);
     let requested_model = req.model.clone().unwrap_or_else(|| "default".into());
     let id = format!("chatcmpl-{}", ctx.request_id);
     let created = unix_now();
-    // A stored answer from the cache layer replaces the router's; the framing is the same.
-    let cache = extensions.get::<CacheSlot>().cloned();
-    let identity = extensions.get::<crate::provider::Identity>();
-    // A stored answer is replayed only when the policy lets this caller have it.
-    let cached = cache.as_ref().filter(|c| {
-        c.answer().is_some_and(|a| crate::policy::may_replay(&state, identity, ROUTE, &req, &a.provider, &a.model, !a.sources.is_empty()))
-    });
-    let targets = if cached.is_some() {
-        Vec::new()
-    } else {
-        let (targets, collections) = crate::policy::authorize_targets(&state, identity, ROUTE, &req, state.router.plan(&req).await?)?;
-        ctx.allowed_collections = collections;
-        targets
-    };
     let cancel_on_drop = ctx.cancel.clone().drop_guard();
-
-    if !req.stream {
-        let answer = match cached.and_then(|c| c.replay_response(&ctx.request_id)) {
-            Some(answer) => answer,
-            None => {
-                let answer = state.router.infer(&targets, &req, &ctx).await?;
-                if let Some(cache) = &cache {
-                    cache.fill(&answer);
-                }
-                answer
+    let answered = state.pipeline.answer(req, &caller, ctx, super::cache_use(&headers)).await;
+    let cache_status = answered.cache;
+    let answer = match answered.answer {
+        Ok(answer) => answer,
+        Err(e) => {
+            let invalid = matches!(e, PipelineError::Invalid { .. });
+            let mut e = ApiError::from(e);
+            if invalid {
+                // Native validation errors say `params.temperature`; OpenAI clients know `temperature`.
+                e.param = e.param.map(|p| p.trim_start_matches("params.").to_owned());
+                e.message = e.message.replace("`input`", "`messages`");
             }
-        };
-        record_target(&answer.provider, &answer.model);
-        drop(cancel_on_drop.disarm());
-        return Ok(Json(json!({
-            "id": id,
-            "object": "chat.completion",
-            "created": created,
-            "model": answer.model,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": answer.output, "refusal": null},
-                "logprobs": null,
-                "finish_reason": finish_reason(answer.finish_reason),
-            }],
-            "usage": usage_json(answer.usage),
-            "system_fingerprint": null,
-            "uag": extension(&answer.provider, &answer.sources),
-        }))
-        .into_response());
-    }
-
-    if let Some(first) = targets.first() {
-        record_target(&first.provider, &first.model);
-    } else if let Some(answer) = cached.and_then(CacheSlot::answer) {
-        record_target(&answer.provider, &answer.model);
-    }
-    let events = match (cached.and_then(CacheSlot::replay_events), &cache) {
-        (Some(events), _) => events,
-        (None, Some(cache)) => cache.tap(state.router.stream(targets, req, ctx).await?),
-        (None, None) => state.router.stream(targets, req, ctx).await?,
+            return Ok(super::with_cache_header(e.into_response(), cache_status));
+        }
+    };
+    let events = match answer {
+        Answer::Whole(answer) => {
+            drop(cancel_on_drop.disarm());
+            let response = Json(json!({
+                "id": id,
+                "object": "chat.completion",
+                "created": created,
+                "model": answer.model,
+                "choices": [{
+                    "index": 0,
+                    "message": {"role": "assistant", "content": answer.output, "refusal": null},
+                    "logprobs": null,
+                    "finish_reason": finish_reason(answer.finish_reason),
+                }],
+                "usage": usage_json(answer.usage),
+                "system_fingerprint": null,
+                "uag": extension(&answer.provider, &answer.sources),
+            }))
+            .into_response();
+            return Ok(super::with_cache_header(response, cache_status));
+        }
+        Answer::Stream(events) => events,
     };
     let chunk = move |model: &str, delta: Value, finish: Option<&str>, extra: Option<Value>| {
         let mut c = json!({
@@ -308,7 +286,7 @@ pub async fn chat_completions(
             }
         }
     };
-    Ok(sse_response(frames))
+    Ok(super::with_cache_header(sse_response(frames), cache_status))
 }
 
 fn data(value: &Value) -> Result<sse::Event, Infallible> {

@@ -98,7 +98,7 @@ pub async fn upgrade(
     let max = state.config.voice.max_frame_bytes.max(4096);
     ws.max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| tasks.track_future(VoiceSession::new(state, extensions).run(socket)))
+        .on_upgrade(move |socket| tasks.track_future(VoiceSession::new(state, super::caller(&extensions, crate::voice::ROUTE)).run(socket)))
 }
 
 /// The format of the audio being received.
@@ -135,7 +135,8 @@ struct Listener {
 
 struct VoiceSession {
     state: AppState,
-    caller: axum::http::Extensions,
+    /// The upgrade request's caller: every turn runs with its identity and limits.
+    caller: crate::pipeline::Caller,
     out_tx: mpsc::Sender<VoiceOut>,
     out_rx: mpsc::Receiver<VoiceOut>,
     turns: u32,
@@ -151,7 +152,7 @@ enum Flow {
 }
 
 impl VoiceSession {
-    fn new(state: AppState, caller: axum::http::Extensions) -> Self {
+    fn new(state: AppState, caller: crate::pipeline::Caller) -> Self {
         let (out_tx, out_rx) = mpsc::channel(64);
         Self { state, caller, out_tx, out_rx, turns: 0, recording: None, running: None, listener: None, history: VecDeque::new() }
     }

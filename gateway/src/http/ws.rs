@@ -21,10 +21,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::AppState;
-use super::inference::into_event;
-use crate::error::ApiError;
+use crate::pipeline::{CacheUse, Caller, error_event, into_event};
+use crate::policy::Route;
 use crate::provider::RequestContext;
 use crate::types::{Event, InferenceRequest};
+
+const ROUTE: Route = Route { path: "/v1/inference/stream", method: "GET" };
 
 /// Messages a client may send.
 #[derive(Debug, Deserialize)]
@@ -77,13 +79,13 @@ pub async fn upgrade(
     };
     let tasks = state.tasks.clone();
     ws.max_message_size(state.config.server.ws_max_message_bytes)
-        .on_upgrade(move |socket| tasks.track_future(Session::new(state, extensions).run(socket)))
+        .on_upgrade(move |socket| tasks.track_future(Session::new(state, super::caller(&extensions, ROUTE)).run(socket)))
 }
 
 struct Session {
     state: AppState,
-    /// The upgrade request's extensions: the identity and limits every request on it runs with.
-    caller: axum::http::Extensions,
+    /// The upgrade request's caller: the identity and limits every request on it runs with.
+    caller: Caller,
     in_flight: HashMap<String, CancellationToken>,
     requests: JoinSet<String>,
     out_tx: mpsc::Sender<String>,
@@ -96,7 +98,7 @@ enum Flow {
 }
 
 impl Session {
-    fn new(state: AppState, caller: axum::http::Extensions) -> Self {
+    fn new(state: AppState, caller: Caller) -> Self {
         let (out_tx, out_rx) = mpsc::channel(256);
         Self { state, caller, in_flight: HashMap::new(), requests: JoinSet::new(), out_tx, out_rx }
     }
@@ -228,18 +230,21 @@ impl Session {
         if let Err(e) = request.validate() {
             return self.reply(error_message(Some(&id), "invalid_request", format!("{}: {}", e.field, e.message)));
         }
-        let ctx = super::inference::with_caller(RequestContext::new(id.clone(), config.request_timeout()), &self.caller);
+        // Events are what this socket speaks, whatever the request says.
+        request.stream = true;
+        let ctx = self.state.pipeline.context(id.clone(), &self.caller);
         self.in_flight.insert(id.clone(), ctx.cancel.clone());
         let state = self.state.clone();
+        let caller = self.caller.clone();
         let tx = self.out_tx.clone();
         self.requests.spawn(async move {
-            run_request(state, request, ctx, tx).await;
+            run_request(state, request, caller, ctx, tx).await;
             id
         });
     }
 }
 
-async fn run_request(state: AppState, request: InferenceRequest, mut ctx: RequestContext, tx: mpsc::Sender<String>) {
+async fn run_request(state: AppState, request: InferenceRequest, caller: Caller, ctx: RequestContext, tx: mpsc::Sender<String>) {
     let id = ctx.request_id.clone();
     let send = |event: Event| {
         let tx = tx.clone();
@@ -247,36 +252,18 @@ async fn run_request(state: AppState, request: InferenceRequest, mut ctx: Reques
         async move { tx.send(text).await.is_ok() }
     };
     // Each request on the connection is one request for the caller's limits.
-    if let Some(limits) = ctx.limits.clone()
-        && let Err(e) = limits.admit("/v1/inference/stream").await
-    {
-        let api = ApiError::from(&e);
-        send(Event::Error { code: api.code.to_owned(), message: api.message }).await;
+    if let Err(e) = state.pipeline.admit(&caller).await {
+        send(error_event(e)).await;
         return;
     }
     if !send(Event::status("accepted", "request accepted")).await {
         return;
     }
-    // Each request on the connection is authorized on its own (its targets differ).
-    let route = crate::policy::Route { path: "/v1/inference/stream", method: "GET" };
-    let planned = match state.router.plan(&request).await {
-        Ok(t) => crate::policy::authorize_targets(&state, ctx.identity.as_ref(), route, &request, t),
-        Err(e) => Err(ApiError::from(e)),
-    };
-    let targets = match planned {
-        Ok((targets, collections)) => {
-            ctx.allowed_collections = collections;
-            targets
-        }
-        Err(api) => {
-            send(Event::Error { code: api.code.to_owned(), message: api.message }).await;
-            return;
-        }
-    };
-    let mut events = match state.router.stream(targets, request, ctx).await {
-        Ok(events) => events,
+    // Each request on the connection is planned, authorized and cached on its own.
+    let mut events = match state.pipeline.answer(request, &caller, ctx, CacheUse::Allowed).await.answer {
+        Ok(answer) => answer.into_events(),
         Err(e) => {
-            send(into_event(Err(e))).await;
+            send(error_event(e)).await;
             return;
         }
     };

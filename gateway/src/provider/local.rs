@@ -55,9 +55,9 @@ impl AnswerCaps {
     /// Voice: at most two sentences. Text: at most four, about 100 words (the extractive
     /// answer's budget, measured in docs/EVALUATION.md).
     pub fn for_request(request: &InferenceRequest) -> Self {
-        match request.metadata.get("channel").and_then(|v| v.as_str()) {
-            Some("voice") => Self { sentences: 2, words: 50 },
-            _ => Self { sentences: 4, words: 120 },
+        match request.options().channel {
+            crate::types::Channel::Voice => Self { sentences: 2, words: 50 },
+            crate::types::Channel::Text => Self { sentences: 4, words: 120 },
         }
     }
 }
@@ -143,8 +143,7 @@ impl LocalProvider {
         let caps = AnswerCaps::for_request(&call.request);
         let writer = self.writer;
         // The voice pipeline passes the spoken language so the answer comes back in it.
-        let language =
-            call.request.metadata.get("language").and_then(|v| v.as_str()).filter(|l| *l != "en").map(crate::voice::language_name);
+        let language = call.request.options().language.filter(|l| l != "en").map(|l| crate::voice::language_name(&l));
         let rag = self.rag;
         let (tx, rx) = mpsc::channel::<Result<Event, ProviderError>>(64);
         tokio::spawn(async move {

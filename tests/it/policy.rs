@@ -3,12 +3,9 @@
 //! retrieval filtered by the collections the policy allows, reload on file change and on SIGHUP,
 //! and a broken policy kept out (at start-up and on reload).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{Gateway, MockUpstream, client, error_code};
@@ -118,35 +115,6 @@ async fn start_with(watch_interval_ms: u64, extra: &str) -> (MockUpstream, Gatew
     (mock, gw, dir)
 }
 
-/// Everything a tracing event writes in this test binary, to check decisions are logged and
-/// credentials are not.
-fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&buffer);
-        let _ = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::INFO)
-            .with_ansi(false)
-            .with_writer(move || LogWriter(Arc::clone(&sink)))
-            .try_init();
-        buffer
-    })
-    .clone()
-}
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 async fn post(gw: &Gateway, path: &str, bearer: &str, body: &Value) -> (u16, Value) {
     let r = client().post(gw.url(path)).bearer_auth(bearer).json(body).send().await.unwrap();
     let status = r.status().as_u16();
@@ -188,7 +156,7 @@ where
 
 #[tokio::test]
 async fn providers_are_allowed_and_denied_per_role() {
-    let logs = captured_logs();
+    let logs = common::captured_logs();
     let (_mock, gw, _dir) = start(0).await;
     let user = token("alice", &["user"]);
     let admin = token("root", &["admin"]);

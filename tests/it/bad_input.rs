@@ -1,9 +1,7 @@
 //! Bad input gets the right status and an OpenAI-shaped JSON error, and the server keeps
 //! serving afterwards.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use common::{Gateway, MockUpstream, client, error_code};
 use serde_json::{Value, json};

@@ -2,14 +2,11 @@
 //! authentication at the upgrade, anonymous routes, identity forwarded upstream, and tokens
 //! kept out of the log. Keys are generated per run with the `openssl` CLI.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+use crate::common;
 
-mod common;
-
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -23,34 +20,6 @@ const ISSUER: &str = "https://idp.example.lan";
 const AUDIENCE: &str = "uag";
 const HS_SECRET: &str = "a-shared-secret-of-at-least-32-bytes!!";
 const API_KEY: &str = "uag-kiosk-key-5f1d2c3b4a";
-
-/// Everything a tracing event writes in this test binary, to check nothing leaks.
-fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&buffer);
-        let _ = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_ansi(false)
-            .with_writer(move || LogWriter(Arc::clone(&sink)))
-            .try_init();
-        buffer
-    })
-    .clone()
-}
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn openssl(args: &[&str]) {
     let out = Command::new("openssl").args(args).output().expect("openssl CLI");
@@ -208,7 +177,7 @@ async fn valid_tokens_of_every_algorithm_pass() {
 
 #[tokio::test]
 async fn bad_tokens_are_401_with_the_json_error_shape() {
-    let logs = captured_logs();
+    let logs = common::captured_logs();
     let mock = MockUpstream::start().await;
     let gw = Gateway::with_mock(&mock, &auth_toml(true)).await;
     let k = keys();

@@ -1,9 +1,7 @@
 //! The knowledge base end to end: documents over HTTP, answers from the `local` provider
 //! with status events and citations, entity search, and the CLI with its lock.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -2,9 +2,7 @@
 //! authentication), WebSocket floods closed with 1008, and hostile JSON (deep nesting, huge
 //! numbers of keys) refused with a 4xx while the server keeps serving.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

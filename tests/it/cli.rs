@@ -1,11 +1,10 @@
 //! End-to-end tests of the `uag` binary: config checking, start-up errors, serving on the
 //! embedded defaults, and a clean exit on SIGTERM.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 // These tests drive a child process from plain threads; no tokio worker is blocked.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

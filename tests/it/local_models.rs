@@ -4,9 +4,7 @@
 //! grounded GraphRAG answer, and every endpoint's bad input answered with a clear 4xx while
 //! the server keeps serving.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use common::{Gateway, MockUpstream, client, delta_text, error_code, models_toml, sse_events, word_error_rate};
 use serde_json::{Value, json};

@@ -4,9 +4,7 @@
 //! at once; the conversation memory reaches the model; German speech is answered with the
 //! espeak-ng voice; bad input gets error events or close codes; a vanished client leaks no task.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

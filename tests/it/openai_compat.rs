@@ -1,9 +1,7 @@
 //! The OpenAI-compatible routes with the request and response shapes the official SDKs use,
 //! plus a run of the real `openai` Python SDK against the gateway.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

@@ -244,3 +244,33 @@ pub fn word_error_rate(reference: &str, hypothesis: &str) -> f64 {
     }
     prev[h.len()] as f64 / r.len().max(1) as f64
 }
+
+/// Everything a tracing event writes in this test binary (debug level for uag's crates), so
+/// tests can check that decisions are logged and credentials are not. One subscriber serves
+/// the whole binary: a process has one global subscriber.
+pub fn captured_logs() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    use std::sync::{Arc, Mutex, OnceLock};
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&buffer);
+        // Dependencies stay at info: their debug lines (hyper, h2, tantivy) would only grow the buffer.
+        let filter = tracing_subscriber::EnvFilter::new("info,uag=debug,uag_gateway=debug,uag_graphrag=debug,uag_models=debug");
+        let _ =
+            tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(move || LogWriter(Arc::clone(&sink))).try_init();
+        buffer
+    })
+    .clone()
+}
+
+struct LogWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

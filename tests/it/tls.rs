@@ -5,9 +5,7 @@
 //! and the certificate's common name becomes the caller's identity. Certificates come from the
 //! `openssl` command (installed by `scripts/setup.sh --test`).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -2,11 +2,10 @@
 //! line on stdout is one JSON object, and a request's response line carries its request id,
 //! the authenticated subject, provider, model, HTTP status and latency.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 // The child's stdout is read on a plain thread; no tokio worker blocks on it.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

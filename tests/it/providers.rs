@@ -1,9 +1,7 @@
 //! The shared provider suite: every cloud provider type runs the same cases against the mock
 //! upstream replaying its real wire format (JSON, SSE, NDJSON).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use common::{Gateway, MockUpstream, TEST_KEY, delta_text, error_code, sse_events};
 use serde_json::{Value, json};

@@ -3,9 +3,7 @@
 //! running uag; HTTP redirect, JSON, SSE without buffering, WebSocket upgrade and the body limit
 //! all go through it. Needs `scripts/setup.sh --deploy` (nginx, openssl).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

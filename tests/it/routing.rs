@@ -1,9 +1,7 @@
 //! Routing: alias chains, fallback on 5xx and timeouts, no fallback on 400, the default chain,
 //! and the circuit breaker opening and half-opening.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -2,13 +2,12 @@
 //! routes sharing one wire-neutral entry), never across users, bypass, no caching of errors,
 //! eviction at the cap; semantic hits on a paraphrase with the real MiniLM and misses on an
 //! unrelated question; invalidation when the knowledge base changes; Redis shared by two
-//! gateways, and Redis down (the request is served, a metric counts it).
+//! gateways, and Redis down (the request is served, a metric counts it); WebSocket requests
+//! cached like HTTP ones (one pipeline, one cache).
 //!
 //! The mock upstream counts its calls, which proves whether an answer came from the cache.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::path::Path;
 
@@ -506,4 +505,65 @@ async fn a_narrowed_request_is_never_served_the_whole_knowledge_bases_answer() {
     assert!(documents(&narrow).iter().all(|d| d == "beta.md"), "{narrow}");
     writes_settled(&gw).await;
     assert_eq!(infer(&gw, &narrowed).await.0, "hit");
+}
+
+/// A WebSocket request: its events until `done` or `error`, as (status stages, text, last event).
+async fn ws_ask(
+    ws: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    id: &str,
+    body: Value,
+) -> (Vec<String>, String, Value) {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let message = json!({"type": "request", "request": {"id": id, "model": MODEL, "input": body["input"], "metadata": body.get("metadata").cloned().unwrap_or(json!({}))}});
+    ws.send(Message::Text(message.to_string().into())).await.unwrap();
+    let (mut stages, mut text) = (Vec::new(), String::new());
+    loop {
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next()).await.expect("an event in time").unwrap().unwrap();
+        let Message::Text(t) = msg else { continue };
+        let event: Value = serde_json::from_str(&t).unwrap();
+        assert_eq!(event["id"], id, "{event}");
+        match event["type"].as_str().unwrap() {
+            "status" => stages.push(event["stage"].as_str().unwrap().to_owned()),
+            "delta" => text.push_str(event["text"].as_str().unwrap()),
+            "done" | "error" => return (stages, text, event),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn websocket_requests_share_the_cache_with_http() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::with_mock(&mock, "[cache]\n").await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(gw.ws_url()).await.unwrap();
+    let q = question("What is the capital of France?");
+
+    // First asked on the socket: the provider answers, and the answer is stored.
+    let (stages, text, done) = ws_ask(&mut ws, "w1", q.clone()).await;
+    assert_eq!((text.as_str(), done["type"].as_str()), (ANSWER, Some("done")), "{done}");
+    assert!(!stages.contains(&"cache".to_owned()), "{stages:?}");
+    assert_eq!(mock.calls("llama3.2"), 1);
+
+    // Asked again on the socket: replayed, with the `cache` status, and no provider call.
+    let (stages, text, done) = ws_ask(&mut ws, "w2", q.clone()).await;
+    assert_eq!(text, ANSWER);
+    assert_eq!(done["provider"], "ollama");
+    assert!(stages.contains(&"cache".to_owned()), "{stages:?}");
+    assert_eq!(mock.calls("llama3.2"), 1);
+
+    // The HTTP routes find the socket's answer: one path, one cache.
+    let (cache, body) = infer(&gw, &q).await;
+    assert_eq!((cache.as_str(), body["output"].as_str()), ("hit", Some(ANSWER)));
+    assert_eq!(mock.calls("llama3.2"), 1);
+
+    // `metadata.cache = false` skips it on the socket too.
+    let mut bypass = q.clone();
+    bypass["metadata"] = json!({"cache": false});
+    let (stages, text, _) = ws_ask(&mut ws, "w3", bypass).await;
+    assert_eq!(text, ANSWER);
+    assert!(!stages.contains(&"cache".to_owned()), "{stages:?}");
+    assert_eq!(mock.calls("llama3.2"), 2);
+    assert_eq!(metric(&gw, &cache_metric("exact", "hit")).await, 2.0);
+    assert_eq!(metric(&gw, &cache_metric("exact", "bypass")).await, 1.0);
 }

@@ -2,7 +2,6 @@
 //! kill the store is reopened and must hold every acknowledged document whole, no partial
 //! document, and a search index that agrees with it.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 // A plain test driving child processes: no async runtime to block.
 #![allow(clippy::disallowed_methods)]
 

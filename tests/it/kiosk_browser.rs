@@ -8,9 +8,7 @@
 //! `scripts/setup.sh --test` installs chromium and chromium-driver; without them the test fails
 //! and says so (it never skips).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

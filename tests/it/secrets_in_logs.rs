@@ -3,9 +3,7 @@
 //! forged and unknown credentials (in headers and in `?access_token=` on WebSocket upgrades),
 //! then stopped. Every line it wrote is searched for every secret and token it saw.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};

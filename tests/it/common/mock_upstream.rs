@@ -31,35 +31,35 @@ use axum::response::Response;
 use axum::routing::{get, post};
 
 pub mod fixtures {
-    pub const OPENAI_CHAT: &str = include_str!("../data/fixtures/openai/chat.json");
-    pub const OPENAI_STREAM: &str = include_str!("../data/fixtures/openai/chat_stream.sse");
-    pub const OPENAI_MODELS: &str = include_str!("../data/fixtures/openai/models.json");
+    pub const OPENAI_CHAT: &str = include_str!("../../data/fixtures/openai/chat.json");
+    pub const OPENAI_STREAM: &str = include_str!("../../data/fixtures/openai/chat_stream.sse");
+    pub const OPENAI_MODELS: &str = include_str!("../../data/fixtures/openai/models.json");
     pub const OPENAI_ERRORS: [(u16, &str); 5] = [
-        (400, include_str!("../data/fixtures/openai/error_400.json")),
-        (401, include_str!("../data/fixtures/openai/error_401.json")),
-        (404, include_str!("../data/fixtures/openai/error_404.json")),
-        (429, include_str!("../data/fixtures/openai/error_429.json")),
-        (500, include_str!("../data/fixtures/openai/error_500.json")),
+        (400, include_str!("../../data/fixtures/openai/error_400.json")),
+        (401, include_str!("../../data/fixtures/openai/error_401.json")),
+        (404, include_str!("../../data/fixtures/openai/error_404.json")),
+        (429, include_str!("../../data/fixtures/openai/error_429.json")),
+        (500, include_str!("../../data/fixtures/openai/error_500.json")),
     ];
-    pub const ANTHROPIC_MESSAGE: &str = include_str!("../data/fixtures/anthropic/messages.json");
-    pub const ANTHROPIC_STREAM: &str = include_str!("../data/fixtures/anthropic/messages_stream.sse");
-    pub const ANTHROPIC_MODELS: &str = include_str!("../data/fixtures/anthropic/models.json");
+    pub const ANTHROPIC_MESSAGE: &str = include_str!("../../data/fixtures/anthropic/messages.json");
+    pub const ANTHROPIC_STREAM: &str = include_str!("../../data/fixtures/anthropic/messages_stream.sse");
+    pub const ANTHROPIC_MODELS: &str = include_str!("../../data/fixtures/anthropic/models.json");
     pub const ANTHROPIC_ERRORS: [(u16, &str); 5] = [
-        (400, include_str!("../data/fixtures/anthropic/error_400.json")),
-        (401, include_str!("../data/fixtures/anthropic/error_401.json")),
-        (404, include_str!("../data/fixtures/anthropic/error_404.json")),
-        (429, include_str!("../data/fixtures/anthropic/error_429.json")),
-        (500, include_str!("../data/fixtures/anthropic/error_500.json")),
+        (400, include_str!("../../data/fixtures/anthropic/error_400.json")),
+        (401, include_str!("../../data/fixtures/anthropic/error_401.json")),
+        (404, include_str!("../../data/fixtures/anthropic/error_404.json")),
+        (429, include_str!("../../data/fixtures/anthropic/error_429.json")),
+        (500, include_str!("../../data/fixtures/anthropic/error_500.json")),
     ];
-    pub const OLLAMA_CHAT: &str = include_str!("../data/fixtures/ollama/chat.json");
-    pub const OLLAMA_STREAM: &str = include_str!("../data/fixtures/ollama/chat_stream.ndjson");
-    pub const OLLAMA_TAGS: &str = include_str!("../data/fixtures/ollama/tags.json");
+    pub const OLLAMA_CHAT: &str = include_str!("../../data/fixtures/ollama/chat.json");
+    pub const OLLAMA_STREAM: &str = include_str!("../../data/fixtures/ollama/chat_stream.ndjson");
+    pub const OLLAMA_TAGS: &str = include_str!("../../data/fixtures/ollama/tags.json");
     pub const OLLAMA_ERRORS: [(u16, &str); 5] = [
-        (400, include_str!("../data/fixtures/ollama/error_400.json")),
-        (401, include_str!("../data/fixtures/ollama/error_401.json")),
-        (404, include_str!("../data/fixtures/ollama/error_404.json")),
-        (429, include_str!("../data/fixtures/ollama/error_429.json")),
-        (500, include_str!("../data/fixtures/ollama/error_500.json")),
+        (400, include_str!("../../data/fixtures/ollama/error_400.json")),
+        (401, include_str!("../../data/fixtures/ollama/error_401.json")),
+        (404, include_str!("../../data/fixtures/ollama/error_404.json")),
+        (429, include_str!("../../data/fixtures/ollama/error_429.json")),
+        (500, include_str!("../../data/fixtures/ollama/error_500.json")),
     ];
 }
 

@@ -1,9 +1,7 @@
 //! The WebSocket API: concurrent requests on one connection, cancel, bad messages, keep-alive
 //! and the close frame on shutdown.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::Duration;

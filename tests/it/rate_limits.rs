@@ -1,9 +1,7 @@
 //! `[rate_limits]`: per-caller, per-route, per-provider and token-budget limits in memory, and
 //! the Redis backend shared by two gateways, failing open or closed when Redis is down.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use common::redis::{RedisServer, free_port};
 use common::{Gateway, MockUpstream, client, error_code};

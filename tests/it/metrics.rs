@@ -1,8 +1,6 @@
 //! `GET /metrics`: the exposition is parsed (not grepped) and checked after known requests.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 
