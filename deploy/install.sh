@@ -17,6 +17,15 @@ if [ -e /etc/uag/uag.toml ]; then
 else
   install -m 0640 "$here/etc/uag/uag.toml" /etc/uag/uag.toml
 fi
+# The access policy the appliance config names; an edited one is kept (the new one goes next to it).
+install -d -m 0750 /etc/uag/policy
+for f in uag.rego policy-data.json; do
+  if [ -e "/etc/uag/policy/$f" ]; then
+    install -m 0640 "$here/etc/uag/policy/$f" "/etc/uag/policy/$f.new"
+  else
+    install -m 0640 "$here/etc/uag/policy/$f" "/etc/uag/policy/$f"
+  fi
+done
 for unit in "$here"/lib/systemd/system/*; do
   install -m 0644 "$unit" "/etc/systemd/system/$(basename "$unit")"
 done
@@ -27,6 +36,9 @@ systemctl daemon-reload
 if [ "$start" = 1 ]; then
   systemctl enable --now uag.service
   echo "install.sh: uag is running; check with: systemctl status uag; journalctl -u uag"
+  echo "install.sh: every route but /healthz, /readyz, /metrics and the kiosk page needs an API key;"
+  echo "  the keys were made on first start: sudo cat /var/lib/uag/keys/admin.key (operator),"
+  echo "  /var/lib/uag/keys/kiosk.key (kiosk: http://THIS-HOST:8080/?access_token=KEY); see DEPLOY.md, \"Access\""
 else
   echo "install.sh: installed; start with: systemctl enable --now uag.service"
 fi

@@ -42,6 +42,8 @@ stage="dist/$name"
 rm -rf "$stage" && mkdir -p "$stage"
 install -D -m 0755 "$bin" "$stage/usr/bin/uag"
 install -D -m 0640 deploy/uag.toml "$stage/etc/uag/uag.toml"
+install -D -m 0640 deploy/policy/uag.rego "$stage/etc/uag/policy/uag.rego"
+install -D -m 0640 deploy/policy/policy-data.json "$stage/etc/uag/policy/policy-data.json"
 install -D -m 0644 deploy/uag.example.toml "$stage/usr/share/doc/uag/uag.example.toml"
 for unit in systemd/*.service systemd/*.socket systemd/*.path; do
   install -D -m 0644 "$unit" "$stage/lib/systemd/system/$(basename "$unit")"

@@ -32,6 +32,10 @@ pub(crate) struct IngestArgs {
     /// `failed/` subfolder), so a watched inbox empties itself.
     #[arg(long, value_name = "DIR", requires = "server")]
     done_dir: Option<PathBuf>,
+    /// With --server: a file holding the API key to upload with (sent as `Authorization:
+    /// Bearer`), for a server that requires credentials (the appliance config does).
+    #[arg(long, value_name = "FILE", requires = "server")]
+    api_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -428,6 +432,9 @@ fn remove_empty_subfolders(root: &Path) {
     }
 }
 
+/// The outcome of an upload the server refused for want of (valid) credentials.
+const UNAUTHORIZED: &str = "401";
+
 /// `uag ingest --server URL`: multipart uploads to a running gateway.
 fn upload(server: &str, args: &IngestArgs) -> Result<(), CliError> {
     let base = server.trim_end_matches('/').to_owned();
@@ -437,6 +444,15 @@ fn upload(server: &str, args: &IngestArgs) -> Result<(), CliError> {
         .timeout(std::time::Duration::from_secs(300))
         .build()
         .map_err(|e| CliError::Startup(format!("cannot build an HTTP client: {e}")))?;
+    let api_key = match &args.api_key_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| CliError::Usage(format!("cannot read the API key file {}: {e}", path.display())))?
+                .trim()
+                .to_owned(),
+        ),
+        None => None,
+    };
     let mut failed = 0usize;
     // In a watched inbox, a file of an unsupported type must leave too, or the watch re-fires.
     if let Some(done) = &args.done_dir {
@@ -456,12 +472,14 @@ fn upload(server: &str, args: &IngestArgs) -> Result<(), CliError> {
             let form = reqwest::multipart::Form::new()
                 .part("file", reqwest::multipart::Part::bytes(bytes).file_name(name))
                 .text("collection", args.collection.clone());
-            let response = client
-                .post(format!("{base}/v1/documents"))
-                .multipart(form)
-                .send()
-                .await
-                .map_err(|e| format!("cannot reach {base}: {e}"))?;
+            let mut request = client.post(format!("{base}/v1/documents")).multipart(form);
+            if let Some(key) = &api_key {
+                request = request.bearer_auth(key);
+            }
+            let response = request.send().await.map_err(|e| format!("cannot reach {base}: {e}"))?;
+            if response.status() == reqwest::StatusCode::UNAUTHORIZED {
+                return Err(UNAUTHORIZED.to_owned());
+            }
             let ok = response.status().is_success();
             let body: serde_json::Value = response.json().await.map_err(|e| format!("unreadable answer: {e}"))?;
             if ok {
@@ -476,6 +494,11 @@ fn upload(server: &str, args: &IngestArgs) -> Result<(), CliError> {
                 if let Some(done) = &args.done_dir {
                     move_into(file, done, &relative)?;
                 }
+            }
+            // Every other file would be refused the same way; the files stay where they are.
+            Err(why) if why == UNAUTHORIZED => {
+                let hint = if api_key.is_some() { "the key in --api-key-file was refused" } else { "pass --api-key-file with an API key" };
+                return Err(CliError::Usage(format!("{base} requires credentials: {hint} (docs/DEPLOY.md, \"Access\")")));
             }
             Err(why) => {
                 failed += 1;

@@ -1,7 +1,9 @@
 # uag access policy: who may use which provider and which knowledge-base collections.
 # Rego v1, evaluated in process by regorus. The input document is described in docs/POLICY.md;
-# `data` is policy-data.json. Install as /etc/uag/policy.rego (+ /etc/uag/policy-data.json);
+# `data` is policy-data.json. Installed as /etc/uag/policy/uag.rego (+ policy-data.json);
 # edits reload within a few seconds (or on `systemctl reload uag`, which sends SIGHUP).
+# The appliance config (deploy/uag.toml) uses it from /etc/uag/policy/ with the keys it makes:
+# admin (role admin), kiosk (role kiosk: ask only) and inbox (role editor).
 package uag
 
 default allow := false
@@ -25,12 +27,13 @@ provider_allowed(entry) if input.provider in entry.providers
 
 provider_allowed(entry) if input.provider_type in entry.provider_types
 
-# Documents API: any known caller may list and search; editors may upload and delete. Listing,
-# upload and delete stay within the caller's allowed_collections.
+# Documents API: known callers may list and search (a kiosk key only asks); editors may upload
+# and delete. Listing, upload and delete stay within the caller's allowed_collections.
 allow if {
 	input.kind == "documents"
 	input.method == "GET"
 	not input.identity.anonymous
+	not "kiosk" in roles
 }
 
 allow if {

@@ -118,14 +118,22 @@ fn default_tenant_claim() -> String {
     "tenant".into()
 }
 
-/// `[[auth.api_keys]]`: a static key for a machine client, stored as its sha256.
+/// `[[auth.api_keys]]`: a static key for a machine client, given as its sha256 or as a file
+/// holding the key (which an appliance can have uag generate on first start).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyConfig {
     /// Becomes the identity's subject.
     pub name: String,
-    /// Lower-case hex sha256 of the key (`printf %s KEY | sha256sum`).
+    /// Lower-case hex sha256 of the key (`printf %s KEY | sha256sum`); or give `key_file`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub sha256: String,
+    /// A file holding the key itself (one line; its sha256 is taken at start-up). With
+    /// `generate`, uag writes a new random key there (mode 0600) when the file does not exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub generate: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -155,7 +163,18 @@ impl AuthConfig {
             if !names.insert(key.name.as_str()) {
                 return Err((at("name"), format!("duplicate API key name `{}`", key.name)));
             }
-            parse_sha256_hex(&key.sha256).ok_or_else(|| (at("sha256"), "must be 64 hex digits (the sha256 of the key)".into()))?;
+            match (&key.key_file, key.sha256.is_empty()) {
+                (None, false) => {
+                    parse_sha256_hex(&key.sha256).ok_or_else(|| (at("sha256"), "must be 64 hex digits (the sha256 of the key)".into()))?;
+                }
+                (Some(path), true) if path.is_absolute() => {}
+                (Some(_), true) => return Err((at("key_file"), "must be an absolute path".into())),
+                (Some(_), false) => return Err((at("sha256"), "give `sha256` or `key_file`, not both".into())),
+                (None, true) => return Err((at("sha256"), "required: the sha256 of the key, or `key_file` with the key itself".into())),
+            }
+            if key.generate && key.key_file.is_none() {
+                return Err((at("generate"), "needs `key_file`: where to write the generated key".into()));
+            }
         }
         Ok(())
     }
@@ -223,6 +242,68 @@ impl JwtConfig {
 /// The key type decides the algorithm family, so try each parser in turn.
 fn parse_public_pem(pem: &[u8]) -> Option<DecodingKey> {
     DecodingKey::from_rsa_pem(pem).or_else(|_| DecodingKey::from_ec_pem(pem)).or_else(|_| DecodingKey::from_ed_pem(pem)).ok()
+}
+
+/// The sha256 of the key in `path`; with `generate`, a missing file is created first with a new
+/// random key (32 bytes from the OS-seeded CSPRNG, base64url), readable by the service alone.
+fn key_file_digest(key: &ApiKeyConfig, path: &std::path::Path) -> Result<[u8; 32], String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && key.generate => {
+            let generated = generate_key_file(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+            tracing::warn!(
+                key = %key.name,
+                roles = ?key.roles,
+                file = %path.display(),
+                "generated a new API key; clients send it as `Authorization: Bearer <key>` (read it with `sudo cat {}`)",
+                path.display()
+            );
+            generated
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!("{} does not exist (write the key there, or set `generate = true`)", path.display()));
+        }
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let key_text = text.trim();
+    if key_text.len() < 16 {
+        return Err(format!("the key in {} is shorter than 16 characters", path.display()));
+    }
+    Ok(Sha256::digest(key_text.as_bytes()).into())
+}
+
+/// Writes a new key to `path` (mode 0600, its folder 0700), atomically: a crash leaves no
+/// half-written key behind, and an existing file is never overwritten.
+fn generate_key_file(path: &std::path::Path) -> std::io::Result<String> {
+    use base64::Engine as _;
+    use rand::RngCore as _;
+    use std::io::Write as _;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let key = format!("uag_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
+    let dir = path.parent().ok_or_else(|| std::io::Error::other("the key file has no folder"))?;
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)?;
+    let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("key"), std::process::id()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp)?;
+    file.write_all(format!("{key}\n").as_bytes())?;
+    file.sync_all()?;
+    drop(file);
+    // `hard_link` + remove, not `rename`: it fails when the key file appeared meanwhile.
+    let linked = std::fs::hard_link(&tmp, path);
+    std::fs::remove_file(&tmp)?;
+    match linked {
+        Ok(()) => Ok(key),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read_to_string(path),
+        Err(e) => Err(e),
+    }
 }
 
 fn parse_sha256_hex(hex: &str) -> Option<[u8; 32]> {
@@ -402,8 +483,13 @@ impl Authenticator {
         };
         let mut api_keys = Vec::with_capacity(config.api_keys.len());
         for (i, k) in config.api_keys.iter().enumerate() {
-            let digest = parse_sha256_hex(&k.sha256)
-                .ok_or_else(|| AuthSetupError { key: format!("auth.api_keys[{i}].sha256"), message: "must be 64 hex digits".into() })?;
+            let digest = match &k.key_file {
+                Some(path) => {
+                    key_file_digest(k, path).map_err(|message| AuthSetupError { key: format!("auth.api_keys[{i}].key_file"), message })?
+                }
+                None => parse_sha256_hex(&k.sha256)
+                    .ok_or_else(|| AuthSetupError { key: format!("auth.api_keys[{i}].sha256"), message: "must be 64 hex digits".into() })?,
+            };
             let identity =
                 Identity { subject: k.name.clone(), roles: k.roles.clone(), tenant: k.tenant.clone(), method: AuthMethod::ApiKey };
             api_keys.push(ApiKey { digest, identity });
@@ -411,10 +497,9 @@ impl Authenticator {
         Ok(Self { required: config.required, anonymous_routes: config.anonymous_routes.iter().cloned().collect(), jwt, api_keys })
     }
 
-    /// Refuses every request that needs credentials (used when the keys cannot be loaded).
-    pub fn deny_all() -> Self {
-        let anonymous_routes = AuthConfig::default().anonymous_routes.into_iter().collect();
-        Self { required: true, anonymous_routes, jwt: None, api_keys: Vec::new() }
+    /// Whether requests outside the anonymous routes must carry credentials.
+    pub fn requires_credentials(&self) -> bool {
+        self.required
     }
 
     /// The caller of a request: `Ok(None)` is an allowed anonymous request.
@@ -663,6 +748,46 @@ mod tests {
         assert!(parse_sha256_hex(&"ab".repeat(31)).is_none());
         assert!(parse_sha256_hex(&"zz".repeat(32)).is_none());
         assert!(parse_sha256_hex(&"é".repeat(32)).is_none());
+    }
+
+    #[test]
+    fn a_key_file_is_generated_once_private_and_then_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys/admin.key");
+        let toml = format!("[[api_keys]]\nname = \"admin\"\nkey_file = \"{}\"\ngenerate = true\nroles = [\"admin\"]\n", path.display());
+        let config: AuthConfig = toml::from_str(&toml).unwrap();
+        config.validate().unwrap();
+        let first = Authenticator::from_config(&config, reqwest::Client::new()).unwrap();
+        let key = std::fs::read_to_string(&path).unwrap().trim().to_owned();
+        assert!(key.starts_with("uag_") && key.len() > 40, "{key}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(std::fs::metadata(path.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o700);
+        }
+        assert_eq!(first.match_api_key(&key).map(|i| i.subject), Some("admin".to_owned()));
+        assert!(first.match_api_key("uag_not-the-key-at-all-0000000000").is_none());
+        // A restart reads the same key: nothing is regenerated.
+        let second = Authenticator::from_config(&config, reqwest::Client::new()).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), key);
+        assert!(second.match_api_key(&key).is_some());
+        assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1, "no temporary file is left");
+
+        // Without `generate`, a missing file stops start-up and says what to do.
+        let toml = format!("[[api_keys]]\nname = \"ci\"\nkey_file = \"{}\"\n", dir.path().join("nope.key").display());
+        let err = Authenticator::from_config(&toml::from_str(&toml).unwrap(), reqwest::Client::new()).unwrap_err();
+        assert_eq!(err.key, "auth.api_keys[0].key_file");
+        assert!(err.message.contains("generate = true"), "{}", err.message);
+
+        // A key is given one way: its hash, or its file.
+        let both: AuthConfig =
+            toml::from_str(&format!("[[api_keys]]\nname = \"x\"\nsha256 = \"{}\"\nkey_file = \"/k\"\n", "ab".repeat(32))).unwrap();
+        assert_eq!(both.validate().unwrap_err().0, "auth.api_keys[0].sha256");
+        let neither: AuthConfig = toml::from_str("[[api_keys]]\nname = \"x\"\n").unwrap();
+        assert_eq!(neither.validate().unwrap_err().0, "auth.api_keys[0].sha256");
+        let relative: AuthConfig = toml::from_str("[[api_keys]]\nname = \"x\"\nkey_file = \"keys/x\"\n").unwrap();
+        assert_eq!(relative.validate().unwrap_err().0, "auth.api_keys[0].key_file");
     }
 
     #[tokio::test]

@@ -319,13 +319,6 @@ impl PolicyEngine {
         Ok(Self { config: config.clone(), current: RwLock::new(Arc::new(compiled)), metrics })
     }
 
-    /// An engine without policies: every decision is undefined, i.e. a deny. Used when the files
-    /// broke between the config check and start-up; a later reload installs them.
-    pub fn deny_all(config: &PolicyConfig, metrics: Arc<Metrics>) -> Self {
-        let compiled = Compiled { engine: regorus::Engine::new(), stamps: Vec::new(), memo: RecentResults::new(DECISION_MEMO_CAP) };
-        Self { config: config.clone(), current: RwLock::new(Arc::new(compiled)), metrics }
-    }
-
     fn current(&self) -> Arc<Compiled> {
         // A panic elsewhere cannot leave a half-written Arc behind; the value is always whole.
         Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))

@@ -271,3 +271,170 @@ fn ingest_embeds_chunks_and_ask_finds_a_paraphrase() {
     let (stdout, stderr) = run(&["ingest", docs_arg]);
     assert!(stdout.contains("0 added, 0 replaced, 3 unchanged") && !stderr.contains("embedded"), "{stdout}\n{stderr}");
 }
+
+/// The shipped appliance config (deploy/uag.toml) with its paths moved under `dir`: the same
+/// keys, roles and policy, on loopback.
+fn appliance_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shipped = std::fs::read_to_string(root.join("deploy/uag.toml")).unwrap();
+    assert!(shipped.contains("[auth]") && shipped.contains("required = true"), "the appliance config requires credentials");
+    let text = shipped
+        .replace("/var/lib/uag", &dir.join("state").display().to_string())
+        .replace("/etc/uag/policy", &root.join("deploy/policy").display().to_string())
+        .replace("listen = \"0.0.0.0:8080\"", "listen = \"127.0.0.1:0\"");
+    let path = dir.join("uag.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Starts `uag serve --config config`: its address, the log lines up to "listening", and the
+/// rest as they come (drained on a thread, so the server never blocks on a full pipe).
+fn start_appliance(config: &std::path::Path) -> (std::process::Child, String, Vec<String>, std::sync::mpsc::Receiver<String>) {
+    let mut child = uag()
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("UAG__GRAPHRAG__SAMPLE_KB", "")
+        .env("UAG__LOG__FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let addr = loop {
+        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| panic!("no listening line: {seen:#?}"));
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest.split('"').next().unwrap().trim().to_owned();
+        }
+        seen.push(line);
+    };
+    (child, addr, seen, rx)
+}
+
+fn stop(mut child: std::process::Child) {
+    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "uag did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A visitor on the kiosk's Wi-Fi against the shipped appliance config: nothing but the probes,
+/// the metrics and the kiosk page without a key; the kiosk key only asks; the operator's key
+/// (made on first start, private to the service) does everything; the inbox uploads with its own.
+#[test]
+fn the_shipped_appliance_config_refuses_the_lan_without_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = appliance_config(dir.path());
+    let (child, addr, start_logs, _) = start_appliance(&config);
+    let keys = dir.path().join("state/keys");
+    let read_key = |name: &str| std::fs::read_to_string(keys.join(format!("{name}.key"))).unwrap().trim().to_owned();
+    let (admin, kiosk, inbox) = (read_key("admin"), read_key("kiosk"), read_key("inbox"));
+    assert!(admin != kiosk && kiosk != inbox && admin.len() > 40, "three distinct random keys");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for name in ["admin", "kiosk", "inbox"] {
+            let mode = std::fs::metadata(keys.join(format!("{name}.key"))).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{name}.key is readable by the service alone");
+        }
+    }
+    let generated: Vec<&String> = start_logs.iter().filter(|l| l.contains("generated a new API key")).collect();
+    assert_eq!(generated.len(), 3, "each key is announced once, with where it is: {generated:?}");
+    assert!(
+        generated.iter().all(|l| l.contains("keys/") && !l.contains(&admin) && !l.contains(&kiosk)),
+        "the log names the file, never the key"
+    );
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let base = format!("http://{addr}");
+    let call = |method: &str, path: &str, key: Option<&str>, body: Option<(&str, Vec<u8>)>| {
+        let mut r = common::client().request(method.parse().unwrap(), format!("{base}{path}"));
+        if let Some(key) = key {
+            r = r.bearer_auth(key);
+        }
+        if let Some((content_type, bytes)) = body {
+            r = r.header("content-type", content_type).body(bytes);
+        }
+        rt.block_on(async {
+            let r = r.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap())
+        })
+    };
+    let doc = b"# Pump station\n\n## Power\n\nThe Delta Pump needs a 48 V supply and draws 2 A at full speed.\n".to_vec();
+    let question = serde_json::json!({"provider": "local", "input": "What supply does the Delta Pump need?"}).to_string().into_bytes();
+
+    // Open without a key: the probes, the metrics and the kiosk page (static).
+    for path in ["/healthz", "/readyz", "/metrics", "/"] {
+        assert_eq!(call("GET", path, None, None).0, 200, "{path}");
+    }
+    // Everything else is 401 for a stranger: no upload, no delete, no answers, no models.
+    let stranger = [
+        call("POST", "/v1/documents?name=planted.md", None, Some(("text/markdown", b"# Planted\n\nSay this aloud.".to_vec()))),
+        call("GET", "/v1/documents", None, None),
+        call("DELETE", "/v1/documents/anything", None, None),
+        call("POST", "/v1/inference", None, Some(("application/json", question.clone()))),
+        call("POST", "/v1/audio/speech", None, Some(("application/json", br#"{"model":"tts-1","input":"hi","voice":"alloy"}"#.to_vec()))),
+        call("POST", "/v1/embeddings", None, Some(("application/json", br#"{"model":"text-embedding-3-small","input":"hi"}"#.to_vec()))),
+    ];
+    for (status, body) in &stranger {
+        assert_eq!(*status, 401, "{body}");
+        assert!(body.contains("\"error\""), "the JSON error shape: {body}");
+    }
+    // A wrong key is as good as none.
+    assert_eq!(
+        call("POST", "/v1/inference", Some("uag_guessed-key-000000000000000000"), Some(("application/json", question.clone()))).0,
+        401
+    );
+
+    // The operator uploads; the kiosk asks and is answered from it, and may do nothing else.
+    let (status, body) = call("POST", "/v1/documents?name=pump.md", Some(&admin), Some(("text/markdown", doc)));
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = call("POST", "/v1/inference", Some(&kiosk), Some(("application/json", question)));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("48 V") && body.contains("pump.md"), "{body}");
+    let (status, body) =
+        call("POST", "/v1/documents?name=planted.md", Some(&kiosk), Some(("text/markdown", b"# Planted\n\nLies.".to_vec())));
+    assert_eq!(status, 403, "the kiosk key cannot upload: {body}");
+    assert_eq!(call("GET", "/v1/documents", Some(&kiosk), None).0, 403, "nor list documents");
+    assert_eq!(call("GET", "/v1/documents", Some(&admin), None).0, 200);
+
+    // The inbox: refused without a key (the file stays for the next run), uploaded with its own.
+    let inbox_dir = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox_dir).unwrap();
+    std::fs::write(inbox_dir.join("valve.md"), "# Valve\n\nThe relief valve opens at 6 bar.\n").unwrap();
+    let done = dir.path().join("done");
+    let out = uag().args(["ingest", "--server", &base, "--done-dir"]).arg(&done).arg(&inbox_dir).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("requires credentials") && stderr.contains("--api-key-file"), "{stderr}");
+    assert!(inbox_dir.join("valve.md").is_file(), "a refused upload leaves the file in the inbox");
+    let out = uag()
+        .args(["ingest", "--server", &base, "--api-key-file"])
+        .arg(keys.join("inbox.key"))
+        .arg("--done-dir")
+        .arg(&done)
+        .arg(&inbox_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(done.join("valve.md").is_file());
+    stop(child);
+
+    // A restart keeps the keys: clients configured with them keep working.
+    let (child, addr2, start_logs, _) = start_appliance(&config);
+    assert_eq!((read_key("admin"), read_key("kiosk")), (admin.clone(), kiosk));
+    let status = rt.block_on(async {
+        common::client().get(format!("http://{addr2}/v1/documents")).bearer_auth(&admin).send().await.unwrap().status().as_u16()
+    });
+    assert_eq!(status, 200);
+    assert!(start_logs.iter().all(|l| !l.contains("generated a new API key")), "nothing is regenerated");
+    stop(child);
+}

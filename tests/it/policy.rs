@@ -529,7 +529,9 @@ fn the_example_policy_decides_as_documented() {
         (Some(&kiosk), "inference", "POST", Some(("local", "local")), true),
         (None, "inference", "POST", Some(("local", "local")), true),
         (None, "inference", "POST", Some(("openai", "openai")), false),
-        (Some(&kiosk), "documents", "GET", None, true),
+        // A kiosk key only asks: it does not list the documents either.
+        (Some(&kiosk), "documents", "GET", None, false),
+        (Some(&staff), "documents", "GET", None, true),
         (Some(&kiosk), "documents", "POST", None, false),
         (Some(&editor), "documents", "POST", None, true),
         (None, "documents", "GET", None, false),

@@ -24,7 +24,10 @@ pub async fn healthz() -> Json<Value> {
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let providers: Vec<Value> =
         state.router.registry().entries().iter().map(|e| json!({"name": e.provider.name(), "circuit": e.breaker.state()})).collect();
-    let models = state.models.as_ref().map(|m| models_overview(m));
+    // A probe is anonymous; where the server otherwise requires credentials, a model's load
+    // error (which names files and paths) is only said to exist, its text stays in the log.
+    let redact = state.auth.as_ref().is_some_and(|a| a.requires_credentials());
+    let models = state.models.as_ref().map(|m| models_overview(m, redact));
     if state.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "shutting_down", "providers": providers, "models": models})))
             .into_response();
@@ -35,7 +38,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 /// Per model kind: what is loaded, what would be used, and the queue. A kind with no installed
 /// model does not make the gateway unready (cloud fallbacks and extractive answers still work);
 /// it shows `installed: null` with the command that installs the default.
-fn models_overview(models: &uag_models::runtime::ModelRuntimes) -> Value {
+fn models_overview(models: &uag_models::runtime::ModelRuntimes, redact_errors: bool) -> Value {
     let status = models.status();
     let kinds: serde_json::Map<String, Value> = status
         .iter()
@@ -48,7 +51,7 @@ fn models_overview(models: &uag_models::runtime::ModelRuntimes) -> Value {
                 "queue_depth": s.queue_depth,
                 "queue_capacity": s.queue_capacity,
                 "install": if s.installed_default.is_none() { install } else { None },
-                "last_error": s.last_error,
+                "last_error": if redact_errors { s.last_error.as_ref().map(|_| "failed to load; see the gateway log".to_owned()) } else { s.last_error.clone() },
             });
             (s.kind.as_str().to_owned(), value)
         })

@@ -111,78 +111,55 @@ pub struct AppStateInner {
 impl AppState {
     /// Opens the knowledge base under the data directory and builds the providers.
     pub fn new(config: Config) -> Result<Self, StartupError> {
-        // Fail start-up (not each request) when a key file vanished since the config was checked.
-        if let Some(auth) = &config.auth {
-            Authenticator::from_config(auth, reqwest::Client::new())?;
-        }
-        if let Some(limits) = &config.rate_limits {
-            RateLimiter::from_config(limits, Metrics::new()).map_err(StartupError::RateLimits)?;
-        }
-        if let Some(policy) = &config.policy {
-            crate::policy::PolicyEngine::load(policy, Metrics::new())?;
-        }
         let engine = Arc::new(uag_graphrag::Engine::open(&config.graphrag_dir())?);
         let manifest = uag_models::manifest::Manifest::embedded()?;
         let models = ModelRuntimes::start(manifest, config.model_runtime_config())?;
         crate::embedder::attach(&engine, &models, config.graphrag.dense);
         let registry = Registry::from_config(&config, Some(Arc::clone(&engine)), Some(Arc::clone(&models)))?;
-        let state = Self::inner_with_registry(config, registry, Some(engine), Some(models));
-        // Opened once (sled takes a lock); `with_registry` logged why when it could not.
-        if state.config.cache.as_ref().is_some_and(|c| c.enabled) && state.cache.is_none() {
-            return Err(StartupError::Cache(format!(
-                "cannot open the cache under {} (see the log)",
-                state.config.storage.data_dir.join("cache").display()
-            )));
-        }
-        Ok(Self(Arc::new(state)))
+        Ok(Self(Arc::new(Self::build(config, registry, Some(engine), Some(models))?)))
     }
 
     /// State over a ready-made registry (tests plug in their own providers).
-    pub fn with_registry(config: Config, registry: Registry, engine: Option<Arc<uag_graphrag::Engine>>) -> Self {
-        Self(Arc::new(Self::inner_with_registry(config, registry, engine, None)))
+    pub fn with_registry(config: Config, registry: Registry, engine: Option<Arc<uag_graphrag::Engine>>) -> Result<Self, StartupError> {
+        Ok(Self(Arc::new(Self::build(config, registry, engine, None)?)))
     }
 
-    fn inner_with_registry(
+    /// Builds every part once. A part that cannot be built stops start-up with the reason:
+    /// nothing here falls back to "not limiting", "not caching" or "anonymous" on its own.
+    fn build(
         config: Config,
         registry: Registry,
         engine: Option<Arc<uag_graphrag::Engine>>,
         models: Option<Arc<ModelRuntimes>>,
-    ) -> AppStateInner {
+    ) -> Result<AppStateInner, StartupError> {
         let metrics = Metrics::new();
         let router = Arc::new(FallbackRouter::new(Arc::new(registry), &config.routes, Arc::clone(&metrics)));
-        // `new` has checked both; a failure here can only come from a test's own config, and
-        // authentication then fails closed.
-        let auth = config.auth.as_ref().map(|a| {
-            let client = crate::provider::upstream::http_client().unwrap_or_default();
-            Arc::new(Authenticator::from_config(a, client).unwrap_or_else(|e| {
-                tracing::error!(error = %e, "authentication is misconfigured; refusing every request");
-                Authenticator::deny_all()
-            }))
-        });
-        let limiter = config.rate_limits.as_ref().and_then(|l| match RateLimiter::from_config(l, Arc::clone(&metrics)) {
-            Ok(limiter) => Some(Arc::new(limiter)),
-            Err(e) => {
-                tracing::error!(error = %e, "rate limits are misconfigured; not limiting");
-                None
+        let auth = match &config.auth {
+            Some(a) => {
+                let client =
+                    crate::provider::upstream::http_client().map_err(|e| StartupError::Registry(RegistryError::Client(e.to_string())))?;
+                Some(Arc::new(Authenticator::from_config(a, client)?))
             }
-        });
-        // A policy that cannot be loaded here (a test's own config) denies every request: fail closed.
-        let policy = config.policy.as_ref().map(|p| {
-            Arc::new(crate::policy::PolicyEngine::load(p, Arc::clone(&metrics)).unwrap_or_else(|e| {
-                tracing::error!(error = %e, "the policy cannot be loaded; denying every request until it reloads");
-                crate::policy::PolicyEngine::deny_all(p, Arc::clone(&metrics))
-            }))
-        });
-        let cache = config.cache.as_ref().filter(|c| c.enabled).and_then(|c| {
-            let local = config.providers.iter().filter(|p| p.kind() == crate::config::ProviderKind::Local).map(|p| p.name().to_owned());
-            match crate::cache::ResponseCache::open(c, &config.storage.data_dir, local.collect(), Arc::clone(&metrics)) {
-                Ok(cache) => Some(Arc::new(cache)),
-                Err(e) => {
-                    tracing::error!(error = %e, "the response cache cannot be opened; not caching");
-                    None
-                }
+            None => None,
+        };
+        let limiter = match &config.rate_limits {
+            Some(l) => Some(Arc::new(RateLimiter::from_config(l, Arc::clone(&metrics)).map_err(StartupError::RateLimits)?)),
+            None => None,
+        };
+        let policy = match &config.policy {
+            Some(p) => Some(Arc::new(crate::policy::PolicyEngine::load(p, Arc::clone(&metrics))?)),
+            None => None,
+        };
+        let cache = match config.cache.as_ref().filter(|c| c.enabled) {
+            Some(c) => {
+                let local = config.providers.iter().filter(|p| p.kind() == crate::config::ProviderKind::Local).map(|p| p.name().to_owned());
+                // Opened once: sled takes a lock on its directory.
+                let cache = crate::cache::ResponseCache::open(c, &config.storage.data_dir, local.collect(), Arc::clone(&metrics))
+                    .map_err(|e| StartupError::Cache(e.to_string()))?;
+                Some(Arc::new(cache))
             }
-        });
+            None => None,
+        };
         let pipeline = crate::pipeline::Pipeline::new(crate::pipeline::PipelineParts {
             router: Arc::clone(&router),
             cache: cache.clone(),
@@ -193,7 +170,7 @@ impl AppState {
             models: models.clone(),
             request_timeout: config.server.request_timeout(),
         });
-        AppStateInner {
+        Ok(AppStateInner {
             config: Arc::new(config),
             router,
             engine,
@@ -206,7 +183,7 @@ impl AppState {
             cache,
             policy,
             pipeline,
-        }
+        })
     }
 }
 
@@ -546,6 +523,18 @@ mod tests {
     use super::*;
     use crate::pipeline::CacheUse;
     use axum::http::{HeaderMap, HeaderValue};
+
+    #[test]
+    fn a_part_that_cannot_be_built_stops_start_up_instead_of_failing_open() {
+        use crate::config::{Config, ConfigOrigin};
+        // Rate limits on a Redis that names no URL: the limiter cannot exist. Before, the state
+        // logged "not limiting" and served everyone unlimited.
+        let mut config = Config::from_toml_str("", &ConfigOrigin::File("uag.toml".into()), &[]).unwrap();
+        config.rate_limits =
+            Some(crate::ratelimit::RateLimitConfig { backend: crate::ratelimit::BackendKind::Redis, ..Default::default() });
+        let err = AppState::with_registry(config, Registry::from_entries(Vec::new()), None).unwrap_err();
+        assert!(matches!(err, StartupError::RateLimits(_)), "{err}");
+    }
 
     #[test]
     fn headers_can_ask_to_bypass_the_cache() {

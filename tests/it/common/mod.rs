@@ -101,7 +101,7 @@ impl Gateway {
         let config = (*state.config).clone();
         drop(state);
         let registry = uag_gateway::registry::Registry::from_config(&config, None, None).unwrap();
-        Self::start_with_state(AppState::with_registry(config, registry, None), dir).await
+        Self::start_with_state(AppState::with_registry(config, registry, None).expect("state"), dir).await
     }
 
     async fn start_with_state(state: AppState, dir: tempfile::TempDir) -> Self {

@@ -37,12 +37,16 @@ do_install:append() {
     install -m 0644 ${S}/systemd/uag-inbox.service ${D}${systemd_system_unitdir}/uag-inbox.service
     install -d -m 0750 ${D}${sysconfdir}/uag ${D}${sysconfdir}/uag/credentials
     install -m 0640 ${S}/deploy/uag.toml ${D}${sysconfdir}/uag/uag.toml
+    # The roles the appliance config's API keys get (docs/DEPLOY.md, "Access").
+    install -d -m 0750 ${D}${sysconfdir}/uag/policy
+    install -m 0640 ${S}/deploy/policy/uag.rego ${D}${sysconfdir}/uag/policy/uag.rego
+    install -m 0640 ${S}/deploy/policy/policy-data.json ${D}${sysconfdir}/uag/policy/policy-data.json
     install -d ${D}${docdir}/uag
     install -m 0644 ${S}/docs/DEPLOY.md ${D}${docdir}/uag/DEPLOY.md
 }
 
 FILES:${PN} += "${systemd_system_unitdir} ${sysconfdir}/uag"
-CONFFILES:${PN} = "${sysconfdir}/uag/uag.toml"
+CONFFILES:${PN} = "${sysconfdir}/uag/uag.toml ${sysconfdir}/uag/policy/uag.rego ${sysconfdir}/uag/policy/policy-data.json"
 # The sample knowledge base is optional on an image; add debian-handbook's HTML or your own
 # documents under /var/lib/uag-inbox.
 # espeak-ng is opened at run time for the Piper voices' phonemes; without it speech synthesis
