@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 SECONDS_PER_TARGET=${1:-20}
 shift || true
-ALL_TARGETS=(inference_request ws_message sse_ndjson audio_decode tls_der)
+ALL_TARGETS=(inference_request ws_message sse_ndjson audio_decode tls_der document_ingest)
 if (($#)); then TARGETS=("$@"); else TARGETS=("${ALL_TARGETS[@]}"); fi
 SANITIZER=${UAG_FUZZ_SANITIZER:-none}
 CARGO_FUZZ_VERSION=0.13.1

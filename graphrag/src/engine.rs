@@ -185,12 +185,28 @@ fn chunk_id(doc_id: &str, ordinal: usize, text: &str) -> u64 {
     u64::from_be_bytes(digest[..8].try_into().unwrap_or([0; 8]))
 }
 
+/// Opens the search index, or, when it cannot be read (a torn write, a bad SD card: files that
+/// fail their checksums, a segment list that does not parse), deletes it and starts an empty
+/// one, which `Engine::open` then rebuilds from the store. The index is derived data; an
+/// appliance must not need someone to delete it by hand before it starts again.
+fn open_index(path: &Path) -> Result<ChunkIndex> {
+    let checked = ChunkIndex::open(path).and_then(|index| index.check().map(|()| index));
+    match checked {
+        Ok(index) => Ok(index),
+        Err(e) => {
+            tracing::error!(error = %e, path = %path.display(), "the search index cannot be read; deleting it and rebuilding it from the store");
+            std::fs::remove_dir_all(path).map_err(|source| EngineError::Read { path: path.to_path_buf(), source })?;
+            ChunkIndex::open(path)
+        }
+    }
+}
+
 impl Engine {
     /// Opens (or creates) the knowledge base under `dir`, taking its lock, and brings the
     /// search index level with the store.
     pub fn open(dir: &Path) -> Result<Self> {
         let store = Store::open(&dir.join("store"))?;
-        let index = ChunkIndex::open(&dir.join("index"))?;
+        let index = open_index(&dir.join("index"))?;
         let contents = store.load()?;
         if index.generation()? != contents.generation || index.num_docs() != contents.chunks.len() as u64 {
             tracing::warn!(

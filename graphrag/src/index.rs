@@ -73,6 +73,18 @@ impl ChunkIndex {
         Ok(Self { index, reader, writer: Mutex::new(writer), fields, parser })
     }
 
+    /// Reads what start-up relies on: the commit payload and every file's checksum (tantivy
+    /// keeps one in each file's footer); an error names what is unreadable.
+    pub fn check(&self) -> Result<()> {
+        self.generation()?;
+        let corrupt = self.index.validate_checksum()?;
+        if corrupt.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = corrupt.iter().map(|p| p.display().to_string()).collect();
+        Err(EngineError::Index(format!("{} index files fail their checksum: {}", names.len(), names.join(", "))))
+    }
+
     /// The store generation of the last commit.
     pub fn generation(&self) -> Result<u64> {
         Ok(self.index.load_metas()?.payload.and_then(|p| p.parse().ok()).unwrap_or(0))

@@ -403,3 +403,30 @@ fn a_restricted_caller_is_not_crowded_out_by_other_collections() {
         assert_eq!(retrieval.passages[0].bm25_rank, Some(1), "{mode:?}: BM25 ranked only the allowed chunks");
     }
 }
+
+#[test]
+fn a_corrupt_search_index_is_rebuilt_from_the_store_instead_of_stopping_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let stats = {
+        let engine = Engine::open(dir.path()).unwrap();
+        ingest_kb(&engine);
+        engine.stats()
+    };
+    // Garbage where tantivy keeps its segment list (a power cut mid-write, a bad SD card).
+    std::fs::write(dir.path().join("index/meta.json"), b"{\"segments\": [garbage").unwrap();
+    let engine = Engine::open(dir.path()).expect("start-up survives a corrupt index");
+    assert_eq!(engine.stats(), stats);
+    let (_, docs) = ask(&engine, "journalctl kioskd logs");
+    assert_eq!(docs.first().map(String::as_str), Some("kioskd.md"));
+    drop(engine);
+    // And a segment file cut short.
+    let segment = std::fs::read_dir(dir.path().join("index"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "idx" || e == "term"))
+        .expect("a segment file");
+    std::fs::write(&segment, b"cut").unwrap();
+    let engine = Engine::open(dir.path()).expect("start-up survives a truncated segment");
+    let (_, docs) = ask(&engine, "journalctl kioskd logs");
+    assert_eq!(docs.first().map(String::as_str), Some("kioskd.md"));
+}

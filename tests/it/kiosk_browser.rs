@@ -230,3 +230,37 @@ async fn kiosk_page_answers_a_spoken_question_in_a_real_browser() {
     denied.screenshot(&output_dir().join("kiosk-offline.png")).await;
     denied.close().await;
 }
+
+/// The kiosk page on a server that requires a key: a wrong key is "Not authorised" (not "Cannot
+/// reach the appliance", retried every second), the right one connects, and the key leaves the
+/// address bar once read.
+#[tokio::test]
+async fn kiosk_page_says_a_refused_key_is_refused_and_hides_a_good_one() {
+    use sha2::Digest;
+    const KEY: &str = "uag_kiosk-browser-test-key-0123456789";
+    let digest: String = sha2::Sha256::digest(KEY.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    let mock = MockUpstream::start().await;
+    let auth = format!("[auth]\nrequired = true\n[[auth.api_keys]]\nname = \"kiosk\"\nsha256 = \"{digest}\"\nroles = [\"kiosk\"]\n");
+    let gw = Gateway::with_mock(&mock, &auth).await;
+    let driver = start_driver().await;
+
+    let browser = Browser::open(&driver, &[]).await;
+    browser.goto(&gw.url("/?access_token=uag_a-guessed-key-000000000000")).await;
+    browser.wait_for("document.body.dataset.state === 'unauthorised'", Duration::from_secs(20)).await;
+    let error = browser.text("#error").await;
+    assert!(error.contains("Not authorised") && !error.contains("Cannot reach"), "{error}");
+    assert_eq!(browser.eval("return document.getElementById('talk').disabled").await, true);
+    // It does not hammer the server: the refused key is asked again only once a minute.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(browser.eval("return document.body.dataset.state").await, "unauthorised");
+    browser.screenshot(&output_dir().join("kiosk-unauthorised.png")).await;
+
+    browser.goto(&gw.url(&format!("/?access_token={KEY}"))).await;
+    browser.wait_for("document.body.dataset.state === 'ready'", Duration::from_secs(20)).await;
+    assert_eq!(browser.eval("return location.search").await, "", "the key left the address bar");
+    // A reload (the address no longer holds the key) keeps working from the tab's storage.
+    browser.eval("location.reload(); return true").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    browser.wait_for("document.body.dataset.state === 'ready'", Duration::from_secs(20)).await;
+    browser.close().await;
+}

@@ -19,7 +19,7 @@ struct Nginx {
     https: u16,
     http: u16,
     cert: PathBuf,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for Nginx {
@@ -75,6 +75,7 @@ async fn start_nginx(upstream: std::net::SocketAddr) -> Nginx {
             ("HTTPS_PORT", https.to_string()),
             ("TLS_CERT", cert.display().to_string()),
             ("TLS_KEY", key.display().to_string()),
+            ("ACCESS_LOG", dir.path().join("site-access.log").display().to_string()),
         ],
     );
     assert!(!site.contains("${"), "every placeholder is filled");
@@ -106,7 +107,7 @@ async fn start_nginx(upstream: std::net::SocketAddr) -> Nginx {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Nginx { child, https, http, cert, _dir: dir }
+    Nginx { child, https, http, cert, dir }
 }
 
 fn tls_client(cert: &Path) -> reqwest::Client {
@@ -246,4 +247,23 @@ async fn prod_nginx_config_proxies_http_sse_and_websocket() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 201);
+
+    // The kiosk key in a query string never reaches NGINX's access log; the path does.
+    let secret = "uag_kiosk-key-in-a-url-0123456789";
+    assert_eq!(client.get(format!("{base}/?access_token={secret}")).send().await.unwrap().status(), 200);
+    let upgrade = client.get(format!("{base}/v1/voice?access_token={secret}")).send().await.unwrap();
+    assert_eq!(upgrade.status().as_u16(), 426, "a plain GET is told to upgrade");
+    let log_path = nginx.dir.path().join("site-access.log");
+    let log = {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if log.contains("GET /v1/voice ") || Instant::now() > deadline {
+                break log;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    assert!(log.contains("GET /v1/voice "), "the request is logged: {log}");
+    assert!(!log.contains(secret) && !log.contains("access_token"), "no query string in the log: {log}");
 }

@@ -9,10 +9,25 @@ const ui = {
   answer: $('answer'), sources: $('sources'), timings: $('timings'),
 };
 
+// The kiosk key: from the URL the kiosk browser opens (`/?access_token=KEY`), then kept in this
+// tab's session storage and taken out of the address bar, so it is not shown, bookmarked or
+// sent again with the page's next load.
+const TOKEN_KEY = 'uag-access-token';
 const params = new URLSearchParams(location.search);
-const token = params.get('access_token');
+let token = params.get('access_token');
+try {
+  if (token) sessionStorage.setItem(TOKEN_KEY, token);
+  else token = sessionStorage.getItem(TOKEN_KEY);
+} catch (_) { /* storage disabled: the key lives in this page only */ }
+if (params.has('access_token')) {
+  params.delete('access_token');
+  const rest = params.toString();
+  history.replaceState(null, '', `${location.pathname}${rest ? `?${rest}` : ''}${location.hash}`);
+}
 let socket = null;
 let reconnectDelay = 500;
+// A refused key is not a network fault: say so, and ask again only once a minute.
+const REFUSED_RETRY_MS = 60000;
 let recording = false;
 let mic = null; // { context, stream, node, source }
 let turn = 0;
@@ -37,18 +52,36 @@ function connect() {
   ui.connection.textContent = 'Connecting…';
   socket = new WebSocket(url);
   socket.binaryType = 'arraybuffer';
-  socket.onopen = () => { reconnectDelay = 500; };
+  let opened = false;
+  socket.onopen = () => { opened = true; reconnectDelay = 500; };
   socket.onmessage = (message) => {
     if (typeof message.data === 'string') onEvent(JSON.parse(message.data));
     else onAudio(message.data);
   };
-  socket.onclose = (event) => {
+  socket.onclose = async (event) => {
     stopRecording(false);
-    setState('offline');
     ui.talk.disabled = true;
+    // A browser does not tell a page why an upgrade failed; the same URL as a plain request
+    // does: 401/403 when the key is refused (426 "upgrade required" when it is fine).
+    let refused = event.code === 1008;
+    if (!opened && !refused) {
+      try {
+        const probe = await fetch(url.replace(/^ws/, 'http'), { cache: 'no-store' });
+        refused = probe.status === 401 || probe.status === 403;
+      } catch (_) { /* unreachable: a network fault */ }
+    }
+    if (refused) {
+      setState('unauthorised');
+      ui.connection.textContent = 'Not authorised';
+      showError(token
+        ? 'Not authorised: the appliance refused this page\'s key. Open the page with the kiosk key (?access_token=KEY, docs/DEPLOY.md "Access").'
+        : 'Not authorised: open the page with the kiosk key (?access_token=KEY, docs/DEPLOY.md "Access").');
+      setTimeout(connect, REFUSED_RETRY_MS);
+      return;
+    }
+    setState('offline');
     ui.connection.textContent = 'Offline';
-    const why = event.code === 1008 ? 'Not authorised: open the page with a valid ?access_token=.' : 'Cannot reach the appliance.';
-    showError(`${why} Retrying in ${Math.round(reconnectDelay / 1000) || 1} s…`);
+    showError(`Cannot reach the appliance. Retrying in ${Math.round(reconnectDelay / 1000) || 1} s…`);
     setTimeout(connect, reconnectDelay);
     reconnectDelay = Math.min(reconnectDelay * 2, 10000);
   };
