@@ -90,6 +90,9 @@ pub struct ServerConfig {
     /// A client must send a request's headers within this time (slowloris protection); idle
     /// keep-alive connections close after it too.
     pub header_read_timeout_ms: u64,
+    /// HTTP connections open at once (HTTP/1 and HTTP/2, until they close or upgrade to a
+    /// WebSocket); one more is closed at accept.
+    pub max_connections: usize,
     /// WebSocket messages a client may send per second (voice audio is 50 frames/s); faster
     /// clients are closed with 1008.
     pub ws_max_messages_per_second: u32,
@@ -112,6 +115,7 @@ impl Default for ServerConfig {
             ws_ping_interval_ms: 20_000,
             ws_max_in_flight: 8,
             header_read_timeout_ms: 10_000,
+            max_connections: 1024,
             ws_max_messages_per_second: 200,
             cors_allowed_origins: Vec::new(),
             tls: None,
@@ -697,6 +701,9 @@ impl Config {
         self.voice.validate()?;
         if self.server.header_read_timeout_ms < 100 {
             return Err(("server.header_read_timeout_ms".into(), "must be at least 100".into()));
+        }
+        if self.server.max_connections == 0 {
+            return Err(("server.max_connections".into(), "must be at least 1".into()));
         }
         if self.server.ws_max_messages_per_second == 0 {
             return Err(("server.ws_max_messages_per_second".into(), "must be at least 1".into()));

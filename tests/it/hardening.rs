@@ -245,3 +245,48 @@ async fn transcription_errors_are_json_and_an_oversize_file_is_413() {
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "request_too_large", "{body}");
 }
+
+/// A client that opens sockets and sends nothing, or only HTTP/2's preface, is cut off at the
+/// header deadline like a slow HTTP/1 sender; past `max_connections`, a new socket is closed at
+/// once, and one frees when another closes.
+#[tokio::test]
+async fn silent_and_excess_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mock = MockUpstream::start().await;
+    let gw =
+        Gateway::with_mock_env(&mock, "", &[("UAG__SERVER__HEADER_READ_TIMEOUT_MS", "2000"), ("UAG__SERVER__MAX_CONNECTIONS", "3")]).await;
+    // Reads until the server hangs up; how long that took, or None when it did not within `limit`.
+    async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> Option<Duration> {
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 512];
+        loop {
+            match tokio::time::timeout(limit.saturating_sub(started.elapsed()), stream.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => return Some(started.elapsed()),
+                Ok(Ok(_)) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+    let mut silent = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let mut preface_only = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    // The HTTP/2 client preface and an empty SETTINGS frame, then nothing.
+    preface_only.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await.unwrap();
+    let mut third = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    // The cap is 3: a fourth socket is closed at once (well before the 2 s deadline frees a slot).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut fourth = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let at_cap = closed_within(&mut fourth, Duration::from_millis(1500)).await;
+    assert!(at_cap.is_some(), "a connection past max_connections was kept open");
+
+    // Before the fix a silent socket was held for as long as the client liked (the HTTP/1 deadline
+    // starts with the first byte; HTTP/2 has none). Now: the header deadline, with room for a
+    // loaded machine, and under the 10 s default, so the 2 s setting is what applied.
+    for (what, stream) in [("silent", &mut silent), ("HTTP/2 preface only", &mut preface_only), ("third", &mut third)] {
+        let after = closed_within(stream, Duration::from_secs(8)).await;
+        assert!(after.is_some(), "the {what} connection was not closed");
+    }
+    // The slots are free again: ordinary requests are served.
+    for _ in 0..4 {
+        assert_eq!(client().get(gw.url("/healthz")).send().await.unwrap().status(), 200);
+    }
+}

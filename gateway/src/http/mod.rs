@@ -429,14 +429,17 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
             tracing::info!("shutting down: no new connections; draining in-flight work");
         }
     };
-    let header_timeout = Duration::from_millis(state.config.server.header_read_timeout_ms);
+    let limits = server::ConnectionLimits {
+        header_timeout: Duration::from_millis(state.config.server.header_read_timeout_ms),
+        max_connections: state.config.server.max_connections,
+    };
     let tls = state.config.server.tls.clone();
     let router = app(state);
     let server: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = match tls {
         None => Box::pin(server::run(
             listener,
             router,
-            header_timeout,
+            limits,
             |_, peer: &SocketAddr| {
                 let mut extensions = axum::http::Extensions::new();
                 extensions.insert(axum::extract::ConnectInfo(*peer));
@@ -449,7 +452,7 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
             reloader.clone().watch(token.clone());
             let handshake = Duration::from_millis(tls.handshake_timeout_ms);
             let listener = crate::tls::TlsListener::new(listener, reloader, handshake, token.clone())?;
-            Box::pin(server::run(listener, router, header_timeout, crate::tls::connection_extensions, signal))
+            Box::pin(server::run(listener, router, limits, crate::tls::connection_extensions, signal))
         }
     };
     tokio::pin!(server);
