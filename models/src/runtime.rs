@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::asr::{AsrOptions, Transcript, WhisperModel};
 use crate::embed::Embedder;
+use crate::fetch::FileState;
 use crate::llm::{ChatMessage, Generation, GenerationParams, LlmModel};
 use crate::manifest::{Manifest, ModelEntry, ModelKind};
 use crate::tts::{PiperVoice, TtsOptions};
@@ -202,11 +203,38 @@ struct Loaded<T> {
     /// How many may stay in memory at once (the LLM keeps one: they are the largest).
     max_loaded: usize,
     counters: Arc<Counters>,
+    /// Models whose files matched their sha256 in this process (each is hashed once, at its
+    /// first load, not again when it is loaded after an eviction).
+    verified: std::collections::HashSet<String>,
 }
 
 impl<T> Loaded<T> {
     fn new(models_dir: PathBuf, max_loaded: usize, counters: Arc<Counters>) -> Self {
-        Loaded { models_dir, models: HashMap::new(), max_loaded, counters }
+        Loaded { models_dir, models: HashMap::new(), max_loaded, counters, verified: std::collections::HashSet::new() }
+    }
+
+    /// Every file of `entry` against the manifest's sha256 (or the one recorded at install): a
+    /// damaged file (a bad SD card, a copy cut short) is refused before a runtime parses it.
+    fn verify(&mut self, entry: &ModelEntry) -> Result<()> {
+        if self.verified.contains(&entry.id) {
+            return Ok(());
+        }
+        let started = Instant::now();
+        for (name, state) in crate::fetch::verify(entry, &self.models_dir, false)? {
+            let reason = match state {
+                FileState::Ok | FileState::Unverifiable => continue,
+                FileState::Missing => return Err(entry.not_installed()),
+                FileState::WrongSize { expected, actual } => format!("{actual} bytes where the manifest says {expected}"),
+                FileState::WrongChecksum { expected, actual } => format!("sha256 {actual} where the manifest says {expected}"),
+            };
+            return Err(ModelError::Load {
+                path: entry.dir(&self.models_dir).join(name),
+                reason: format!("the file is damaged ({reason}); reinstall it with `uag models fetch {}`", entry.id),
+            });
+        }
+        tracing::debug!(model = %entry.id, seconds = started.elapsed().as_secs_f64(), "model files verified");
+        self.verified.insert(entry.id.clone());
+        Ok(())
     }
 
     fn get(&mut self, entry: &ModelEntry, load: impl FnOnce(&std::path::Path) -> Result<T>) -> Result<&mut T> {
@@ -223,7 +251,7 @@ impl<T> Loaded<T> {
                 }
             }
             let started = Instant::now();
-            let model = load(&path).inspect_err(|e| {
+            let model = self.verify(entry).and_then(|()| load(&path)).inspect_err(|e| {
                 tracing::error!(model = %entry.id, error = %e, "model failed to load");
                 if let Ok(mut last) = self.counters.last_error.lock() {
                     *last = Some(format!("{}: {e}", entry.id));

@@ -281,3 +281,31 @@ async fn official_openai_python_sdk_uses_the_local_models_unchanged() {
     assert!(out.status.success(), "SDK check failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("sdk models check passed"), "{stdout}");
 }
+
+/// A model file damaged in place (same size, one byte changed: bit rot on an SD card) is refused
+/// at load with a 503 that says what to do, instead of being parsed; the log names the file and
+/// the reinstall command. Before, only sizes were checked, so the damaged file was loaded.
+#[tokio::test]
+async fn a_damaged_model_file_is_refused_at_load() {
+    let installed = common::models_dir().join("all-minilm-l6-v2");
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("all-minilm-l6-v2");
+    std::fs::create_dir_all(&copy).unwrap();
+    for entry in std::fs::read_dir(&installed).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+    }
+    let weights = copy.join("model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&weights, bytes).unwrap();
+
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::with_mock(&mock, &format!("\n[models]\ndir = \"{}\"\n", dir.path().display())).await;
+    let (status, body) = gw.post_json("/v1/embeddings", &json!({"input": "hello"})).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(error_code(&body), "model_unavailable", "{body}");
+    let text = body.to_string();
+    assert!(!text.contains(&dir.path().display().to_string()), "no path reaches the client: {text}");
+}
