@@ -564,7 +564,7 @@ pub async fn enforce(State(state): State<AppState>, mut request: Request, next: 
         return next.run(request).await;
     }
     let caller = match request.extensions().get::<Identity>() {
-        Some(identity) => format!("sub:{}", identity.subject),
+        Some(identity) => format!("sub:{}", identity.caller_key()),
         None => match request.extensions().get::<ConnectInfo<SocketAddr>>() {
             Some(ConnectInfo(addr)) => format!("ip:{}", addr.ip()),
             None => "ip:unknown".to_owned(),

@@ -173,3 +173,42 @@ async fn websocket_requests_count_against_the_callers_limit() {
     assert_eq!(mock.calls("llama3.2"), 4);
     assert_eq!(metric(&gw, "uag_rate_limit_rejections_total{scope=\"user\"}").await, 8.0);
 }
+
+/// An API key named `alice` and an IdP user whose JWT `sub` is `alice` are two callers: one
+/// spending its budget leaves the other's untouched (they shared one key before).
+#[tokio::test]
+async fn callers_of_one_name_but_different_methods_have_their_own_budgets() {
+    use sha2::Digest;
+    const KEY: &str = "uag_a-key-that-is-named-alice-000000";
+    const SECRET: &str = "a-shared-secret-of-at-least-32-bytes-for-hs256";
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("jwt-secret");
+    std::fs::write(&secret_file, SECRET).unwrap();
+    let digest: String = sha2::Sha256::digest(KEY.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    let toml = format!(
+        "[auth]\nrequired = true\n[auth.jwt]\nissuer = \"idp\"\naudience = \"uag\"\nhs256_secret = \"file::{}\"\n\
+         [[auth.api_keys]]\nname = \"alice\"\nsha256 = \"{digest}\"\n[rate_limits]\nuser_requests_per_minute = 2\n",
+        secret_file.display()
+    );
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::with_mock(&mock, &toml).await;
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
+    let jwt = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": "alice", "iss": "idp", "aud": "uag", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let ask = |bearer: &str| client().post(gw.url("/v1/inference")).bearer_auth(bearer).json(&body()).send();
+    for _ in 0..2 {
+        assert_eq!(ask(KEY).await.unwrap().status(), 200);
+    }
+    let r = ask(KEY).await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(error_code(&r.json().await.unwrap()), "user_rate_limit_exceeded");
+    // The JWT's alice has not spent anything.
+    for _ in 0..2 {
+        assert_eq!(ask(&jwt).await.unwrap().status(), 200, "the JWT user kept her own budget");
+    }
+    assert_eq!(ask(&jwt).await.unwrap().status(), 429);
+}

@@ -129,7 +129,7 @@ pub(crate) fn request_keys(req: &InferenceRequest, scope: &str, single_turn_only
 /// tenant (callers without one fall back to their own scope), or everyone.
 pub(crate) fn caller_scope(scope: CacheScope, identity: Option<&Identity>, peer: Option<IpAddr>) -> String {
     let user = || match identity {
-        Some(identity) => format!("user:{}", identity.subject),
+        Some(identity) => format!("user:{}", identity.caller_key()),
         None => match peer {
             Some(ip) => format!("ip:{ip}"),
             None => "ip:unknown".to_owned(),
@@ -215,9 +215,14 @@ mod tests {
         assert_eq!(caller_scope(CacheScope::User, None, None), "ip:unknown");
         let ip = Some(IpAddr::from([10, 0, 0, 7]));
         assert_eq!(caller_scope(CacheScope::User, None, ip), "ip:10.0.0.7");
-        let alice = Identity { subject: "alice".into(), roles: vec![], tenant: None, method: AuthMethod::default() };
-        assert_eq!(caller_scope(CacheScope::User, Some(&alice), ip), "user:alice");
-        assert_eq!(caller_scope(CacheScope::Tenant, Some(&alice), ip), "user:alice");
+        let alice = Identity { subject: "alice".into(), roles: vec![], tenant: None, method: AuthMethod::Jwt };
+        assert_eq!(caller_scope(CacheScope::User, Some(&alice), ip), "user:jwt:alice");
+        assert_eq!(caller_scope(CacheScope::Tenant, Some(&alice), ip), "user:jwt:alice");
+        // An API key named like an IdP user is another caller.
+        let key_alice = Identity { method: AuthMethod::ApiKey, ..alice.clone() };
+        assert_eq!(caller_scope(CacheScope::User, Some(&key_alice), ip), "user:key:alice");
+        let cert_alice = Identity { method: AuthMethod::ClientCertificate, ..alice.clone() };
+        assert_eq!(caller_scope(CacheScope::User, Some(&cert_alice), ip), "user:cert:alice");
         let acme = Identity { tenant: Some("acme".into()), ..alice };
         assert_eq!(caller_scope(CacheScope::Tenant, Some(&acme), ip), "tenant:acme");
         assert_eq!(caller_scope(CacheScope::Global, Some(&acme), ip), "global");

@@ -42,6 +42,20 @@ pub struct Identity {
     pub method: AuthMethod,
 }
 
+impl Identity {
+    /// The caller as rate limits and cache scopes count it: the subject within its method, so an
+    /// API key named `alice`, a JWT whose `sub` is `alice` and a certificate for CN `alice` are
+    /// three callers (an operator naming a key cannot borrow an IdP user's budget or answers).
+    pub fn caller_key(&self) -> String {
+        let method = match self.method {
+            AuthMethod::Jwt => "jwt",
+            AuthMethod::ApiKey => "key",
+            AuthMethod::ClientCertificate => "cert",
+        };
+        format!("{method}:{}", self.subject)
+    }
+}
+
 /// How the caller proved who it is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
