@@ -290,3 +290,30 @@ async fn silent_and_excess_connections_are_closed() {
         assert_eq!(client().get(gw.url("/healthz")).send().await.unwrap().status(), 200);
     }
 }
+
+/// Behind the shipped NGINX every anonymous caller arrives from NGINX's address. With the proxy
+/// trusted, each client has its own rate-limit budget, and a client cannot pick its address by
+/// sending its own `X-Forwarded-For`; without it, the header is ignored.
+#[tokio::test]
+async fn a_trusted_proxys_forwarded_for_names_the_client_and_nothing_else_does() {
+    let mock = MockUpstream::start().await;
+    let limits = "[rate_limits]\nuser_requests_per_minute = 1\n";
+    let ask = |gw: &Gateway, forwarded: &str| {
+        client()
+            .post(gw.url("/v1/inference"))
+            .header("x-forwarded-for", forwarded)
+            .json(&json!({"model": "ollama/llama3.2", "input": "hi"}))
+            .send()
+    };
+    let behind_proxy = Gateway::with_mock_env(&mock, limits, &[("UAG__SERVER__TRUSTED_PROXIES", "[\"127.0.0.0/8\"]")]).await;
+    assert_eq!(ask(&behind_proxy, "203.0.113.5").await.unwrap().status(), 200);
+    assert_eq!(ask(&behind_proxy, "203.0.113.5").await.unwrap().status(), 429, "the same client, its budget spent");
+    assert_eq!(ask(&behind_proxy, "203.0.113.6").await.unwrap().status(), 200, "another client behind the proxy");
+    // A client prepending an address of its choice is still itself (the proxy appended the real one).
+    assert_eq!(ask(&behind_proxy, "198.51.100.99, 203.0.113.6").await.unwrap().status(), 429);
+
+    // No trusted proxy: the header is the client's claim and is ignored.
+    let direct = Gateway::with_mock(&mock, limits).await;
+    assert_eq!(ask(&direct, "203.0.113.5").await.unwrap().status(), 200);
+    assert_eq!(ask(&direct, "203.0.113.6").await.unwrap().status(), 429, "a forged header buys no new budget");
+}

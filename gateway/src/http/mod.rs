@@ -10,6 +10,7 @@
 //! - [`extract`]: the JSON body extractor whose errors name the offending field
 
 pub mod audio;
+pub mod client_address;
 pub mod discovery;
 pub mod documents;
 pub mod extract;
@@ -68,6 +69,8 @@ pub enum StartupError {
     Cache(String),
     #[error("policy: {0}")]
     Policy(#[from] crate::policy::PolicyError),
+    #[error("server: {0}")]
+    Server(String),
 }
 
 /// Everything a handler needs: one shared [`AppStateInner`], so the clone each middleware and
@@ -106,6 +109,8 @@ pub struct AppStateInner {
     pub policy: Option<Arc<crate::policy::PolicyEngine>>,
     /// The one inference path every front door calls (over the router, cache and policy above).
     pub pipeline: crate::pipeline::Pipeline,
+    /// `server.trusted_proxies`, parsed: peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<client_address::Cidr>,
 }
 
 impl AppState {
@@ -160,6 +165,14 @@ impl AppState {
             }
             None => None,
         };
+        // Checked at load (`Config::validate`); a test's own config that is wrong stops start-up here.
+        let trusted_proxies = config
+            .server
+            .trusted_proxies
+            .iter()
+            .map(|c| client_address::Cidr::parse(c))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StartupError::Server)?;
         let pipeline = crate::pipeline::Pipeline::new(crate::pipeline::PipelineParts {
             router: Arc::clone(&router),
             cache: cache.clone(),
@@ -183,6 +196,7 @@ impl AppState {
             cache,
             policy,
             pipeline,
+            trusted_proxies,
         })
     }
 }
@@ -248,6 +262,9 @@ pub fn app(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), track_http))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Behind a trusted reverse proxy, the client's address from X-Forwarded-For (runs after
+        // the peer address is known, before authentication, rate limits and the cache read it).
+        .layer(axum::middleware::from_fn_with_state(state.clone(), client_address::resolve))
         // HTTPS connections: the peer address and a verified client certificate, in the shapes
         // the rest of the stack reads (runs before authentication).
         .layer(axum::middleware::from_fn(crate::tls::expose_connect_info))
