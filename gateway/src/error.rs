@@ -176,6 +176,21 @@ impl ApiError {
         Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request_error", "unsupported_media_type", message)
     }
 
+    /// 403: the access policy refuses this caller; the message never explains the policy.
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "permission_error", code, message)
+    }
+
+    /// 422: well-formed, but its content cannot be used (a document that parses to nothing).
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request_error", code, message)
+    }
+
+    /// 426: a WebSocket route asked without the upgrade.
+    pub fn upgrade_required(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UPGRADE_REQUIRED, "invalid_request_error", "websocket_required", message)
+    }
+
     pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", code, message)
     }
@@ -367,7 +382,24 @@ impl From<crate::routing::RouteError> for ApiError {
 
 impl From<crate::policy::PolicyDenied> for ApiError {
     fn from(err: crate::policy::PolicyDenied) -> Self {
-        crate::policy::denied(err.0)
+        ApiError::forbidden("policy_denied", err.0)
+    }
+}
+
+impl From<uag_graphrag::EngineError> for ApiError {
+    /// Knowledge-base failures on the documents API; store and index detail stays in the log.
+    fn from(e: uag_graphrag::EngineError) -> Self {
+        use uag_graphrag::EngineError as E;
+        match e {
+            E::UnsupportedType { .. } => ApiError::unsupported_media_type(e.to_string()),
+            E::InvalidDocument { .. } => ApiError::unprocessable("invalid_document", e.to_string()),
+            E::NotFound(_) => ApiError::not_found("document_not_found", e.to_string()),
+            E::Locked { .. } => ApiError::unavailable("knowledge_base_locked", "the knowledge base is locked by another process"),
+            other => {
+                tracing::error!(error = %other, "knowledge base failure");
+                ApiError::internal()
+            }
+        }
     }
 }
 

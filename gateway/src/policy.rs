@@ -25,7 +25,6 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -472,10 +471,7 @@ pub struct PolicyDenied(pub String);
 
 /// 403 for a request the policy refuses; the body does not explain the policy.
 pub fn denied(message: impl Into<String>) -> ApiError {
-    let mut e = ApiError::invalid_request("policy_denied", message);
-    e.status = StatusCode::FORBIDDEN;
-    e.kind = "permission_error";
-    e
+    ApiError::from(PolicyDenied(message.into()))
 }
 
 /// Where an inference request came in, for the policy input and the decision log.

@@ -30,25 +30,6 @@ pub fn routes(config: &crate::config::Config) -> Router<AppState> {
         .route("/v1/graph/entities", get(entities))
 }
 
-impl From<EngineError> for ApiError {
-    fn from(e: EngineError) -> Self {
-        match e {
-            EngineError::UnsupportedType { .. } => ApiError::unsupported_media_type(e.to_string()),
-            EngineError::InvalidDocument { .. } => {
-                let mut api = ApiError::invalid_request("invalid_document", e.to_string());
-                api.status = StatusCode::UNPROCESSABLE_ENTITY;
-                api
-            }
-            EngineError::NotFound(_) => ApiError::not_found("document_not_found", e.to_string()),
-            EngineError::Locked { .. } => ApiError::unavailable("knowledge_base_locked", "the knowledge base is locked by another process"),
-            other => {
-                tracing::error!(error = %other, "knowledge base failure");
-                ApiError::internal()
-            }
-        }
-    }
-}
-
 fn engine(state: &AppState) -> Result<Arc<Engine>, ApiError> {
     state.engine.clone().ok_or_else(|| ApiError::unavailable("not_installed", "no knowledge base is open in this process"))
 }

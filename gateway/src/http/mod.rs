@@ -311,10 +311,7 @@ pub(crate) fn accept_upgrade(
     ws: Result<axum::extract::ws::WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<axum::extract::ws::WebSocketUpgrade, Box<ApiError>> {
     let Ok(ws) = ws else {
-        let mut e =
-            ApiError::invalid_request("websocket_required", "this endpoint needs a WebSocket upgrade (GET with `Upgrade: websocket`)");
-        e.status = axum::http::StatusCode::UPGRADE_REQUIRED;
-        return Err(Box::new(e));
+        return Err(Box::new(ApiError::upgrade_required("this endpoint needs a WebSocket upgrade (GET with `Upgrade: websocket`)")));
     };
     if state.shutdown.is_cancelled() {
         return Err(Box::new(ApiError::unavailable("shutting_down", "the server is shutting down")));
