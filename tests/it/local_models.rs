@@ -301,11 +301,26 @@ async fn a_damaged_model_file_is_refused_at_load() {
     bytes[middle] ^= 0x55;
     std::fs::write(&weights, bytes).unwrap();
 
+    // A server that requires credentials (the appliance): its anonymous /readyz says that the
+    // model failed, not where its files are.
+    use sha2::Digest;
+    const KEY: &str = "uag_local-models-test-key-0123456789";
+    let digest: String = sha2::Sha256::digest(KEY.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
     let mock = MockUpstream::start().await;
-    let gw = Gateway::with_mock(&mock, &format!("\n[models]\ndir = \"{}\"\n", dir.path().display())).await;
-    let (status, body) = gw.post_json("/v1/embeddings", &json!({"input": "hello"})).await;
+    let toml = format!(
+        "\n[models]\ndir = \"{}\"\n[auth]\nrequired = true\n[[auth.api_keys]]\nname = \"ops\"\nsha256 = \"{digest}\"\n",
+        dir.path().display()
+    );
+    let gw = Gateway::with_mock(&mock, &toml).await;
+    let r = client().post(gw.url("/v1/embeddings")).bearer_auth(KEY).json(&json!({"input": "hello"})).send().await.unwrap();
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
     assert_eq!(status, 503, "{body}");
     assert_eq!(error_code(&body), "model_unavailable", "{body}");
     let text = body.to_string();
     assert!(!text.contains(&dir.path().display().to_string()), "no path reaches the client: {text}");
+    let ready: Value = client().get(gw.url("/readyz")).send().await.unwrap().json().await.unwrap();
+    let last_error = ready["models"]["embed"]["last_error"].as_str().unwrap_or_else(|| panic!("the failure is reported: {ready}"));
+    assert!(last_error.contains("failed to load"), "{ready}");
+    assert!(!ready.to_string().contains(&dir.path().display().to_string()), "no path on the anonymous probe: {ready}");
 }
