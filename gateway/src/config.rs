@@ -92,7 +92,7 @@ pub struct ServerConfig {
     pub header_read_timeout_ms: u64,
     /// Reverse proxies (addresses or blocks, `172.16.0.0/12`) whose `X-Forwarded-For` names the
     /// client, for rate limits and cache scopes; empty: the connecting address is the client.
-    pub trusted_proxies: Vec<String>,
+    pub trusted_proxies: Vec<crate::http::client_address::Cidr>,
     /// HTTP connections open at once (HTTP/1 and HTTP/2, until they close or upgrade to a
     /// WebSocket); one more is closed at accept.
     pub max_connections: usize,
@@ -708,9 +708,6 @@ impl Config {
         }
         if self.server.max_connections == 0 {
             return Err(("server.max_connections".into(), "must be at least 1".into()));
-        }
-        for (i, proxy) in self.server.trusted_proxies.iter().enumerate() {
-            crate::http::client_address::Cidr::parse(proxy).map_err(|e| (format!("server.trusted_proxies[{i}]"), e))?;
         }
         if self.server.ws_max_messages_per_second == 0 {
             return Err(("server.ws_max_messages_per_second".into(), "must be at least 1".into()));

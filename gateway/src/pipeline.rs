@@ -200,11 +200,15 @@ impl Pipeline {
             return Answered { answer: Err(PipelineError::Invalid { field: e.field.to_owned(), message: e.message }), cache: None };
         }
 
+        // What the request asks of uag itself, read once (the cache key reads its own copy).
+        let options = req.options();
+
         // 2. The cache: a stored answer is replayed only when the policy lets this caller have it.
+        let cache_use = if options.use_cache { cache_use } else { CacheUse::Bypass };
         let (slot, status) = self.lookup(&req, caller, cache_use).await;
         if let Some(slot) = &slot
             && let Some(stored) = slot.answer()
-            && self.may_replay(caller, &req, &stored.provider, &stored.model, !stored.sources.is_empty())
+            && self.may_replay(caller, &options.collections, &stored.provider, &stored.model, !stored.sources.is_empty())
         {
             record_target(&stored.provider, &stored.model);
             let replayed = if req.stream {
@@ -218,7 +222,7 @@ impl Pipeline {
         }
         // A stored answer refused to this caller, or none: what is served is a miss.
         let cache = status.map(|s| if matches!(s, CacheStatus::Served(_)) { CacheStatus::Served(CacheOutcome::Miss) } else { s });
-        let answer = self.route(req, caller, &mut ctx, slot.as_ref()).await;
+        let answer = self.route(req, &options.collections, caller, &mut ctx, slot.as_ref()).await;
         Answered { answer, cache }
     }
 
@@ -227,12 +231,13 @@ impl Pipeline {
     async fn route(
         &self,
         req: InferenceRequest,
+        requested: &[String],
         caller: &Caller,
         ctx: &mut RequestContext,
         slot: Option<&CacheSlot>,
     ) -> Result<Answer, PipelineError> {
         let targets = self.router.plan(&req).await?;
-        let (targets, collections) = self.authorize_targets(caller, &req, targets)?;
+        let (targets, collections) = self.authorize_targets(caller, requested, targets)?;
         ctx.allowed_collections = collections;
         if req.stream {
             if let Some(first) = targets.first() {
@@ -256,7 +261,7 @@ impl Pipeline {
     /// report; `(None, None)` without a cache.
     async fn lookup(&self, req: &InferenceRequest, caller: &Caller, cache_use: CacheUse) -> (Option<CacheSlot>, Option<CacheStatus>) {
         let Some(cache) = &self.cache else { return (None, None) };
-        if cache_use == CacheUse::Bypass || !req.options().use_cache {
+        if cache_use == CacheUse::Bypass {
             cache.count_bypass();
             return (None, Some(CacheStatus::Bypass));
         }
@@ -281,12 +286,11 @@ impl Pipeline {
     fn authorize_targets(
         &self,
         caller: &Caller,
-        req: &InferenceRequest,
+        requested: &[String],
         targets: Vec<Target>,
     ) -> Result<(Vec<Target>, Option<Vec<String>>), PolicyDenied> {
-        let requested = policy::requested_collections(req);
         let Some(engine) = &self.policy else {
-            return Ok((targets, policy::effective_collections(None, &requested)));
+            return Ok((targets, policy::effective_collections(None, requested)));
         };
         let identity = caller.identity.as_ref();
         let mut allowed = Vec::with_capacity(targets.len());
@@ -294,7 +298,7 @@ impl Pipeline {
         let mut collections: Option<Option<Vec<String>>> = None;
         for target in targets {
             let kind = self.provider_kind(&target.provider);
-            let input = PolicyInput::inference(identity, caller.route, &target.provider, kind, &target.model, requested.clone());
+            let input = PolicyInput::inference(identity, caller.route, &target.provider, kind, &target.model, requested.to_vec());
             match policy::decide(engine, &self.metrics, &input) {
                 Some(decision) if decision.allow => {
                     // The knowledge base is read by local targets; the first allowed one decides.
@@ -306,7 +310,7 @@ impl Pipeline {
                 _ => denied.push(format!("{}/{}", target.provider, target.model)),
             }
         }
-        let effective = policy::effective_collections(collections.flatten(), &requested);
+        let effective = policy::effective_collections(collections.flatten(), requested);
         policy::log_decision(identity, caller.route.path, "inference", &allowed, &denied, effective.as_deref());
         if allowed.is_empty() {
             let what = denied.first().map_or_else(|| "this route".to_owned(), |t| format!("`{t}`"));
@@ -319,11 +323,10 @@ impl Pipeline {
     /// an answer with citations only when the policy does not restrict the caller's collections
     /// (the cache does not know which collections the cited chunks came from; the requested
     /// ones are part of its key).
-    fn may_replay(&self, caller: &Caller, req: &InferenceRequest, provider: &str, model: &str, cites: bool) -> bool {
+    fn may_replay(&self, caller: &Caller, requested: &[String], provider: &str, model: &str, cites: bool) -> bool {
         let Some(engine) = &self.policy else { return true };
         let kind = self.provider_kind(provider);
-        let input =
-            PolicyInput::inference(caller.identity.as_ref(), caller.route, provider, kind, model, policy::requested_collections(req));
+        let input = PolicyInput::inference(caller.identity.as_ref(), caller.route, provider, kind, model, requested.to_vec());
         match policy::decide(engine, &self.metrics, &input) {
             Some(d) if d.allow => !cites || d.collections.is_none(),
             _ => false,

@@ -37,7 +37,6 @@ use crate::memo::RecentResults;
 use crate::metrics::Metrics;
 use crate::provider::Identity;
 use crate::routing::Target;
-use crate::types::InferenceRequest;
 
 /// A collection name a policy may return to mean "every collection".
 pub const ALL_COLLECTIONS: &str = "*";
@@ -456,11 +455,6 @@ pub fn effective_collections(allowed: Option<Vec<String>>, requested: &[String])
         (Some(allowed), true) => Some(allowed),
         (Some(allowed), false) => Some(requested.iter().filter(|c| allowed.contains(c)).cloned().collect()),
     }
-}
-
-/// `metadata.collections` of a request: an array of names, or one name.
-pub fn requested_collections(req: &InferenceRequest) -> Vec<String> {
-    req.options().collections
 }
 
 /// An inference request none of whose targets the policy allows this caller (403

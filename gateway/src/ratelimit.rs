@@ -563,13 +563,8 @@ pub async fn enforce(State(state): State<AppState>, mut request: Request, next: 
     if limiter.exempt.contains(request.uri().path()) {
         return next.run(request).await;
     }
-    let caller = match request.extensions().get::<Identity>() {
-        Some(identity) => format!("sub:{}", identity.caller_key()),
-        None => match request.extensions().get::<ConnectInfo<SocketAddr>>() {
-            Some(ConnectInfo(addr)) => format!("ip:{}", addr.ip()),
-            None => "ip:unknown".to_owned(),
-        },
-    };
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let caller = crate::provider::caller_key(request.extensions().get::<Identity>(), peer);
     let route = request.extensions().get::<MatchedPath>().map_or_else(|| request.uri().path().to_owned(), |p| p.as_str().to_owned());
     match limiter.admit(&caller, &route).await {
         Ok(user_state) => {

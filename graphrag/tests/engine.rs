@@ -99,14 +99,17 @@ fn delete_removes_chunks_edges_and_orphaned_entities() {
     assert!(matches!(engine.delete(&id), Err(EngineError::NotFound(_))));
 }
 
+/// A knowledge base with the test documents, closed again; its stats.
+fn ingested_and_closed(dir: &Path) -> uag_graphrag::Stats {
+    let engine = Engine::open(dir).unwrap();
+    ingest_kb(&engine);
+    engine.stats()
+}
+
 #[test]
 fn reopen_rebuilds_the_graph_and_repairs_a_lost_index() {
     let dir = tempfile::tempdir().unwrap();
-    let stats = {
-        let engine = Engine::open(dir.path()).unwrap();
-        ingest_kb(&engine);
-        engine.stats()
-    };
+    let stats = ingested_and_closed(dir.path());
     let engine = Engine::open(dir.path()).unwrap();
     assert_eq!(engine.stats(), stats);
     drop(engine);
@@ -407,11 +410,7 @@ fn a_restricted_caller_is_not_crowded_out_by_other_collections() {
 #[test]
 fn a_corrupt_search_index_is_rebuilt_from_the_store_instead_of_stopping_start_up() {
     let dir = tempfile::tempdir().unwrap();
-    let stats = {
-        let engine = Engine::open(dir.path()).unwrap();
-        ingest_kb(&engine);
-        engine.stats()
-    };
+    let stats = ingested_and_closed(dir.path());
     // Garbage where tantivy keeps its segment list (a power cut mid-write, a bad SD card).
     std::fs::write(dir.path().join("index/meta.json"), b"{\"segments\": [garbage").unwrap();
     let engine = Engine::open(dir.path()).expect("start-up survives a corrupt index");

@@ -128,12 +128,9 @@ pub(crate) fn request_keys(req: &InferenceRequest, scope: &str, single_turn_only
 /// Whose entries a caller may read: the authenticated subject (else the client address), the
 /// tenant (callers without one fall back to their own scope), or everyone.
 pub(crate) fn caller_scope(scope: CacheScope, identity: Option<&Identity>, peer: Option<IpAddr>) -> String {
-    let user = || match identity {
-        Some(identity) => format!("user:{}", identity.caller_key()),
-        None => match peer {
-            Some(ip) => format!("ip:{ip}"),
-            None => "ip:unknown".to_owned(),
-        },
+    let user = || {
+        let key = crate::provider::caller_key(identity, peer);
+        if identity.is_some() { format!("user:{key}") } else { key }
     };
     match scope {
         CacheScope::User => user(),

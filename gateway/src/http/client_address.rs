@@ -11,8 +11,10 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 
-/// An address block (`10.0.0.0/8`, `fd00::/8`, or one address).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An address block (`10.0.0.0/8`, `fd00::/8`, or one address); in config as its text, checked
+/// when the config loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Cidr {
     network: IpAddr,
     prefix: u8,
@@ -51,6 +53,20 @@ impl Cidr {
     }
 }
 
+impl TryFrom<String> for Cidr {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        Self::parse(&text)
+    }
+}
+
+impl From<Cidr> for String {
+    fn from(c: Cidr) -> String {
+        let full = if c.network.is_ipv4() { 32 } else { 128 };
+        if c.prefix == full { c.network.to_string() } else { format!("{}/{}", c.network, c.prefix) }
+    }
+}
+
 /// The client behind `peer`, given the request's `X-Forwarded-For` values in order.
 pub fn client_address<'a>(peer: IpAddr, forwarded_for: impl Iterator<Item = &'a str>, trusted: &[Cidr]) -> IpAddr {
     let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
@@ -74,11 +90,12 @@ pub fn client_address<'a>(peer: IpAddr, forwarded_for: impl Iterator<Item = &'a 
 /// The middleware: replaces the connection's peer address with the client's, for everything
 /// after it (authentication's logs, rate limits, the cache scope).
 pub(crate) async fn resolve(State(state): State<super::AppState>, mut request: Request, next: Next) -> Response {
-    if !state.trusted_proxies.is_empty()
+    let trusted = &state.config.server.trusted_proxies;
+    if !trusted.is_empty()
         && let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>().copied()
     {
         let values = request.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
-        let client = client_address(peer.ip(), values, &state.trusted_proxies);
+        let client = client_address(peer.ip(), values, trusted);
         if client != peer.ip().to_canonical() {
             request.extensions_mut().insert(ConnectInfo(SocketAddr::new(client, 0)));
         }
@@ -105,6 +122,14 @@ mod tests {
         for bad in ["172.16.0.0/33", "nginx", "10.0.0.0/x", ""] {
             assert!(Cidr::parse(bad).is_err(), "{bad}");
         }
+        // In config: checked when it loads, naming the key.
+        let parse = |text: &str| crate::config::Config::from_toml_str(text, &crate::config::ConfigOrigin::File("uag.toml".into()), &[]);
+        let err = parse("[server]\ntrusted_proxies = [\"nginx\"]\n").unwrap_err().to_string();
+        assert!(err.contains("server.trusted_proxies") && err.contains("nginx"), "{err}");
+        assert_eq!(parse("[server]\ntrusted_proxies = [\"172.29.80.10\"]\n").unwrap().server.trusted_proxies.len(), 1);
+        // Config text round trip.
+        assert_eq!(String::from(docker), "172.16.0.0/12");
+        assert_eq!(String::from(Cidr::parse("127.0.0.1").unwrap()), "127.0.0.1");
     }
 
     #[test]

@@ -69,8 +69,6 @@ pub enum StartupError {
     Cache(String),
     #[error("policy: {0}")]
     Policy(#[from] crate::policy::PolicyError),
-    #[error("server: {0}")]
-    Server(String),
 }
 
 /// Everything a handler needs: one shared [`AppStateInner`], so the clone each middleware and
@@ -109,8 +107,6 @@ pub struct AppStateInner {
     pub policy: Option<Arc<crate::policy::PolicyEngine>>,
     /// The one inference path every front door calls (over the router, cache and policy above).
     pub pipeline: crate::pipeline::Pipeline,
-    /// `server.trusted_proxies`, parsed: peers whose `X-Forwarded-For` names the client.
-    pub trusted_proxies: Vec<client_address::Cidr>,
 }
 
 impl AppState {
@@ -165,14 +161,6 @@ impl AppState {
             }
             None => None,
         };
-        // Checked at load (`Config::validate`); a test's own config that is wrong stops start-up here.
-        let trusted_proxies = config
-            .server
-            .trusted_proxies
-            .iter()
-            .map(|c| client_address::Cidr::parse(c))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(StartupError::Server)?;
         let pipeline = crate::pipeline::Pipeline::new(crate::pipeline::PipelineParts {
             router: Arc::clone(&router),
             cache: cache.clone(),
@@ -196,7 +184,6 @@ impl AppState {
             cache,
             policy,
             pipeline,
-            trusted_proxies,
         })
     }
 }

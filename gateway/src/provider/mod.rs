@@ -42,17 +42,22 @@ pub struct Identity {
     pub method: AuthMethod,
 }
 
-impl Identity {
-    /// The caller as rate limits and cache scopes count it: the subject within its method, so an
-    /// API key named `alice`, a JWT whose `sub` is `alice` and a certificate for CN `alice` are
-    /// three callers (an operator naming a key cannot borrow an IdP user's budget or answers).
-    pub fn caller_key(&self) -> String {
-        let method = match self.method {
-            AuthMethod::Jwt => "jwt",
-            AuthMethod::ApiKey => "key",
-            AuthMethod::ClientCertificate => "cert",
-        };
-        format!("{method}:{}", self.subject)
+/// The caller as rate limits and cache scopes count it: an identity by its subject within its
+/// method, so an API key named `alice`, a JWT whose `sub` is `alice` and a certificate for CN
+/// `alice` are three callers (an operator naming a key cannot borrow an IdP user's budget or
+/// answers); an anonymous caller by its address (`ip:unknown` when there is none).
+pub fn caller_key(identity: Option<&Identity>, peer: Option<std::net::IpAddr>) -> String {
+    match (identity, peer) {
+        (Some(i), _) => {
+            let method = match i.method {
+                AuthMethod::Jwt => "jwt",
+                AuthMethod::ApiKey => "key",
+                AuthMethod::ClientCertificate => "cert",
+            };
+            format!("{method}:{}", i.subject)
+        }
+        (None, Some(ip)) => format!("ip:{ip}"),
+        (None, None) => "ip:unknown".to_owned(),
     }
 }
 
