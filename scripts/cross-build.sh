@@ -49,6 +49,9 @@ file "$bin" 2>/dev/null || true
 
 if [ "$run_tests" = 1 ]; then
   start=$SECONDS
-  cargo test --locked --target "$TARGET" -p uag-gateway -p uag-graphrag
+  # The tests build with the binary's profile (release unless --profile dev), so they reuse the
+  # dependencies just compiled instead of compiling all of them a second time in debug.
+  test_profile=$([ "$profile" = dev ] && echo dev || echo release)
+  cargo test --locked --target "$TARGET" --profile "$test_profile" -p uag-gateway -p uag-graphrag
   echo "cross-build: aarch64 tests under qemu in $((SECONDS - start))s"
 fi

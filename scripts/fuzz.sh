@@ -20,6 +20,21 @@ shift || true
 ALL_TARGETS=(inference_request ws_message sse_ndjson audio_decode tls_der document_ingest)
 if (($#)); then TARGETS=("$@"); else TARGETS=("${ALL_TARGETS[@]}"); fi
 SANITIZER=${UAG_FUZZ_SANITIZER:-none}
+# UAG_FUZZ_PROFILE=dev builds without optimisation: fewer runs per second, but a much shorter
+# cold build, which is what CI pays for on 2 cores; debug assertions and overflow checks are on.
+PROFILE=${UAG_FUZZ_PROFILE:-release}
+case "$PROFILE" in
+    release) PROFILE_FLAG=(--release) ;;
+    dev) PROFILE_FLAG=(--dev) ;;
+    *) echo "fuzz.sh: UAG_FUZZ_PROFILE takes release or dev, not '$PROFILE'" >&2; exit 2 ;;
+esac
+for target in "${TARGETS[@]}"; do
+    if [ ! -d "$ROOT/fuzz/corpus/$target" ]; then
+        echo "fuzz.sh: no seed directory fuzz/corpus/$target (every target has committed seeds;" \
+            "known targets: ${ALL_TARGETS[*]})" >&2
+        exit 2
+    fi
+done
 CARGO_FUZZ_VERSION=0.13.1
 
 export RUSTC_BOOTSTRAP=1
@@ -29,13 +44,13 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 FUZZ=(cargo fuzz)
-echo "==> cargo fuzz build (sanitizer: $SANITIZER; $(rustc --version))"
+echo "==> cargo fuzz build (sanitizer: $SANITIZER, profile: $PROFILE; $(rustc --version))"
 start=$(date +%s)
-if ! "${FUZZ[@]}" build --sanitizer "$SANITIZER"; then
+if ! "${FUZZ[@]}" build "${PROFILE_FLAG[@]}" --sanitizer "$SANITIZER"; then
     if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
         echo "==> stable with RUSTC_BOOTSTRAP=1 failed; trying cargo +nightly fuzz"
         FUZZ=(cargo +nightly fuzz)
-        "${FUZZ[@]}" build --sanitizer "$SANITIZER"
+        "${FUZZ[@]}" build "${PROFILE_FLAG[@]}" --sanitizer "$SANITIZER"
     else
         exit 1
     fi
@@ -51,7 +66,7 @@ for target in "${TARGETS[@]}"; do
     mkdir -p "$work"
     echo "==> $target: ${SECONDS_PER_TARGET} s"
     status=ok
-    if ! "${FUZZ[@]}" run --sanitizer "$SANITIZER" "$target" "$work" "$ROOT/fuzz/corpus/$target" -- \
+    if ! "${FUZZ[@]}" run "${PROFILE_FLAG[@]}" --sanitizer "$SANITIZER" "$target" "$work" "$ROOT/fuzz/corpus/$target" -- \
         -max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb=2048 -timeout=20 -print_final_stats=1 \
         >"$LOGS/$target.log" 2>&1; then
         status=FAILED
