@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, clippy with warnings as errors, then every test of the
-# workspace. Run `scripts/setup.sh --test` once first (README.md).
+# The whole test suite: the crate layers (scripts/check-layers.sh), formatting, clippy with
+# warnings as errors, then every test of the workspace. Run `scripts/setup.sh --test` once
+# first (README.md).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -12,6 +13,7 @@ stage() {
   printf '== %s: %ds\n' "$name" "$((SECONDS - start))"
 }
 
+stage "crate layers" scripts/check-layers.sh
 stage "rustfmt" cargo fmt --all -- --check
 stage "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 stage "tests" cargo test --workspace --locked

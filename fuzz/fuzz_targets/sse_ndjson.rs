@@ -1,4 +1,4 @@
-//! The incremental SSE and NDJSON decoders of upstream streams (gateway/src/codec.rs).
+//! The incremental SSE and NDJSON decoders of upstream streams (core/src/codec.rs).
 //! Property: the events/lines decoded from the stream in one chunk equal those decoded when
 //! the same bytes arrive split at fuzzer-chosen points (the first two bytes pick the chunk
 //! sizes), and equal those decoded one byte at a time.

@@ -1,45 +1,36 @@
-//! uag-gateway: the HTTP and WebSocket front door of uag, and the only crate that knows wire
-//! formats (HTTP, WebSocket, SSE, NDJSON, JSON shapes of the APIs it speaks and calls).
+//! uag-gateway: the HTTP and WebSocket edge of uag, and the only crate that knows wire formats
+//! (HTTP, WebSocket, SSE, JSON shapes of the APIs it speaks).
 //!
-//! A request flows: [`http`] (layers, extractors, handlers that translate the wire shape) ->
-//! [`pipeline`] (the one inference path: validate, [`cache`], plan, [`policy`], route) ->
-//! [`routing`] (target chain, retries, fallback, [`circuit`] breakers) -> a
-//! [`provider::Provider`] from the [`registry`] -> an upstream, or the in-process engine. Every provider streams the same
-//! [`types::Event`]s; only [`http`] frames them as SSE or WebSocket messages.
+//! A request flows: [`http`] (the numbered layer stack, extractors, handlers that translate the
+//! wire shape) -> `uag_core::pipeline::Pipeline::answer` (validate, cache, plan, policy, route)
+//! -> a provider -> an upstream, or the in-process engine. Every provider streams the same
+//! `uag_core::types::Event`s; only [`http`] frames them as SSE or WebSocket messages, and only
+//! [`error`] turns failures into HTTP statuses.
 //!
-//! - [`config`]: `uag.toml`, environment overrides, validation, typed credentials
-//! - [`types`]: `InferenceRequest`, `InferenceResponse`, `Event`
-//! - [`error`]: error categories and their single mapping to HTTP
-//! - [`codec`]: incremental SSE and NDJSON decoders for upstream streams
-//! - [`metrics`]: the Prometheus registry behind `GET /metrics`
-//! - [`memo`]: recent results by key with deadlines (policy decisions, verified JWTs)
-//! - [`policy`]: authorization with Rego policies (regorus), reloaded on SIGHUP or file change
-//! - [`pipeline`]: `Pipeline::answer`, the inference path every front door calls
-//! - [`cache`]: the response cache (exact and semantic) of every inference front door
+//! - [`config`]: `uag.toml` composed from uag-core's sections and the server's own, environment
+//!   overrides, validation
+//! - [`error`]: the one table from error categories to HTTP statuses and OpenAI-shaped bodies
+//! - [`auth`]: API keys, JWTs (HS256/RS256/ES256, JWKS) and client certificates
+//! - [`http`]: the state built once, the layer stack, the routes
 //! - [`telemetry`]: logging set-up (text or JSON)
 //! - [`tls`]: HTTPS termination with certificate reload and client certificates
 //! - [`voice`]: the voice pipeline (ASR -> answer -> sentence-by-sentence speech)
+//! - [`embedder`]: the knowledge base's embedding model, attached at start-up
+//!
+//! The inference path itself (types, providers, routing, policy, rate limits, cache, the
+//! pipeline) is uag-core's; its modules are re-exported here under their own names, so
+//! `uag_gateway::types` is `uag_core::types`.
 
 pub mod auth;
-pub mod cache;
-pub mod circuit;
-pub mod codec;
 pub mod config;
 pub mod embedder;
 pub mod error;
 pub mod http;
-pub mod memo;
-pub mod metrics;
-pub mod pipeline;
-pub mod policy;
-pub mod provider;
-pub mod ratelimit;
-pub mod registry;
-pub mod routing;
 pub mod telemetry;
 pub mod tls;
-pub mod types;
 pub mod voice;
+
+pub use uag_core::{cache, circuit, codec, memo, metrics, pipeline, policy, provider, ratelimit, registry, routing, types};
 
 pub use config::Config;
 

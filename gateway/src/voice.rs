@@ -25,9 +25,9 @@ use uag_models::runtime::ModelRuntimes;
 use uag_models::tts::TtsOptions;
 
 use crate::error::ApiError;
+use crate::error::into_event;
 use crate::http::AppState;
-use crate::pipeline::into_event;
-use crate::types::{Channel, Event, InferenceRequest, Message, Params, Role, Source};
+use crate::types::{Channel, Event, InferenceRequest, Message, Params, Role, Source, language_name};
 
 /// `[voice]`: the voice WebSocket (`/v1/voice`) and the kiosk page.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -498,28 +498,6 @@ enum Speaker {
     },
     /// Text only, with the reason when the client asked for speech.
     Silent(Option<String>),
-}
-
-/// An English name for an ISO 639-1 code (for prompts and status messages).
-pub fn language_name(code: &str) -> String {
-    let name = match code {
-        "en" => "English",
-        "de" => "German",
-        "fr" => "French",
-        "es" => "Spanish",
-        "it" => "Italian",
-        "pt" => "Portuguese",
-        "nl" => "Dutch",
-        "pl" => "Polish",
-        "ru" => "Russian",
-        "zh" => "Chinese",
-        "ja" => "Japanese",
-        "sv" => "Swedish",
-        "tr" => "Turkish",
-        "uk" => "Ukrainian",
-        other => return format!("language `{other}`"),
-    };
-    name.to_owned()
 }
 
 /// Picks the voice: the requested one; else an installed Piper voice for the language (the

@@ -21,7 +21,7 @@ use uag_graphrag::{Engine, EngineError, IngestOutcome, NewDocument};
 
 use super::AppState;
 use crate::error::ApiError;
-use crate::policy::AllowedCollections;
+use crate::http::access::AllowedCollections;
 
 pub fn routes(config: &crate::config::Config) -> Router<AppState> {
     Router::new()
@@ -143,7 +143,7 @@ async fn upload(
     }
     let collection = checked_collection(collection)?;
     if !AllowedCollections::permits(allowed.as_ref(), &collection) {
-        return Err(crate::policy::denied(format!(
+        return Err(crate::http::access::denied(format!(
             "the access policy does not allow uploads to collection `{collection}` for this caller"
         )));
     }

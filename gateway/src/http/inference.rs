@@ -13,7 +13,8 @@ use futures::{Stream, StreamExt};
 use super::AppState;
 use super::extract::JsonBody;
 use crate::error::ApiError;
-use crate::pipeline::{Answer, into_event};
+use crate::error::into_event;
+use crate::pipeline::Answer;
 use crate::policy::Route;
 use crate::types::{Event, InferenceRequest};
 

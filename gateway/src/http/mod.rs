@@ -9,6 +9,7 @@
 //! - [`kiosk`]: the kiosk web page at `/`, embedded in the binary
 //! - [`extract`]: the JSON body extractor whose errors name the offending field
 
+pub mod access;
 pub mod audio;
 pub mod client_address;
 pub mod discovery;
@@ -116,7 +117,7 @@ impl AppState {
         let manifest = uag_models::manifest::Manifest::embedded()?;
         let models = ModelRuntimes::start(manifest, config.model_runtime_config())?;
         crate::embedder::attach(&engine, &models, config.graphrag.dense);
-        let registry = Registry::from_config(&config, Some(Arc::clone(&engine)), Some(Arc::clone(&models)))?;
+        let registry = Registry::from_config(config.registry_config(), Some(Arc::clone(&engine)), Some(Arc::clone(&models)))?;
         Ok(Self(Arc::new(Self::build(config, registry, Some(engine), Some(models))?)))
     }
 
@@ -237,8 +238,8 @@ pub fn app(state: AppState) -> Router {
         // Route layers run after routing (the last added runs first): metrics see every answer,
         // authentication runs before rate limits so callers are limited by subject, not address.
         // Authorization of documents/audio/embeddings routes (inference decides per target).
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::policy::enforce))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::ratelimit::enforce))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), access::policy_layer))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), access::rate_limit_layer))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::authenticate))
         // First of all: a declared body over the route's limit is 413 before anything reads it.
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), refuse_declared_oversize))

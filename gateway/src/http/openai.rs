@@ -22,7 +22,8 @@ use super::AppState;
 use super::extract::JsonBody;
 use super::inference::sse_response;
 use crate::error::ApiError;
-use crate::pipeline::{Answer, PipelineError, into_event};
+use crate::error::into_event;
+use crate::pipeline::{Answer, PipelineError};
 use crate::types::{Event, FinishReason, InferenceRequest, Message, Params, Role, Source, Usage};
 use crate::unix_now;
 

@@ -21,7 +21,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::AppState;
-use crate::pipeline::{CacheUse, Caller, error_event, into_event};
+use crate::error::{error_event, into_event};
+use crate::pipeline::{CacheUse, Caller};
 use crate::policy::Route;
 use crate::provider::RequestContext;
 use crate::types::{Event, InferenceRequest};

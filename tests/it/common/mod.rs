@@ -100,7 +100,7 @@ impl Gateway {
         server.await.unwrap().unwrap();
         let config = (*state.config).clone();
         drop(state);
-        let registry = uag_gateway::registry::Registry::from_config(&config, None, None).unwrap();
+        let registry = uag_gateway::registry::Registry::from_config(config.registry_config(), None, None).unwrap();
         Self::start_with_state(AppState::with_registry(config, registry, None).expect("state"), dir).await
     }
 

@@ -143,7 +143,7 @@ impl LocalProvider {
         let caps = AnswerCaps::for_request(&call.request);
         let writer = self.writer;
         // The voice pipeline passes the spoken language so the answer comes back in it.
-        let language = call.request.options().language.filter(|l| l != "en").map(|l| crate::voice::language_name(&l));
+        let language = call.request.options().language.filter(|l| l != "en").map(|l| crate::types::language_name(&l));
         let rag = self.rag;
         let (tx, rx) = mpsc::channel::<Result<Event, ProviderError>>(64);
         tokio::spawn(async move {

@@ -1,7 +1,7 @@
 //! The standard request, response and event types every provider and client shares.
 //!
 //! These are the native `/v1/inference` wire shapes; the OpenAI-compatible shapes live in
-//! [`crate::http::openai`] and are translated to and from these.
+//! `uag-gateway`'s `http::openai` and are translated to and from these.
 
 use serde::{Deserialize, Serialize};
 
@@ -295,11 +295,10 @@ pub struct InferenceResponse {
 }
 
 /// One event of a streamed answer. Every provider produces these; SSE and WebSocket framing
-/// happen only at the HTTP edge. Audio events arrive with the voice pipeline: the enum is
-/// `non_exhaustive` so adding them breaks no client code in this workspace.
+/// happen only at the HTTP edge. Not `non_exhaustive`: every front door matches every event,
+/// so a new kind of event is a compile error wherever it is not yet framed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-#[non_exhaustive]
 pub enum Event {
     /// Progress of a stage (`connecting`, `searching`, `generating`, ...).
     Status { stage: String, message: String },
@@ -340,6 +339,28 @@ impl Event {
             Event::Error { .. } => "error",
         }
     }
+}
+
+/// An English name for an ISO 639-1 code (for prompts and status messages).
+pub fn language_name(code: &str) -> String {
+    let name = match code {
+        "en" => "English",
+        "de" => "German",
+        "fr" => "French",
+        "es" => "Spanish",
+        "it" => "Italian",
+        "pt" => "Portuguese",
+        "nl" => "Dutch",
+        "pl" => "Polish",
+        "ru" => "Russian",
+        "zh" => "Chinese",
+        "ja" => "Japanese",
+        "sv" => "Swedish",
+        "tr" => "Turkish",
+        "uk" => "Ukrainian",
+        other => return format!("language `{other}`"),
+    };
+    name.to_owned()
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@
 //! WebSocket and each voice turn is admitted by its session (a voice turn before whisper runs).
 //!
 //! This module knows no wire format and no HTTP: errors are [`PipelineError`], turned into HTTP
-//! statuses in `error.rs`.
+//! statuses in `uag-gateway`'s `error.rs`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -133,7 +133,7 @@ pub enum PipelineError {
     Provider(#[from] ProviderError),
 }
 
-/// The inference path and what it needs; one per [`crate::AppState`].
+/// The inference path and what it needs; one per gateway.
 pub struct Pipeline {
     router: Arc<FallbackRouter>,
     cache: Option<Arc<ResponseCache>>,
@@ -339,19 +339,4 @@ fn record_target(provider: &str, model: &str) {
     let span = tracing::Span::current();
     span.record("provider", provider);
     span.record("model", model);
-}
-
-/// A stream item as a client sees it: a failure becomes an `error` event with the public code
-/// and message (the same text an HTTP error body carries; detail stays in the log).
-pub fn into_event(item: Result<Event, ProviderError>) -> Event {
-    item.unwrap_or_else(|err| {
-        let api = crate::error::ApiError::from(&err);
-        Event::Error { code: api.code.to_owned(), message: api.message }
-    })
-}
-
-/// A pipeline error as an `error` event (WebSocket and voice sessions, which answer in-band).
-pub fn error_event(err: PipelineError) -> Event {
-    let api = crate::error::ApiError::from(err);
-    Event::Error { code: api.code.to_owned(), message: api.message }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::circuit::CircuitBreaker;
-use crate::config::{Config, ProviderConfig, ProviderKind};
+use crate::config::{CircuitBreakerConfig, GraphRagConfig, ModelsConfig, ProviderConfig, ProviderKind};
 use crate::provider::anthropic::AnthropicProvider;
 use crate::provider::local::LocalProvider;
 use crate::provider::ollama::OllamaProvider;
@@ -20,6 +20,18 @@ pub enum RegistryError {
     Provider { index: usize, name: String, message: String },
     #[error("cannot build the upstream HTTP client: {0}")]
     Client(String),
+}
+
+/// The parts of the configuration a registry is built from (`uag-gateway`'s
+/// `Config::registry_config` lends them from `uag.toml`).
+#[derive(Debug, Clone, Copy)]
+pub struct RegistryConfig<'a> {
+    pub providers: &'a [ProviderConfig],
+    pub circuit_breaker: &'a CircuitBreakerConfig,
+    pub graphrag: &'a GraphRagConfig,
+    pub models: &'a ModelsConfig,
+    /// Time one attempt of a `local` provider may take (the server's request timeout).
+    pub local_timeout: Duration,
 }
 
 #[derive(Debug)]
@@ -40,20 +52,20 @@ impl Registry {
     /// Builds every provider, resolving credentials. `config` has been validated, so an error
     /// here is an environment change between validation and start-up (a credential file gone).
     pub fn from_config(
-        config: &Config,
+        config: RegistryConfig<'_>,
         engine: Option<Arc<uag_graphrag::Engine>>,
         models: Option<Arc<uag_models::runtime::ModelRuntimes>>,
     ) -> Result<Self, RegistryError> {
         let client = upstream::http_client().map_err(|e| RegistryError::Client(e.to_string()))?;
-        let breaker = &config.routes.circuit_breaker;
+        let breaker = config.circuit_breaker;
         let cooldown = Duration::from_millis(breaker.cooldown_ms);
         let mut entries = Vec::with_capacity(config.providers.len());
         for (index, pc) in config.providers.iter().enumerate() {
             let fail = |message: String| RegistryError::Provider { index, name: pc.name().to_owned(), message };
             let (provider, timeout): (Arc<dyn Provider>, Duration) = match pc {
                 ProviderConfig::Local(c) => (
-                    Arc::new(LocalProvider::new(&c.name, engine.clone(), models.clone(), &config.graphrag, &config.models)),
-                    config.server.request_timeout(),
+                    Arc::new(LocalProvider::new(&c.name, engine.clone(), models.clone(), config.graphrag, config.models)),
+                    config.local_timeout,
                 ),
                 ProviderConfig::OpenAi(c)
                 | ProviderConfig::Anthropic(c)

@@ -2,7 +2,7 @@
 //!
 //! A provider answers an [`InferenceRequest`] for one model, either whole ([`Provider::infer`])
 //! or as an [`EventStream`] ([`Provider::stream_infer`]). Every provider returns the same event
-//! type; SSE/WebSocket framing happens only in [`crate::http`].
+//! type; SSE/WebSocket framing happens only in `uag-gateway`'s `http`.
 //!
 //! - [`openai`]: OpenAI Chat Completions, also used by `openai_compatible` (vLLM, llama.cpp, LocalAI)
 //! - [`anthropic`]: Anthropic Messages API

@@ -24,15 +24,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ProviderKind;
-use crate::error::ApiError;
-use crate::http::AppState;
 use crate::memo::RecentResults;
 use crate::metrics::Metrics;
 use crate::provider::Identity;
@@ -297,7 +292,7 @@ fn watched_files(config: &PolicyConfig) -> impl Iterator<Item = &PathBuf> {
     config.files.iter().chain(config.data.as_ref())
 }
 
-/// The loaded policy set, swapped whole on reload; one per [`AppState`].
+/// The loaded policy set, swapped whole on reload; one per gateway.
 pub struct PolicyEngine {
     config: PolicyConfig,
     current: RwLock<Arc<Compiled>>,
@@ -463,11 +458,6 @@ pub fn effective_collections(allowed: Option<Vec<String>>, requested: &[String])
 #[error("{0}")]
 pub struct PolicyDenied(pub String);
 
-/// 403 for a request the policy refuses; the body does not explain the policy.
-pub fn denied(message: impl Into<String>) -> ApiError {
-    ApiError::from(PolicyDenied(message.into()))
-}
-
 /// Where an inference request came in, for the policy input and the decision log.
 #[derive(Debug, Clone, Copy)]
 pub struct Route {
@@ -476,7 +466,7 @@ pub struct Route {
 }
 
 /// One evaluation, counted; a failing policy denies (fail closed) and says why in the log.
-pub(crate) fn decide(policy: &PolicyEngine, metrics: &Metrics, input: &PolicyInput) -> Option<Decision> {
+pub fn decide(policy: &PolicyEngine, metrics: &Metrics, input: &PolicyInput) -> Option<Decision> {
     match policy.authorize(input) {
         Ok(decision) => {
             metrics.count_policy_decision(if decision.allow { "allow" } else { "deny" });
@@ -491,7 +481,7 @@ pub(crate) fn decide(policy: &PolicyEngine, metrics: &Metrics, input: &PolicyInp
 }
 
 /// The decision log line: who, what, the outcome; never credentials.
-pub(crate) fn log_decision(
+pub fn log_decision(
     identity: Option<&Identity>,
     route: &str,
     kind: &str,
@@ -511,79 +501,6 @@ pub(crate) fn log_decision(
         collections = ?collections,
         "policy decision"
     );
-}
-
-/// The kind of a non-inference route the middleware decides, by route template.
-fn route_kind(route: &str) -> Option<&'static str> {
-    if route.starts_with("/v1/documents") || route.starts_with("/v1/graph") {
-        Some("documents")
-    } else if route.starts_with("/v1/audio") || route == "/v1/voice" {
-        // The voice socket transcribes and speaks: decided as audio at the upgrade, before
-        // whisper hears anything; each of its turns is then decided as inference.
-        Some("audio")
-    } else if route == "/v1/embeddings" {
-        Some("embeddings")
-    } else {
-        None
-    }
-}
-
-/// The middleware for documents, audio and embeddings routes (inference routes decide per
-/// target in their handlers). Runs after authentication.
-pub async fn enforce(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(policy) = state.policy.as_ref() else { return next.run(request).await };
-    let Some(route) = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()) else { return next.run(request).await };
-    let Some(kind) = route_kind(&route) else { return next.run(request).await };
-    let identity = request.extensions().get::<Identity>();
-    let collections = request
-        .uri()
-        .query()
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .filter_map(|pair| pair.strip_prefix("collection="))
-        .map(str::to_owned)
-        .collect();
-    let input = PolicyInput {
-        identity: InputIdentity::from_identity(identity),
-        route: route.clone(),
-        method: request.method().to_string(),
-        kind,
-        provider: None,
-        provider_type: None,
-        model: None,
-        collections,
-    };
-    let decision = decide(policy, &state.metrics, &input).filter(|d| d.allow);
-    let allow = decision.is_some();
-    tracing::info!(
-        target: "uag::policy",
-        decision = if allow { "allow" } else { "deny" },
-        subject = identity.map_or("-", |i| i.subject.as_str()),
-        route = %route,
-        kind,
-        "policy decision"
-    );
-    let Some(decision) = decision else {
-        return denied("the access policy does not allow this request for this caller").into_response();
-    };
-    let mut request = request;
-    if let Some(collections) = decision.collections {
-        // The documents API lists, deletes and uploads only within these.
-        request.extensions_mut().insert(AllowedCollections(collections));
-    }
-    next.run(request).await
-}
-
-/// The collections a documents-API caller may see and change, when the policy restricts them
-/// (put in the request extensions by [`enforce`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AllowedCollections(pub Vec<String>);
-
-impl AllowedCollections {
-    /// Whether `collection` is visible under an optional restriction.
-    pub fn permits(restriction: Option<&Self>, collection: &str) -> bool {
-        restriction.is_none_or(|r| r.0.iter().any(|c| c == collection))
-    }
 }
 
 #[cfg(test)]

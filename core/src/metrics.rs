@@ -1,6 +1,6 @@
 //! Prometheus metrics, served at `GET /metrics` in the text exposition format.
 //!
-//! One registry per [`crate::AppState`] (no global recorder), so several gateways in one
+//! One registry per gateway (no global recorder), so several gateways in one
 //! process (tests) never mix their numbers. Labels are bounded: route templates (never raw
 //! paths), provider names from config, status codes, error codes; never user ids or text.
 

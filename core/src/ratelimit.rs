@@ -20,15 +20,10 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
-use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::HeaderValue;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
@@ -36,10 +31,8 @@ use governor::{Quota, RateLimiter as Gcra};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::error::{ApiError, ProviderError};
-use crate::http::AppState;
+use crate::error::ProviderError;
 use crate::metrics::Metrics;
-use crate::provider::Identity;
 
 const WINDOW: Duration = Duration::from_secs(60);
 /// A Redis call slower than this counts as Redis being unreachable.
@@ -229,7 +222,7 @@ struct BackendError(String);
 type KeyedGcra = Gcra<String, governor::state::keyed::DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
 type DirectGcra = Gcra<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
 
-/// Limits of one process, or shared through Redis. Built once per [`AppState`].
+/// Limits of one process, or shared through Redis. Built once per gateway.
 pub struct RateLimiter {
     config: RateLimitConfig,
     backend: Backend,
@@ -537,6 +530,23 @@ impl RateLimiter {
         self.check(scope, key, limit).await.map(|_| ())
     }
 
+    /// Whether `path` is exempt from every limit (`exempt_routes`: health and metrics).
+    pub fn is_exempt(&self, path: &str) -> bool {
+        self.exempt.contains(path)
+    }
+
+    /// Admits the first request of a connection (an HTTP request, a socket's upgrade) of
+    /// `caller` (see `provider::caller_key`) on `route`: the [`RequestLimits`] it carries to the
+    /// router and its sessions, and the caller limit's state for the `x-ratelimit-*` headers.
+    pub async fn admit_request(
+        self: &Arc<Self>,
+        caller: String,
+        route: &str,
+    ) -> Result<(RequestLimits, Option<LimitState>), RateLimitError> {
+        let state = self.admit(&caller, route).await?;
+        Ok((RequestLimits { limiter: Arc::clone(self), caller }, state))
+    }
+
     /// Admits one request of `caller` on `route`: token budget, caller limit, route limit.
     /// Returns the caller limit's state for the response headers.
     async fn admit(&self, caller: &str, route: &str) -> Result<Option<LimitState>, RateLimitError> {
@@ -551,35 +561,6 @@ impl RateLimiter {
             self.check(Scope::Route, route, u64::from(*n)).await?;
         }
         Ok(user)
-    }
-}
-
-/// The middleware (after authentication): admits or refuses the request, hands the router
-/// its [`RequestLimits`], and adds the caller limit's `x-ratelimit-*` headers to the answer.
-pub async fn enforce(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let Some(limiter) = state.limiter.as_ref().map(Arc::clone) else {
-        return next.run(request).await;
-    };
-    if limiter.exempt.contains(request.uri().path()) {
-        return next.run(request).await;
-    }
-    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    let caller = crate::provider::caller_key(request.extensions().get::<Identity>(), peer);
-    let route = request.extensions().get::<MatchedPath>().map_or_else(|| request.uri().path().to_owned(), |p| p.as_str().to_owned());
-    match limiter.admit(&caller, &route).await {
-        Ok(user_state) => {
-            request.extensions_mut().insert(RequestLimits { limiter: Arc::clone(&limiter), caller });
-            let mut response = next.run(request).await;
-            if let Some(user_state) = user_state {
-                for (name, value) in user_state.headers() {
-                    if let Ok(value) = HeaderValue::from_str(&value) {
-                        response.headers_mut().insert(name, value);
-                    }
-                }
-            }
-            response
-        }
-        Err(err) => ApiError::from(&err).into_response(),
     }
 }
 
