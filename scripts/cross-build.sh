@@ -5,7 +5,7 @@
 #   scripts/cross-build.sh --cpu pi5           # tuned for Cortex-A76 (Raspberry Pi 5)
 #   scripts/cross-build.sh --cpu orin          # tuned for Cortex-A78AE (Jetson Orin)
 #   scripts/cross-build.sh --profile dist      # fat LTO, one codegen unit: release artifacts
-#   scripts/cross-build.sh --test              # also run the gateway and graphrag tests under qemu
+#   scripts/cross-build.sh --test              # also run the core, gateway and graphrag tests under qemu
 #
 # A CPU-tuned binary does not run on older cores (a Pi 4's Cortex-A72 lacks the A76's
 # extensions); the generic build runs on every aarch64 board.
@@ -52,6 +52,6 @@ if [ "$run_tests" = 1 ]; then
   # The tests build with the binary's profile (release unless --profile dev), so they reuse the
   # dependencies just compiled instead of compiling all of them a second time in debug.
   test_profile=$([ "$profile" = dev ] && echo dev || echo release)
-  cargo test --locked --target "$TARGET" --profile "$test_profile" -p uag-gateway -p uag-graphrag
+  cargo test --locked --target "$TARGET" --profile "$test_profile" -p uag-core -p uag-gateway -p uag-graphrag
   echo "cross-build: aarch64 tests under qemu in $((SECONDS - start))s"
 fi
