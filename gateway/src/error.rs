@@ -10,6 +10,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::pipeline::PipelineError;
+use crate::types::Event;
+
 pub use uag_core::error::ProviderError;
 
 /// An error as the client sees it: status, type, code, message, and the field at fault.
@@ -279,10 +282,10 @@ impl From<uag_graphrag::EngineError> for ApiError {
     }
 }
 
-impl From<crate::pipeline::PipelineError> for ApiError {
+impl From<PipelineError> for ApiError {
     /// The inference path's failures, as every front door reports them.
-    fn from(err: crate::pipeline::PipelineError) -> Self {
-        use crate::pipeline::PipelineError as P;
+    fn from(err: PipelineError) -> Self {
+        use PipelineError as P;
         match err {
             P::Invalid { field, message } => ApiError::invalid_field(field, message),
             P::Route(e) => e.into(),
@@ -313,17 +316,17 @@ impl IntoResponse for ApiError {
 
 /// A stream item as a client sees it: a failure becomes an `error` event with the public code
 /// and message (the same text an HTTP error body carries; detail stays in the log).
-pub fn into_event(item: Result<crate::types::Event, ProviderError>) -> crate::types::Event {
+pub fn into_event(item: Result<Event, ProviderError>) -> Event {
     item.unwrap_or_else(|err| {
         let api = ApiError::from(&err);
-        crate::types::Event::Error { code: api.code.to_owned(), message: api.message }
+        Event::Error { code: api.code.to_owned(), message: api.message }
     })
 }
 
 /// A pipeline error as an `error` event (WebSocket and voice sessions, which answer in-band).
-pub fn error_event(err: crate::pipeline::PipelineError) -> crate::types::Event {
+pub fn error_event(err: PipelineError) -> Event {
     let api = ApiError::from(err);
-    crate::types::Event::Error { code: api.code.to_owned(), message: api.message }
+    Event::Error { code: api.code.to_owned(), message: api.message }
 }
 
 #[cfg(test)]

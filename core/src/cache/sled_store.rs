@@ -210,6 +210,7 @@ mod tests {
     #[test]
     #[allow(clippy::disallowed_methods, reason = "a plain test thread, no tokio worker to block")]
     fn the_store_survives_a_reopen() {
+        use std::time::{Duration, Instant};
         let dir = tempfile::tempdir().unwrap();
         {
             let store = SledStore::open(dir.path(), 10, 2, 1000).unwrap();
@@ -217,11 +218,11 @@ mod tests {
         }
         // sled's flusher thread lets go of the file lock shortly after the last handle drops
         // (later on a loaded machine): wait for it, with a deadline.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(10);
         let store = loop {
             match SledStore::open(dir.path(), 10, 2, 1000) {
                 Ok(store) => break store,
-                Err(_) if std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(20)),
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
                 Err(e) => panic!("the store did not reopen within 10 s: {e}"),
             }
         };

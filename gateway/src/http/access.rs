@@ -22,7 +22,7 @@ pub fn denied(message: impl Into<String>) -> ApiError {
 }
 
 /// The middleware (after authentication): admits or refuses the request, hands the router
-/// its [`RequestLimits`], and adds the caller limit's `x-ratelimit-*` headers to the answer.
+/// its [`crate::ratelimit::RequestLimits`], and adds the caller limit's `x-ratelimit-*` headers to the answer.
 pub async fn rate_limit_layer(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let Some(limiter) = state.limiter.as_ref().map(Arc::clone) else {
         return next.run(request).await;
