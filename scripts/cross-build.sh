@@ -52,6 +52,6 @@ if [ "$run_tests" = 1 ]; then
   # The tests build with the binary's profile (release unless --profile dev), so they reuse the
   # dependencies just compiled instead of compiling all of them a second time in debug.
   test_profile=$([ "$profile" = dev ] && echo dev || echo release)
-  cargo test --locked --target "$TARGET" --profile "$test_profile" -p uag-core -p uag-gateway -p uag-graphrag
+  cargo test --locked --target "$TARGET" --profile "$test_profile" -p uag-core -p uag-voice -p uag-gateway -p uag-graphrag
   echo "cross-build: aarch64 tests under qemu in $((SECONDS - start))s"
 fi

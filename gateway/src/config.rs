@@ -70,7 +70,7 @@ pub struct Config {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<crate::policy::PolicyConfig>,
     /// The voice WebSocket and the kiosk page.
-    pub voice: crate::voice::VoiceConfig,
+    pub voice: uag_voice::VoiceConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

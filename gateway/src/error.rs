@@ -1,4 +1,7 @@
-//! Error categories and the one place where they become HTTP responses.
+//! The one place where errors become HTTP responses: [`status_and_type`] maps each
+//! [`ErrorClass`] to a status and an OpenAI error `type`. Error categories are turned into a
+//! [`PublicError`] (class, code, public message) in `uag-core`, so the WebSocket and voice
+//! sessions report the same code and text in-band.
 //!
 //! Every route answers failures with an OpenAI-shaped body
 //! `{"error":{"message","type","code","param"}}`. Internal detail (upstream bodies, I/O errors,
@@ -11,9 +14,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::pipeline::PipelineError;
-use crate::types::Event;
 
-pub use uag_core::error::ProviderError;
+pub use uag_core::error::{ErrorClass, ProviderError, PublicError, error_event, into_event};
 
 /// An error as the client sees it: status, type, code, message, and the field at fault.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,72 +46,55 @@ struct ErrorObject<'a> {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, kind: &'static str, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, kind, code, message: message.into(), param: None, retry_after: None, headers: Box::default() }
+    fn new(class: ErrorClass, code: &'static str, message: impl Into<String>) -> Self {
+        PublicError::new(class, code, message).into()
     }
 
     pub fn invalid_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", code, message)
+        Self::new(ErrorClass::InvalidRequest, code, message)
     }
 
     pub fn invalid_field(param: impl Into<String>, message: impl Into<String>) -> Self {
-        let mut e = Self::invalid_request("invalid_request", message);
-        e.param = Some(param.into());
-        e
+        PublicError::invalid_field(param, message).into()
     }
 
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found_error", code, message)
+        Self::new(ErrorClass::NotFound, code, message)
     }
 
     pub fn payload_too_large(limit: usize) -> Self {
-        Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_request_error",
-            "request_too_large",
-            format!("the request body is larger than the limit of {limit} bytes"),
-        )
+        Self::new(ErrorClass::TooLarge, "request_too_large", format!("the request body is larger than the limit of {limit} bytes"))
     }
 
     pub fn method_not_allowed() -> Self {
-        Self::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "invalid_request_error",
-            "method_not_allowed",
-            "this route does not accept that HTTP method",
-        )
+        Self::new(ErrorClass::MethodNotAllowed, "method_not_allowed", "this route does not accept that HTTP method")
     }
 
     pub fn unsupported_media_type(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request_error", "unsupported_media_type", message)
+        Self::new(ErrorClass::UnsupportedMediaType, "unsupported_media_type", message)
     }
 
     /// 403: the access policy refuses this caller; the message never explains the policy.
     pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "permission_error", code, message)
+        Self::new(ErrorClass::Forbidden, code, message)
     }
 
     /// 422: well-formed, but its content cannot be used (a document that parses to nothing).
     pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request_error", code, message)
+        Self::new(ErrorClass::Unprocessable, code, message)
     }
 
     /// 426: a WebSocket route asked without the upgrade.
     pub fn upgrade_required(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UPGRADE_REQUIRED, "invalid_request_error", "websocket_required", message)
+        Self::new(ErrorClass::UpgradeRequired, "websocket_required", message)
     }
 
     pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", code, message)
+        Self::new(ErrorClass::Unavailable, code, message)
     }
 
     pub fn internal() -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            "internal_error",
-            "the gateway failed to handle this request; see its log",
-        )
+        PublicError::internal().into()
     }
 
     /// The JSON body, also used for WebSocket and SSE error events.
@@ -121,54 +106,49 @@ impl ApiError {
     }
 }
 
+/// The one table from error class to HTTP status and OpenAI error `type`.
+fn status_and_type(class: ErrorClass) -> (StatusCode, &'static str) {
+    use ErrorClass as C;
+    match class {
+        C::InvalidRequest => (StatusCode::BAD_REQUEST, "invalid_request_error"),
+        // An upstream's own 4xx passes through; anything else it calls a rejection is a 400.
+        C::UpstreamRejected(status) => {
+            (StatusCode::from_u16(status).ok().filter(|s| s.is_client_error()).unwrap_or(StatusCode::BAD_REQUEST), "invalid_request_error")
+        }
+        C::Unauthenticated => (StatusCode::UNAUTHORIZED, "authentication_error"),
+        C::Forbidden => (StatusCode::FORBIDDEN, "permission_error"),
+        C::NotFound => (StatusCode::NOT_FOUND, "not_found_error"),
+        C::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error"),
+        C::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error"),
+        C::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request_error"),
+        C::Unprocessable => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request_error"),
+        C::UpgradeRequired => (StatusCode::UPGRADE_REQUIRED, "invalid_request_error"),
+        C::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),
+        C::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
+        C::BadGateway => (StatusCode::BAD_GATEWAY, "upstream_error"),
+        C::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),
+        C::Timeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_error"),
+        // 499 is what proxies log for a client that went away; nobody reads this body.
+        C::Cancelled => (StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST), "invalid_request_error"),
+    }
+}
+
+impl From<PublicError> for ApiError {
+    fn from(e: PublicError) -> Self {
+        let (status, kind) = status_and_type(e.class);
+        Self { status, kind, code: e.code, message: e.message, param: e.param, retry_after: e.retry_after, headers: e.headers }
+    }
+}
+
 impl From<&ProviderError> for ApiError {
     fn from(err: &ProviderError) -> Self {
-        let code = err.code();
-        match err {
-            ProviderError::Connect(_)
-            | ProviderError::Upstream { .. }
-            | ProviderError::InvalidResponse(_)
-            | ProviderError::StreamInterrupted(_) => Self::new(StatusCode::BAD_GATEWAY, "upstream_error", code, err.to_string_public()),
-            ProviderError::Unauthorized { .. } => Self::new(
-                StatusCode::BAD_GATEWAY,
-                "upstream_error",
-                code,
-                "the upstream provider rejected the gateway's credentials; the operator must check its api_key",
-            ),
-            ProviderError::Timeout => Self::new(StatusCode::GATEWAY_TIMEOUT, "upstream_error", code, err.to_string()),
-            ProviderError::RateLimited { retry_after } => {
-                let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", code, err.to_string());
-                e.retry_after = *retry_after;
-                e
-            }
-            ProviderError::Rejected { status, message } => {
-                let status = StatusCode::from_u16(*status).ok().filter(|s| s.is_client_error()).unwrap_or(StatusCode::BAD_REQUEST);
-                Self::new(status, "invalid_request_error", code, format!("the upstream rejected the request: {message}"))
-            }
-            ProviderError::ModelNotFound { .. } => Self::new(StatusCode::NOT_FOUND, "not_found_error", code, err.to_string()),
-            ProviderError::NotInstalled { .. } => Self::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", code, err.to_string()),
-            ProviderError::CircuitOpen { .. } => {
-                let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", code, err.to_string());
-                e.retry_after = Some(Duration::from_secs(5));
-                e
-            }
-            ProviderError::Busy { retry_after, .. } => {
-                let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", code, err.to_string());
-                e.retry_after = Some(*retry_after);
-                e
-            }
-            ProviderError::Internal(detail) => {
-                tracing::error!(%detail, "local provider failed");
-                Self::internal()
-            }
-            // 499 is what proxies log for a client that went away; nobody reads this body.
-            ProviderError::Cancelled => Self::new(
-                StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
-                "invalid_request_error",
-                code,
-                "the request was cancelled",
-            ),
-        }
+        PublicError::from(err).into()
+    }
+}
+
+impl From<ProviderError> for ApiError {
+    fn from(err: ProviderError) -> Self {
+        PublicError::from(&err).into()
     }
 }
 
@@ -176,92 +156,40 @@ impl From<&crate::auth::AuthError> for ApiError {
     /// 401 with an RFC 6750 challenge; the detail of an invalid token stays in the log.
     fn from(err: &crate::auth::AuthError) -> Self {
         let code = err.code();
-        let mut e = Self::new(StatusCode::UNAUTHORIZED, "authentication_error", code, err.to_string());
         let challenge = match err {
             crate::auth::AuthError::MissingCredentials => "Bearer realm=\"uag\"".to_owned(),
             _ => format!("Bearer realm=\"uag\", error=\"invalid_token\", error_description=\"{code}\""),
         };
-        e.headers = Box::new([("www-authenticate", challenge)]);
-        e
+        PublicError {
+            headers: Box::new([("www-authenticate", challenge)]),
+            ..PublicError::new(ErrorClass::Unauthenticated, code, err.to_string())
+        }
+        .into()
     }
 }
 
 impl From<&crate::ratelimit::RateLimitError> for ApiError {
     fn from(err: &crate::ratelimit::RateLimitError) -> Self {
-        use crate::ratelimit::RateLimitError as R;
-        match err {
-            R::Exceeded { scope, limit, retry_after } => {
-                let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", scope.code(), err.to_string());
-                e.retry_after = Some(*retry_after);
-                e.headers = limit.headers().into_boxed_slice();
-                e
-            }
-            R::BackendUnavailable => Self::unavailable("rate_limit_backend_unavailable", err.to_string()),
-        }
+        PublicError::from(err).into()
     }
 }
 
 impl From<&uag_models::ModelError> for ApiError {
     /// Local model failures on the model endpoints (`/v1/audio/*`, `/v1/embeddings`).
     fn from(err: &uag_models::ModelError) -> Self {
-        use uag_models::ModelError as M;
-        match err {
-            M::NotInstalled { .. } => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", "model_not_installed", err.to_string())
-            }
-            M::Busy { retry_after_s, .. } => {
-                let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", "model_busy", err.to_string());
-                e.retry_after = Some(Duration::from_secs(*retry_after_s));
-                e
-            }
-            M::InvalidInput(message) => Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_input", message.clone()),
-            M::UnsupportedAudio(_) => {
-                Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", "unsupported_audio_format", err.to_string())
-            }
-            M::Unavailable(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", "model_unavailable", err.to_string()),
-            M::Load { .. } => {
-                tracing::error!(error = %err, "model failed to load");
-                Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "service_unavailable",
-                    "model_unavailable",
-                    "the model is installed but failed to load; see the gateway log (`uag models verify` checks its files)",
-                )
-            }
-            other => {
-                tracing::error!(error = %other, "local model failed");
-                Self::internal()
-            }
-        }
+        PublicError::from(err).into()
     }
 }
 
 impl From<uag_models::ModelError> for ApiError {
     fn from(err: uag_models::ModelError) -> Self {
-        ApiError::from(&err)
-    }
-}
-
-impl From<ProviderError> for ApiError {
-    fn from(err: ProviderError) -> Self {
-        ApiError::from(&err)
-    }
-}
-
-impl From<crate::routing::RouteError> for ApiError {
-    fn from(err: crate::routing::RouteError) -> Self {
-        use crate::routing::RouteError as R;
-        match err {
-            R::UnknownProvider(_) => ApiError::not_found("provider_not_found", err.to_string()),
-            R::UnknownModel(_) => ApiError::not_found("model_not_found", err.to_string()),
-            R::NoModel(_) => ApiError::invalid_field("model", err.to_string()),
-        }
+        PublicError::from(&err).into()
     }
 }
 
 impl From<crate::policy::PolicyDenied> for ApiError {
     fn from(err: crate::policy::PolicyDenied) -> Self {
-        ApiError::forbidden("policy_denied", err.0)
+        PublicError::from(err).into()
     }
 }
 
@@ -285,14 +213,7 @@ impl From<uag_graphrag::EngineError> for ApiError {
 impl From<PipelineError> for ApiError {
     /// The inference path's failures, as every front door reports them.
     fn from(err: PipelineError) -> Self {
-        use PipelineError as P;
-        match err {
-            P::Invalid { field, message } => ApiError::invalid_field(field, message),
-            P::Route(e) => e.into(),
-            P::Denied(e) => e.into(),
-            P::Limited(e) => ApiError::from(&e),
-            P::Provider(e) => ApiError::from(&e),
-        }
+        PublicError::from(err).into()
     }
 }
 
@@ -314,21 +235,6 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A stream item as a client sees it: a failure becomes an `error` event with the public code
-/// and message (the same text an HTTP error body carries; detail stays in the log).
-pub fn into_event(item: Result<Event, ProviderError>) -> Event {
-    item.unwrap_or_else(|err| {
-        let api = ApiError::from(&err);
-        Event::Error { code: api.code.to_owned(), message: api.message }
-    })
-}
-
-/// A pipeline error as an `error` event (WebSocket and voice sessions, which answer in-band).
-pub fn error_event(err: PipelineError) -> Event {
-    let api = ApiError::from(err);
-    Event::Error { code: api.code.to_owned(), message: api.message }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,5 +253,32 @@ mod tests {
         let e = ApiError::from(ProviderError::Upstream { status: 500, detail: "secret stack trace".into() });
         assert_eq!(e.status, StatusCode::BAD_GATEWAY);
         assert!(!e.body().to_string().contains("secret"));
+    }
+
+    #[test]
+    fn every_class_has_its_status() {
+        use ErrorClass as C;
+        let expected = [
+            (C::InvalidRequest, 400),
+            (C::UpstreamRejected(422), 422),
+            (C::UpstreamRejected(302), 400),
+            (C::Unauthenticated, 401),
+            (C::Forbidden, 403),
+            (C::NotFound, 404),
+            (C::MethodNotAllowed, 405),
+            (C::TooLarge, 413),
+            (C::UnsupportedMediaType, 415),
+            (C::Unprocessable, 422),
+            (C::UpgradeRequired, 426),
+            (C::RateLimited, 429),
+            (C::Cancelled, 499),
+            (C::Internal, 500),
+            (C::BadGateway, 502),
+            (C::Unavailable, 503),
+            (C::Timeout, 504),
+        ];
+        for (class, status) in expected {
+            assert_eq!(status_and_type(class).0.as_u16(), status, "{class:?}");
+        }
     }
 }

@@ -14,12 +14,12 @@
 //! - [`http`]: the state built once, the layer stack, the routes
 //! - [`telemetry`]: logging set-up (text or JSON)
 //! - [`tls`]: HTTPS termination with certificate reload and client certificates
-//! - [`voice`]: the voice pipeline (ASR -> answer -> sentence-by-sentence speech)
 //! - [`embedder`]: the knowledge base's embedding model, attached at start-up
 //!
 //! The inference path itself (types, providers, routing, policy, rate limits, cache, the
 //! pipeline) is uag-core's; its modules are re-exported here under their own names, so
-//! `uag_gateway::types` is `uag_core::types`.
+//! `uag_gateway::types` is `uag_core::types`. The voice pipeline is uag-voice's, re-exported
+//! as [`voice`]; [`http::voice`] is its WebSocket.
 
 pub mod auth;
 pub mod config;
@@ -28,9 +28,10 @@ pub mod error;
 pub mod http;
 pub mod telemetry;
 pub mod tls;
-pub mod voice;
 
 pub use uag_core::{cache, circuit, codec, memo, metrics, pipeline, policy, provider, ratelimit, registry, routing, types};
+
+pub use uag_voice as voice;
 
 pub use config::Config;
 

@@ -19,6 +19,7 @@ pub mod inference;
 pub mod kiosk;
 pub mod openai;
 mod server;
+mod socket;
 pub mod voice;
 pub mod ws;
 
@@ -107,7 +108,9 @@ pub struct AppStateInner {
     /// `[policy]`; `None`: every caller may use every provider and collection.
     pub policy: Option<Arc<crate::policy::PolicyEngine>>,
     /// The one inference path every front door calls (over the router, cache and policy above).
-    pub pipeline: crate::pipeline::Pipeline,
+    pub pipeline: Arc<crate::pipeline::Pipeline>,
+    /// What every voice session needs (the pipeline, models, `[voice]`), built once.
+    pub voice: uag_voice::VoiceDeps,
 }
 
 impl AppState {
@@ -172,6 +175,13 @@ impl AppState {
             models: models.clone(),
             request_timeout: config.server.request_timeout(),
         });
+        let pipeline = Arc::new(pipeline);
+        let voice = uag_voice::VoiceDeps {
+            pipeline: Arc::clone(&pipeline),
+            models: models.clone(),
+            metrics: Arc::clone(&metrics),
+            config: Arc::new(config.voice.clone()),
+        };
         Ok(AppStateInner {
             config: Arc::new(config),
             router,
@@ -185,6 +195,7 @@ impl AppState {
             cache,
             policy,
             pipeline,
+            voice,
         })
     }
 }
@@ -292,30 +303,6 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The checks both WebSocket routes make before upgrading: a real upgrade request (else 426)
-/// and a server that is not shutting down (else 503).
-pub(crate) fn accept_upgrade(
-    state: &AppState,
-    ws: Result<axum::extract::ws::WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
-) -> Result<axum::extract::ws::WebSocketUpgrade, Box<ApiError>> {
-    let Ok(ws) = ws else {
-        return Err(Box::new(ApiError::upgrade_required("this endpoint needs a WebSocket upgrade (GET with `Upgrade: websocket`)")));
-    };
-    if state.shutdown.is_cancelled() {
-        return Err(Box::new(ApiError::unavailable("shutting_down", "the server is shutting down")));
-    }
-    Ok(ws)
-}
-
-/// How a WebSocket session ends after a read error: 1009 when the peer's message was over the
-/// size limit (tungstenite reports it as an error), else without a close frame (the peer left).
-pub(crate) fn read_error_close(e: &axum::Error) -> Option<axum::extract::ws::CloseFrame> {
-    tracing::debug!(error = %e, "websocket read failed");
-    let text = e.to_string().to_ascii_lowercase();
-    (text.contains("too long") || text.contains("size"))
-        .then(|| axum::extract::ws::CloseFrame { code: axum::extract::ws::close_code::SIZE, reason: "message too big".into() })
-}
-
 /// CORS for `server.cors_allowed_origins`; with none configured the layer adds nothing, so
 /// browsers keep their same-origin rule.
 fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
@@ -343,35 +330,6 @@ fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
             HeaderName::from_static("x-ratelimit-reset"),
         ])
         .max_age(Duration::from_secs(600))
-}
-
-/// A per-connection budget of WebSocket messages per second (a token bucket of one second's
-/// worth), against clients that flood a socket.
-#[derive(Debug)]
-pub(crate) struct MessageRate {
-    per_second: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl MessageRate {
-    pub(crate) fn new(per_second: u32) -> Self {
-        let per_second = f64::from(per_second.max(1));
-        Self { per_second, tokens: per_second, last: Instant::now() }
-    }
-
-    /// Takes one message; false when the client is over its rate.
-    pub(crate) fn allow(&mut self) -> bool {
-        let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.per_second).min(self.per_second);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
 }
 
 fn voice_routes(state: &AppState) -> Router<AppState> {

@@ -8,19 +8,19 @@
 //! shutdown it lets in-flight requests finish, then closes with 1001.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
 
 use axum::extract::State;
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::response::{IntoResponse, Response};
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::AppState;
+use super::socket::{Flow, OnShutdown, Outgoing, SocketSession, accept_upgrade, drive};
 use crate::error::{error_event, into_event};
 use crate::pipeline::{CacheUse, Caller};
 use crate::policy::Route;
@@ -74,13 +74,20 @@ pub async fn upgrade(
     extensions: axum::http::Extensions,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let ws = match super::accept_upgrade(&state, ws) {
+    let ws = match accept_upgrade(&state, ws) {
         Ok(ws) => ws,
         Err(refused) => return refused.into_response(),
     };
     let tasks = state.tasks.clone();
-    ws.max_message_size(state.config.server.ws_max_message_bytes)
-        .on_upgrade(move |socket| tasks.track_future(Session::new(state, super::caller(&extensions, ROUTE)).run(socket)))
+    let caller = super::caller(&extensions, ROUTE);
+    ws.max_message_size(state.config.server.ws_max_message_bytes).on_upgrade(move |socket| {
+        tasks.track_future(async move {
+            state.metrics.websocket_connections.inc();
+            let mut session = Session::new(state.clone(), caller);
+            drive(socket, &state.config.server, state.shutdown.clone(), &mut session).await;
+            state.metrics.websocket_connections.dec();
+        })
+    })
 }
 
 struct Session {
@@ -91,111 +98,29 @@ struct Session {
     requests: JoinSet<String>,
     out_tx: mpsc::Sender<String>,
     out_rx: mpsc::Receiver<String>,
+    /// Shutdown began: requests in flight finish, new ones are refused.
+    draining: bool,
 }
 
-enum Flow {
-    Continue,
-    Close(Option<CloseFrame>),
-}
-
-impl Session {
-    fn new(state: AppState, caller: Caller) -> Self {
-        let (out_tx, out_rx) = mpsc::channel(256);
-        Self { state, caller, in_flight: HashMap::new(), requests: JoinSet::new(), out_tx, out_rx }
-    }
-
-    async fn run(mut self, socket: WebSocket) {
-        let metrics = std::sync::Arc::clone(&self.state.metrics);
-        metrics.websocket_connections.inc();
-        self.serve(socket).await;
-        metrics.websocket_connections.dec();
-    }
-
-    async fn serve(&mut self, socket: WebSocket) {
-        let (mut sink, mut incoming) = socket.split();
-        let ping_every = Duration::from_millis(self.state.config.server.ws_ping_interval_ms.max(100));
-        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
-        let mut last_heard = Instant::now();
-        let mut rate = super::MessageRate::new(self.state.config.server.ws_max_messages_per_second);
-        let shutdown = self.state.shutdown.clone();
-        let mut draining = false;
-
-        let close = loop {
-            if draining && self.in_flight.is_empty() && self.out_rx.is_empty() {
-                break Some(CloseFrame { code: close_code::AWAY, reason: "server shutting down".into() });
+impl SocketSession for Session {
+    async fn next_out(&mut self) -> Option<Outgoing> {
+        tokio::select! {
+            // The session holds a sender, so the queue never closes.
+            Some(text) = self.out_rx.recv() => Some(Outgoing::Text(text)),
+            Some(done) = self.requests.join_next(), if !self.requests.is_empty() => {
+                if let Ok(id) = done {
+                    self.in_flight.remove(&id);
+                }
+                None
             }
-            tokio::select! {
-                () = shutdown.cancelled(), if !draining => draining = true,
-                Some(text) = self.out_rx.recv() => {
-                    if sink.send(Message::Text(text.into())).await.is_err() {
-                        break None;
-                    }
-                }
-                Some(done) = self.requests.join_next(), if !self.requests.is_empty() => {
-                    if let Ok(id) = done {
-                        self.in_flight.remove(&id);
-                    }
-                }
-                _ = ping.tick() => {
-                    if last_heard.elapsed() > ping_every * 3 {
-                        tracing::info!("websocket peer silent for three ping intervals; dropping it");
-                        break None;
-                    }
-                    if sink.send(Message::Ping(Default::default())).await.is_err() {
-                        break None;
-                    }
-                }
-                message = incoming.next() => {
-                    last_heard = Instant::now();
-                    match message {
-                        None => break None,
-                        Some(Err(e)) => break super::read_error_close(&e),
-                        Some(Ok(message)) if !rate.allow() => {
-                            drop(message);
-                            tracing::info!("websocket peer over its message rate; closing");
-                            break Some(CloseFrame { code: close_code::POLICY, reason: "message rate exceeded".into() });
-                        }
-                        Some(Ok(message)) => match self.on_message(message, draining) {
-                            Flow::Continue => {}
-                            Flow::Close(frame) => break frame,
-                        },
-                    }
-                }
-            }
-        };
-
-        for token in self.in_flight.values() {
-            token.cancel();
         }
-        self.requests.abort_all();
-        if let Some(frame) = close {
-            // Flush what the finished requests already queued before saying goodbye.
-            while let Ok(text) = self.out_rx.try_recv() {
-                if sink.send(Message::Text(text.into())).await.is_err() {
-                    return;
-                }
-            }
-            let _ = sink.send(Message::Close(Some(frame))).await;
-        }
-        let _ = sink.close().await;
     }
 
-    fn reply(&self, text: String) {
-        // A full queue means the client is not reading; dropping a reply to a bad message is
-        // better than blocking the session.
-        let _ = self.out_tx.try_send(text);
+    fn try_next_out(&mut self) -> Option<Outgoing> {
+        self.out_rx.try_recv().ok().map(Outgoing::Text)
     }
 
-    fn on_message(&mut self, message: Message, draining: bool) -> Flow {
-        let text = match message {
-            Message::Text(text) => text,
-            Message::Binary(_) => {
-                self.reply(error_message(None, "unsupported_message", "binary frames are not accepted here; send JSON text messages"));
-                return Flow::Continue;
-            }
-            Message::Ping(_) | Message::Pong(_) => return Flow::Continue,
-            Message::Close(_) => return Flow::Close(None),
-        };
+    fn on_text(&mut self, text: &str) -> Flow {
         let parsed: ClientMessage = match super::extract::parse_json(text.as_bytes()) {
             Ok(m) => m,
             Err(e) => {
@@ -209,16 +134,50 @@ impl Session {
                 Some(token) => token.cancel(),
                 None => self.reply(error_message(Some(&id), "unknown_request", "no request with this id is in flight")),
             },
-            ClientMessage::Request { request } => self.start(request, draining),
+            ClientMessage::Request { request } => self.start(request),
         }
         Flow::Continue
     }
 
-    fn start(&mut self, mut request: InferenceRequest, draining: bool) {
+    fn on_binary(&mut self, _bytes: &[u8]) -> Flow {
+        self.reply(error_message(None, "unsupported_message", "binary frames are not accepted here; send JSON text messages"));
+        Flow::Continue
+    }
+
+    fn on_shutdown(&mut self) -> OnShutdown {
+        self.draining = true;
+        OnShutdown::Drain
+    }
+
+    fn drained(&self) -> bool {
+        self.in_flight.is_empty() && self.out_rx.is_empty()
+    }
+
+    fn stop(&mut self) {
+        for token in self.in_flight.values() {
+            token.cancel();
+        }
+        self.requests.abort_all();
+    }
+}
+
+impl Session {
+    fn new(state: AppState, caller: Caller) -> Self {
+        let (out_tx, out_rx) = mpsc::channel(256);
+        Self { state, caller, in_flight: HashMap::new(), requests: JoinSet::new(), out_tx, out_rx, draining: false }
+    }
+
+    fn reply(&self, text: String) {
+        // A full queue means the client is not reading; dropping a reply to a bad message is
+        // better than blocking the session.
+        let _ = self.out_tx.try_send(text);
+    }
+
+    fn start(&mut self, mut request: InferenceRequest) {
         let id = request.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         request.id = Some(id.clone());
         let config = &self.state.config.server;
-        if draining {
+        if self.draining {
             return self.reply(error_message(Some(&id), "shutting_down", "the server is shutting down"));
         }
         if self.in_flight.contains_key(&id) {

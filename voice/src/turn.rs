@@ -1,16 +1,15 @@
-//! The voice pipeline: one spoken (or typed) question in, a streamed spoken answer out.
+//! One turn: a spoken (or typed) question in, a streamed spoken answer out.
 //!
 //! A turn runs speech recognition on the utterance, asks the configured route (the local
 //! GraphRAG engine with the local LLM by default, so answers cite the knowledge base) with the
-//! conversation so far, and speaks the answer while it is still being written: text deltas go
-//! through [`SpeechChunker`], which hands each finished sentence (the first one as early as a
-//! clause allows) to the speech task, so sentence 1 is synthesised while the LLM writes
-//! sentence 2. The voice follows the detected language: an installed Piper voice for it, else
-//! espeak-ng's own synthesiser (and a status event says so).
-//!
-//! Everything here is wire-neutral apart from the serde shapes of [`VoiceEvent`];
-//! [`crate::http::voice`] frames them on the WebSocket. Inference runs on the model runtimes'
-//! own threads (ASR, LLM, TTS) or tokio's blocking pool (espeak), never on a worker thread.
+//! conversation so far through [`Pipeline::answer`] (the same path as every inference request:
+//! limits, cache, plan, policy), and speaks the answer while it is still being written: text
+//! deltas go through [`SpeechChunker`], which hands each finished sentence (the first one as
+//! early as a clause allows) to the speech task, so sentence 1 is synthesised while the LLM
+//! writes sentence 2. The voice follows the detected language: an installed Piper voice for
+//! it, else espeak-ng's own synthesiser (and a status event says so). Inference runs on the
+//! model runtimes' own threads (ASR, LLM, TTS) or tokio's blocking pool (espeak), never on a
+//! worker thread.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,106 +18,17 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use uag_core::error::{PublicError, into_event};
+use uag_core::metrics::{Metrics, VoiceTurnLabels};
+use uag_core::pipeline::{CacheUse, Caller, Pipeline};
+use uag_core::types::{Channel, Event, InferenceRequest, Message, Params, Role, Source, language_name};
 use uag_models::asr::AsrOptions;
 use uag_models::manifest::{ModelEntry, ModelKind};
 use uag_models::runtime::ModelRuntimes;
 use uag_models::tts::TtsOptions;
 
-use crate::error::ApiError;
-use crate::error::into_event;
-use crate::http::AppState;
-use crate::types::{Channel, Event, InferenceRequest, Message, Params, Role, Source, language_name};
-
-/// `[voice]`: the voice WebSocket (`/v1/voice`) and the kiosk page.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct VoiceConfig {
-    /// Serve `/v1/voice` and the kiosk page at `/`.
-    pub enabled: bool,
-    /// Route (alias or model) answers come from; `graphrag` answers from the knowledge base.
-    pub model: String,
-    /// Provider for the answers; unset: the route decides.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub provider: Option<String>,
-    /// Longest spoken answer, in LLM tokens (spoken answers should be short).
-    pub max_answer_tokens: u32,
-    /// Earlier question/answer pairs kept per connection as conversation memory.
-    pub history_turns: usize,
-    /// Voice-activity score (0..1) at or above which a 16 ms frame counts as speech.
-    pub vad_threshold: f32,
-    /// Silence after speech that ends the utterance, in ms.
-    pub silence_ms: u32,
-    /// Speech needed before an utterance counts as started (clicks are shorter), in ms.
-    pub min_speech_ms: u32,
-    /// Longest utterance, in ms; the turn starts when it is reached.
-    pub max_utterance_ms: u32,
-    /// With no speech at all for this long after `start`, the turn ends as `no_speech`.
-    pub no_speech_ms: u32,
-    /// Largest binary audio frame, in bytes; larger ones close the connection with 1009.
-    pub max_frame_bytes: usize,
-    /// Words the first spoken chunk may end at a comma after (speaks sooner than waiting for
-    /// the full first sentence); 0 waits for the sentence.
-    pub first_chunk_words: usize,
-}
-
-impl Default for VoiceConfig {
-    fn default() -> Self {
-        let vad = uag_models::vad::EndpointConfig::default();
-        Self {
-            enabled: true,
-            model: crate::provider::local::LOCAL_MODEL.to_owned(),
-            provider: None,
-            max_answer_tokens: 96,
-            history_turns: 4,
-            vad_threshold: vad.threshold,
-            silence_ms: vad.silence_ms,
-            min_speech_ms: vad.min_speech_ms,
-            max_utterance_ms: vad.max_utterance_ms,
-            no_speech_ms: vad.no_speech_ms,
-            max_frame_bytes: 64 * 1024,
-            first_chunk_words: 6,
-        }
-    }
-}
-
-impl VoiceConfig {
-    /// Checks what types cannot; the error is (key path, message).
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        let err = |k: &str, m: &str| Err((format!("voice.{k}"), m.to_owned()));
-        if !(0.0..=1.0).contains(&self.vad_threshold) {
-            return err("vad_threshold", "must be between 0 and 1");
-        }
-        if self.silence_ms < 100 || self.silence_ms > 10_000 {
-            return err("silence_ms", "must be between 100 and 10000");
-        }
-        if self.max_utterance_ms < 1_000 || self.max_utterance_ms > 120_000 {
-            return err("max_utterance_ms", "must be between 1000 and 120000");
-        }
-        if self.no_speech_ms < 500 {
-            return err("no_speech_ms", "must be at least 500");
-        }
-        if self.max_frame_bytes < 320 {
-            return err("max_frame_bytes", "must be at least 320 (10 ms at 16 kHz)");
-        }
-        if self.model.trim().is_empty() {
-            return err("model", "must name a route or model (e.g. \"graphrag\")");
-        }
-        if self.max_answer_tokens == 0 {
-            return err("max_answer_tokens", "must be at least 1");
-        }
-        Ok(())
-    }
-
-    pub fn endpointing(&self) -> uag_models::vad::EndpointConfig {
-        uag_models::vad::EndpointConfig {
-            threshold: self.vad_threshold,
-            min_speech_ms: self.min_speech_ms,
-            silence_ms: self.silence_ms,
-            max_utterance_ms: self.max_utterance_ms,
-            no_speech_ms: self.no_speech_ms,
-        }
-    }
-}
+use crate::chunker::{SpeechChunker, speakable};
+use crate::config::VoiceConfig;
 
 /// Milliseconds since the end of speech for each stage of a turn (`None`: the stage did not run).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -254,21 +164,28 @@ pub struct TurnOutcome {
     pub completed: bool,
 }
 
-/// The voice socket as the policy sees it; each turn is decided as inference on this route.
-pub const ROUTE: crate::policy::Route = crate::policy::Route { path: "/v1/voice", method: "GET" };
+/// What every turn of every session needs from the process; built once.
+#[derive(Clone, Debug)]
+pub struct VoiceDeps {
+    pub pipeline: Arc<Pipeline>,
+    /// Local ASR and TTS; `None`: text questions, text answers.
+    pub models: Option<Arc<ModelRuntimes>>,
+    pub metrics: Arc<Metrics>,
+    pub config: Arc<VoiceConfig>,
+}
 
-/// Everything a turn needs from the server, plus the caller's identity for routing and limits.
+/// What one turn needs: the process's parts and the caller's identity for routing and limits.
 #[derive(Clone)]
 pub struct TurnDeps {
-    pub state: AppState,
-    pub caller: crate::pipeline::Caller,
+    pub voice: VoiceDeps,
+    pub caller: Caller,
 }
 
 /// Runs one turn to its `done` event. Cancelling `cancel` stops generation and synthesis at
 /// once (the LLM at its next token, speech after the sentence being synthesised) and ends the
 /// turn with `done` reason `cancelled`.
 pub async fn run_turn(deps: TurnDeps, input: TurnInput, out: mpsc::Sender<VoiceOut>, cancel: CancellationToken) -> TurnOutcome {
-    let metrics = Arc::clone(&deps.state.metrics);
+    let metrics = Arc::clone(&deps.voice.metrics);
     metrics.voice_turns_active.inc();
     let turn = input.turn;
     let ended_at = input.ended_at;
@@ -282,7 +199,7 @@ pub async fn run_turn(deps: TurnDeps, input: TurnInput, out: mpsc::Sender<VoiceO
     if let Some(first_audio) = timings.first_audio_ms {
         metrics.voice_first_audio_seconds.observe(first_audio / 1000.0);
     }
-    metrics.voice_turns.get_or_create(&crate::metrics::VoiceTurnLabels { reason: reason.to_owned() }).inc();
+    metrics.voice_turns.get_or_create(&VoiceTurnLabels { reason: reason.to_owned() }).inc();
     let _ = out.send(VoiceOut::Event(VoiceEvent::Done { turn, reason: reason.to_owned(), timings })).await;
     metrics.voice_turns_active.dec();
     outcome.completed = reason == "answered";
@@ -305,6 +222,13 @@ fn error(turn: u32, code: &str, message: impl Into<String>) -> VoiceEvent {
     VoiceEvent::Error { turn: Some(turn), code: code.to_owned(), message: message.into() }
 }
 
+/// Reports a failure as the HTTP routes would word it and ends the turn with `error`.
+async fn fail(out: &mpsc::Sender<VoiceOut>, turn: u32, err: impl Into<PublicError>) -> &'static str {
+    let err = err.into();
+    emit(out, error(turn, err.code, err.message)).await;
+    "error"
+}
+
 /// The turn's work; returns the `done` reason. Dropped mid-way when the turn is cancelled,
 /// which drops the LLM stream and the speech channel and so stops both.
 async fn answer(
@@ -315,14 +239,12 @@ async fn answer(
     outcome: &mut TurnOutcome,
 ) -> &'static str {
     let turn = input.turn;
-    let state = &deps.state;
-    let voice_config = &state.config.voice;
+    let voice = &deps.voice;
+    let voice_config = &voice.config;
 
     // 0. Each turn is one request for the caller's limits, refused before whisper runs.
-    if let Err(e) = state.pipeline.admit(&deps.caller).await {
-        let api = ApiError::from(e);
-        emit(out, error(turn, api.code, api.message)).await;
-        return "error";
+    if let Err(e) = voice.pipeline.admit(&deps.caller).await {
+        return fail(out, turn, e).await;
     }
 
     // 1. What was asked, in which language.
@@ -330,7 +252,7 @@ async fn answer(
         Question::Text(text) => (text, input.language.clone().unwrap_or_else(|| "en".to_owned())),
         Question::Audio(pcm) => {
             timings.audio_ms = Some(pcm.len() as f64 / 16.0);
-            let Some(models) = state.models.clone() else {
+            let Some(models) = voice.models.clone() else {
                 emit(out, error(turn, "model_not_installed", "speech recognition is not available in this process")).await;
                 return "error";
             };
@@ -340,11 +262,7 @@ async fn answer(
                     emit(out, error(turn, "model_not_installed", e.install_hint())).await;
                     return "error";
                 }
-                Err(e) => {
-                    let api = ApiError::from(crate::error::ProviderError::from(e));
-                    emit(out, error(turn, api.code, api.message)).await;
-                    return "error";
-                }
+                Err(e) => return fail(out, turn, e).await,
             };
             if !emit(out, status(turn, "transcribing", format!("Transcribing with {}", entry.id))).await {
                 return "cancelled";
@@ -355,11 +273,7 @@ async fn answer(
                     timings.asr_ms = Some(ms_since(input.ended_at));
                     (clean_transcript(&t.text), t.language)
                 }
-                Err(e) => {
-                    let api = ApiError::from(crate::error::ProviderError::from(e));
-                    emit(out, error(turn, api.code, api.message)).await;
-                    return "error";
-                }
+                Err(e) => return fail(out, turn, e).await,
             }
         }
     };
@@ -372,7 +286,7 @@ async fn answer(
     outcome.question = Some(question.clone());
 
     // 2. Who speaks the answer.
-    let speaker = if input.speak { pick_speaker(state.models.as_ref(), input.voice.as_deref(), &language) } else { Speaker::Silent(None) };
+    let speaker = if input.speak { pick_speaker(voice.models.as_ref(), input.voice.as_deref(), &language) } else { Speaker::Silent(None) };
     match &speaker {
         Speaker::Silent(Some(why)) | Speaker::Espeak { note: why, .. } => {
             emit(out, status(turn, "synthesizing", why.clone())).await;
@@ -399,17 +313,13 @@ async fn answer(
         request.set_language(&language);
     }
     let request_id = format!("voice-{}", uuid::Uuid::new_v4());
-    let ctx = state.pipeline.context(request_id, &deps.caller);
+    let ctx = voice.pipeline.context(request_id, &deps.caller);
     // Dropping this guard (turn cancelled or finished) cancels the provider's work.
     let _cancel_guard = ctx.cancel.clone().drop_guard();
     // The same path as every inference request: cached, planned, and authorized per target.
-    let mut events = match state.pipeline.answer(request, &deps.caller, ctx, crate::pipeline::CacheUse::Allowed).await.answer {
+    let mut events = match voice.pipeline.answer(request, &deps.caller, ctx, CacheUse::Allowed).await.answer {
         Ok(answer) => answer.into_events(),
-        Err(e) => {
-            let api = ApiError::from(e);
-            emit(out, error(turn, api.code, api.message)).await;
-            return "error";
-        }
+        Err(e) => return fail(out, turn, e).await,
     };
 
     let (sentence_tx, sentence_rx) = mpsc::channel::<String>(16);
@@ -587,148 +497,13 @@ async fn speak(
     first_audio
 }
 
-/// What a synthesiser should read: without citation marks (`[1]`) or markdown emphasis.
-fn speakable(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '[' {
-            // Skip `[1]`, `[1, 2]`; keep other brackets' contents.
-            let rest: String = chars.clone().take_while(|c| *c != ']').collect();
-            if !rest.is_empty() && rest.chars().all(|c| c.is_ascii_digit() || c == ',' || c == ' ') {
-                for _ in 0..=rest.chars().count() {
-                    chars.next();
-                }
-                continue;
-            }
-        }
-        if matches!(c, '*' | '_' | '#' | '`') {
-            continue;
-        }
-        out.push(c);
-    }
-    out.split_whitespace().collect::<Vec<_>>().join(" ").replace(" .", ".").replace(" ,", ",")
-}
-
-/// Cuts streamed answer text into pieces to speak: whole sentences, and for the very first
-/// piece a clause ending in a comma (or similar) once it has enough words, so the first audio
-/// does not wait for a long first sentence.
-#[derive(Debug)]
-pub struct SpeechChunker {
-    buffer: String,
-    first_chunk_words: usize,
-    emitted: usize,
-}
-
-impl SpeechChunker {
-    pub fn new(first_chunk_words: usize) -> Self {
-        Self { buffer: String::new(), first_chunk_words, emitted: 0 }
-    }
-
-    /// Adds text; returns the pieces now complete.
-    pub fn push(&mut self, text: &str) -> Vec<String> {
-        self.buffer.push_str(text);
-        let mut ready = Vec::new();
-        loop {
-            let sentences = uag_models::tts::split_sentences(&self.buffer);
-            // The last piece may still grow; earlier ones are complete only if followed by
-            // more text (split_sentences needs the next word to rule out "Dr." and "3.5").
-            if sentences.len() >= 2 {
-                let first = sentences[0].clone();
-                if let Some(pos) = self.buffer.find(first.trim_start()) {
-                    self.buffer.drain(..pos + first.trim_start().len());
-                    self.emitted += 1;
-                    ready.push(first);
-                    continue;
-                }
-            }
-            break;
-        }
-        if self.emitted == 0
-            && self.first_chunk_words > 0
-            && let Some(cut) = clause_end(&self.buffer, self.first_chunk_words)
-        {
-            let clause: String = self.buffer.drain(..cut).collect();
-            self.emitted += 1;
-            ready.push(clause.trim().to_owned());
-        }
-        ready
-    }
-
-    /// The rest, at the end of the answer.
-    pub fn finish(&mut self) -> Option<String> {
-        let rest = std::mem::take(&mut self.buffer);
-        let rest = rest.trim();
-        (!rest.is_empty()).then(|| rest.to_owned())
-    }
-}
-
-/// Byte offset just after a clause mark (`,` `;` `:` `—`) followed by a space, with at least
-/// `min_words` words before it.
-fn clause_end(text: &str, min_words: usize) -> Option<usize> {
-    let mut words = 0usize;
-    let mut in_word = false;
-    let mut iter = text.char_indices().peekable();
-    while let Some((i, c)) = iter.next() {
-        if c.is_whitespace() {
-            in_word = false;
-        } else if !in_word {
-            in_word = true;
-            words += 1;
-        }
-        if matches!(c, ',' | ';' | ':' | '—') && words >= min_words && iter.peek().is_some_and(|(_, n)| n.is_whitespace()) {
-            return Some(i + c.len_utf8());
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn chunker_speaks_sentences_as_they_complete() {
-        let mut c = SpeechChunker::new(0);
-        assert!(c.push("Debian uses APT").is_empty());
-        assert!(c.push(".").is_empty(), "a sentence is complete only once the next one begins");
-        assert_eq!(c.push(" It installs"), ["Debian uses APT."]);
-        assert!(c.push(" packages from Dr. Smith's").is_empty());
-        assert_eq!(c.push(" mirror. Done"), ["It installs packages from Dr. Smith's mirror."]);
-        assert_eq!(c.finish().as_deref(), Some("Done"));
-        assert_eq!(c.finish(), None);
-    }
-
-    #[test]
-    fn chunker_speaks_an_early_first_clause() {
-        let mut c = SpeechChunker::new(4);
-        assert!(c.push("Yes, it").is_empty(), "too few words for an early cut");
-        assert_eq!(c.push(" can be done with apt-get, which"), ["Yes, it can be done with apt-get,"]);
-        // Only the first piece is cut early; later ones wait for the sentence.
-        assert!(c.push(" needs root, as usual").is_empty());
-        assert_eq!(c.push(". Then"), ["which needs root, as usual."]);
-        assert!(c.push(" reboot.").is_empty());
-        assert_eq!(c.finish().as_deref(), Some("Then reboot."));
-    }
-
-    #[test]
-    fn speakable_drops_citations_and_markup() {
-        assert_eq!(speakable("APT installs packages [1]. It is **fast** [2, 3]."), "APT installs packages. It is fast.");
-        assert_eq!(speakable("See [the manual] for `apt`."), "See [the manual] for apt.");
-    }
-
-    #[test]
     fn transcripts_lose_whisper_tags() {
         assert_eq!(clean_transcript(" [BLANK_AUDIO] "), "");
         assert_eq!(clean_transcript("(music) What is APT?"), "What is APT?");
-    }
-
-    #[test]
-    fn config_checks_ranges() {
-        assert!(VoiceConfig::default().validate().is_ok());
-        let bad = VoiceConfig { vad_threshold: 1.5, ..VoiceConfig::default() };
-        assert_eq!(bad.validate().unwrap_err().0, "voice.vad_threshold");
-        let bad = VoiceConfig { max_frame_bytes: 10, ..VoiceConfig::default() };
-        assert_eq!(bad.validate().unwrap_err().0, "voice.max_frame_bytes");
     }
 }

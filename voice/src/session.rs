@@ -1,0 +1,388 @@
+//! A voice session: the state of one conversation, whatever carries it.
+//!
+//! A front door (the kiosk WebSocket `/v1/voice` today; Wyoming and a Realtime socket next)
+//! turns its wire messages into [`Command`]s and audio samples, and sends what
+//! [`VoiceSession::next_out`] yields back in its own framing. The session records utterances,
+//! ends them by voice-activity detection or `stop`, runs one turn at a time, lets a new
+//! utterance, a typed question or `cancel` interrupt the running turn (barge-in), and keeps the
+//! last few turns as conversation memory.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uag_core::metrics::VoiceTurnLabels;
+use uag_core::pipeline::Caller;
+use uag_core::types::{Message, Role};
+use uag_models::vad::{EndReason, Endpointer, VadEvent};
+
+use crate::turn::{Question, TurnDeps, TurnInput, TurnOutcome, VoiceDeps, VoiceEvent, VoiceOut, run_turn};
+
+/// Sample rates a client may send (browsers capture at 44.1 or 48 kHz; telephony at 8 kHz).
+pub const MIN_SAMPLE_RATE: u32 = 8_000;
+pub const MAX_SAMPLE_RATE: u32 = 48_000;
+/// Audio kept from before speech was detected, so a barge-in's first syllable is not lost.
+const PRE_ROLL_MS: u32 = 300;
+/// How long [`VoiceSession::close`] waits for the running turn to stop.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// Longest typed question, in bytes.
+const MAX_TEXT_BYTES: usize = 4096;
+
+/// What a client asks of its session, translated from its wire shape.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Begin an utterance; audio follows.
+    Start {
+        sample_rate: u32,
+        /// Only `pcm_s16le` is accepted.
+        encoding: String,
+        /// ISO 639-1 code or `auto`; `None`: detect it.
+        language: Option<String>,
+        /// A voice id or OpenAI alias; `None`: one for the language.
+        voice: Option<String>,
+        /// Speak the answer (false: text only).
+        speak: bool,
+    },
+    /// The utterance is over (push-to-talk released).
+    Stop,
+    /// A typed question instead of speech.
+    Text {
+        text: String,
+        language: Option<String>,
+        voice: Option<String>,
+        speak: bool,
+    },
+    /// Stop the running turn (and any utterance being recorded).
+    Cancel,
+    /// Forget the conversation so far.
+    Reset,
+    Ping,
+}
+
+/// The format of the audio being received.
+#[derive(Debug, Clone)]
+struct AudioFormat {
+    sample_rate: u32,
+    language: Option<String>,
+    voice: Option<String>,
+    speak: bool,
+}
+
+/// An utterance being recorded.
+struct Recording {
+    format: AudioFormat,
+    endpointer: Endpointer,
+    samples: Vec<i16>,
+    speech_reported: bool,
+}
+
+/// The turn being answered.
+struct RunningTurn {
+    turn: u32,
+    cancel: CancellationToken,
+    handle: JoinHandle<TurnOutcome>,
+}
+
+/// Watches audio that arrives outside a recording (a hands-free client streaming its
+/// microphone): speech in it starts a new utterance, interrupting the answer (barge-in).
+struct Listener {
+    format: AudioFormat,
+    endpointer: Endpointer,
+    pre_roll: VecDeque<i16>,
+}
+
+/// One conversation. Counted in `uag_voice_sessions` from [`VoiceSession::new`] until dropped.
+pub struct VoiceSession {
+    deps: VoiceDeps,
+    /// The connection's caller: every turn runs with its identity and limits.
+    caller: Caller,
+    /// Where interrupted turns finish (shutdown waits for them).
+    tasks: TaskTracker,
+    out_tx: mpsc::Sender<VoiceOut>,
+    out_rx: mpsc::Receiver<VoiceOut>,
+    turns: u32,
+    recording: Option<Recording>,
+    running: Option<RunningTurn>,
+    listener: Option<Listener>,
+    history: VecDeque<(String, String)>,
+}
+
+impl VoiceSession {
+    pub fn new(deps: VoiceDeps, caller: Caller, tasks: TaskTracker) -> Self {
+        let (out_tx, out_rx) = mpsc::channel(64);
+        deps.metrics.voice_sessions.inc();
+        Self { deps, caller, tasks, out_tx, out_rx, turns: 0, recording: None, running: None, listener: None, history: VecDeque::new() }
+    }
+
+    /// The first event of a session: what it accepts.
+    pub fn ready(&self) -> VoiceEvent {
+        let config = &self.deps.config;
+        VoiceEvent::Ready {
+            protocol: 1,
+            encodings: vec!["pcm_s16le".into()],
+            min_sample_rate: MIN_SAMPLE_RATE,
+            max_sample_rate: MAX_SAMPLE_RATE,
+            max_frame_bytes: config.max_frame_bytes,
+            silence_ms: config.silence_ms,
+        }
+    }
+
+    /// The next event or audio for the client. Cancel-safe (use it in `select!`): nothing is
+    /// lost when the future is dropped. A finished turn is remembered here, so a front door
+    /// keeps polling this while the session lives.
+    pub async fn next_out(&mut self) -> VoiceOut {
+        loop {
+            let running = self.running.as_mut().map(|r| &mut r.handle);
+            tokio::select! {
+                // The session holds a sender, so the queue never closes.
+                Some(out) = self.out_rx.recv() => return out,
+                outcome = async {
+                    match running {
+                        Some(handle) => handle.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.running = None;
+                    if let Ok(outcome) = outcome {
+                        self.remember(outcome);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whatever is queued for the client now, without waiting (to flush before closing).
+    pub fn try_next_out(&mut self) -> Option<VoiceOut> {
+        self.out_rx.try_recv().ok()
+    }
+
+    /// Stops the running turn without waiting for it (the connection is going away).
+    pub fn stop(&mut self) {
+        if let Some(running) = &self.running {
+            running.cancel.cancel();
+        }
+    }
+
+    /// Ends the session: the running turn stops now and is awaited (up to a grace period), so
+    /// nothing it holds (LLM stream, speech task) outlives the connection.
+    pub async fn close(mut self) {
+        if let Some(running) = self.running.take() {
+            running.cancel.cancel();
+            let _ = tokio::time::timeout(CLOSE_GRACE, running.handle).await;
+        }
+    }
+
+    fn reply(&self, event: VoiceEvent) {
+        // A full queue means the client is not reading; a dropped status beats a stuck session.
+        let _ = self.out_tx.try_send(VoiceOut::Event(event));
+    }
+
+    /// Reports a connection-level error (no turn) to the client.
+    pub fn error(&self, code: &str, message: impl Into<String>) {
+        self.reply(VoiceEvent::Error { turn: None, code: code.to_owned(), message: message.into() });
+    }
+
+    fn remember(&mut self, outcome: TurnOutcome) {
+        if let (Some(question), true) = (outcome.question, outcome.completed) {
+            self.history.push_back((question, outcome.answer));
+            while self.history.len() > self.deps.config.history_turns {
+                self.history.pop_front();
+            }
+        }
+    }
+
+    pub fn command(&mut self, command: Command) {
+        match command {
+            Command::Ping => self.reply(VoiceEvent::Pong {}),
+            Command::Reset => {
+                self.history.clear();
+                self.reply(VoiceEvent::Status { turn: None, stage: "reset".into(), message: "Conversation memory cleared".into() });
+            }
+            Command::Cancel => {
+                self.recording = None;
+                self.cancel_running();
+            }
+            Command::Start { sample_rate, encoding, language, voice, speak } => {
+                if encoding != "pcm_s16le" {
+                    return self.error("unsupported_encoding", format!("encoding `{encoding}` is not supported; send `pcm_s16le`"));
+                }
+                if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&sample_rate) {
+                    return self.error(
+                        "unsupported_sample_rate",
+                        format!("sample_rate {sample_rate} is outside {MIN_SAMPLE_RATE}..={MAX_SAMPLE_RATE} Hz"),
+                    );
+                }
+                if let Some(l) = &language
+                    && !(l == "auto" || (l.len() == 2 && l.chars().all(|c| c.is_ascii_lowercase())))
+                {
+                    return self.error("invalid_language", format!("language `{l}` must be an ISO 639-1 code like `en`, or `auto`"));
+                }
+                // A new utterance interrupts the answer being spoken (barge-in).
+                self.cancel_running();
+                let format = AudioFormat { sample_rate, language, voice, speak };
+                self.begin_recording(format, Vec::new());
+            }
+            Command::Stop => match self.recording.take() {
+                Some(recording) => self.finish_recording(recording, "stop"),
+                None => self.error("not_recording", "`stop` without a `start`: no utterance is being recorded"),
+            },
+            Command::Text { text, language, voice, speak } => {
+                let text = text.trim().to_owned();
+                if text.is_empty() || text.len() > MAX_TEXT_BYTES {
+                    return self.error("invalid_text", format!("`text` must be 1 to {MAX_TEXT_BYTES} bytes"));
+                }
+                self.cancel_running();
+                self.recording = None;
+                self.turns += 1;
+                let turn = self.turns;
+                self.spawn_turn(TurnInput {
+                    turn,
+                    question: Question::Text(text),
+                    language,
+                    voice,
+                    speak,
+                    history: Vec::new(),
+                    ended_at: Instant::now(),
+                });
+            }
+        }
+    }
+
+    fn begin_recording(&mut self, format: AudioFormat, pre_roll: Vec<i16>) {
+        self.turns += 1;
+        let mut endpointer = Endpointer::new(self.deps.config.endpointing(), format.sample_rate);
+        let _ = endpointer.push(&pre_roll);
+        self.listener = None;
+        self.reply(VoiceEvent::Status { turn: Some(self.turns), stage: "listening".into(), message: "Listening".into() });
+        self.recording = Some(Recording { format, endpointer, samples: pre_roll, speech_reported: false });
+    }
+
+    /// Audio as little-endian 16-bit mono PCM bytes (the `/v1/voice` binary frame).
+    pub fn audio_le16(&mut self, bytes: &[u8]) {
+        if !bytes.len().is_multiple_of(2) {
+            return self.error("invalid_audio", "audio frames must hold whole 16-bit samples (an even number of bytes)");
+        }
+        let samples: Vec<i16> = bytes.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
+        self.audio(&samples);
+    }
+
+    /// Audio samples at the sample rate of the last `start`.
+    pub fn audio(&mut self, samples: &[i16]) {
+        if let Some(recording) = &mut self.recording {
+            let max_samples = (u64::from(recording.format.sample_rate) * u64::from(self.deps.config.max_utterance_ms) / 1000) as usize;
+            let room = max_samples.saturating_sub(recording.samples.len());
+            recording.samples.extend_from_slice(&samples[..samples.len().min(room)]);
+            let events = recording.endpointer.push(samples);
+            let turn = self.turns;
+            if events.contains(&VadEvent::SpeechStarted) && !recording.speech_reported {
+                recording.speech_reported = true;
+                self.reply(VoiceEvent::Vad { turn, speech: "started".into(), reason: None });
+            }
+            let ended = events.iter().find_map(|e| match e {
+                VadEvent::Ended(reason) => Some(*reason),
+                VadEvent::SpeechStarted => None,
+            });
+            let ended = ended.or((room == 0).then_some(EndReason::MaxLength));
+            if let Some(reason) = ended
+                && let Some(recording) = self.recording.take()
+            {
+                self.finish_recording(recording, reason.as_str());
+            }
+            return;
+        }
+        let Some(listener) = &mut self.listener else {
+            return self.error("audio_before_start", "send a `start` message (sample rate, encoding) before audio frames");
+        };
+        // Between turns: watch for speech to start the next utterance (and barge in).
+        let keep = (listener.format.sample_rate * PRE_ROLL_MS / 1000) as usize;
+        listener.pre_roll.extend(samples.iter().copied());
+        while listener.pre_roll.len() > keep {
+            listener.pre_roll.pop_front();
+        }
+        let events = listener.endpointer.push(samples);
+        if !events.contains(&VadEvent::SpeechStarted) {
+            if !events.is_empty() {
+                // The no-speech timeout is for utterances; a listener just keeps listening.
+                listener.endpointer.reset();
+            }
+            return;
+        }
+        let format = listener.format.clone();
+        let pre_roll: Vec<i16> = listener.pre_roll.iter().copied().collect();
+        self.cancel_running();
+        self.begin_recording(format, pre_roll);
+        if let Some(recording) = &mut self.recording {
+            recording.speech_reported = true;
+        }
+        self.reply(VoiceEvent::Vad { turn: self.turns, speech: "started".into(), reason: None });
+    }
+
+    fn finish_recording(&mut self, recording: Recording, reason: &str) {
+        let turn = self.turns;
+        let ended_at = Instant::now();
+        self.reply(VoiceEvent::Vad { turn, speech: "ended".into(), reason: Some(reason.to_owned()) });
+        // Audio that keeps coming is watched for the next utterance.
+        let listener = Endpointer::new(self.deps.config.endpointing(), recording.format.sample_rate);
+        self.listener = Some(Listener { format: recording.format.clone(), endpointer: listener, pre_roll: VecDeque::new() });
+        if reason == EndReason::NoSpeech.as_str() || recording.samples.is_empty() {
+            self.reply(VoiceEvent::Done { turn, reason: "no_speech".into(), timings: Default::default() });
+            self.deps.metrics.voice_turns.get_or_create(&VoiceTurnLabels { reason: "no_speech".into() }).inc();
+            return;
+        }
+        let pcm: Vec<f32> = recording.samples.iter().map(|s| f32::from(*s) / 32768.0).collect();
+        let pcm = if recording.format.sample_rate == 16_000 {
+            pcm
+        } else {
+            match uag_models::audio::resample_mono(&pcm, recording.format.sample_rate, 16_000) {
+                Ok(pcm) => pcm,
+                Err(e) => return self.error("invalid_audio", format!("cannot resample the audio: {e}")),
+            }
+        };
+        let format = recording.format;
+        self.spawn_turn(TurnInput {
+            turn,
+            question: Question::Audio(pcm),
+            language: format.language,
+            voice: format.voice,
+            speak: format.speak,
+            history: Vec::new(),
+            ended_at,
+        });
+    }
+
+    fn spawn_turn(&mut self, mut input: TurnInput) {
+        input.history = self
+            .history
+            .iter()
+            .flat_map(|(q, a)| [Message::new(Role::User, q.clone()), Message::new(Role::Assistant, a.clone())])
+            .collect();
+        let cancel = CancellationToken::new();
+        let deps = TurnDeps { voice: self.deps.clone(), caller: self.caller.clone() };
+        let turn = input.turn;
+        let handle = tokio::spawn(run_turn(deps, input, self.out_tx.clone(), cancel.clone()));
+        self.running = Some(RunningTurn { turn, cancel, handle });
+    }
+
+    fn cancel_running(&mut self) {
+        if let Some(running) = self.running.take() {
+            tracing::debug!(turn = running.turn, "voice turn interrupted");
+            running.cancel.cancel();
+            // The turn sends its own `done` (reason `cancelled`) and ends promptly; it is not
+            // awaited here so the session keeps reading audio meanwhile.
+            self.tasks.spawn(async move {
+                let _ = running.handle.await;
+            });
+        }
+    }
+}
+
+impl Drop for VoiceSession {
+    fn drop(&mut self) {
+        // A session dropped without `close` still stops its turn.
+        self.stop();
+        self.deps.metrics.voice_sessions.dec();
+    }
+}
