@@ -5,7 +5,7 @@
 #   scripts/setup.sh            what building and running uag needs, and the default local models
 #                                 (scripts/fetch-models.sh: whisper tiny.en, SmolLM2, MiniLM,
 #                                 the Piper voice, ONNX Runtime; ~450 MB, verified by sha256)
-#   scripts/setup.sh --test     + what the test suite needs: the official openai SDK in .venv-sdk,
+#   scripts/setup.sh --test     + what the test suite needs: the official openai SDK and wyoming in .venv-sdk,
 #                                 nginx, openssl, docker-compose and systemd tools (deploy checks),
 #                                 redis-server (shared rate limits), chromium + chromium-driver (kiosk
 #                                 browser test), and the multilingual whisper-base model
@@ -36,6 +36,7 @@ done
 
 # Versions the project is tested with; bump here, nowhere else.
 OPENAI_SDK_VERSION="3.57.0"
+WYOMING_VERSION="1.10.2"
 OHA_VERSION="1.16.0"
 
 sudo_cmd=()
@@ -100,6 +101,13 @@ if [ "$want_test" = 1 ]; then
     "$venv/bin/pip" install -q --disable-pip-version-check "openai==$OPENAI_SDK_VERSION"
   else
     log "openai SDK $OPENAI_SDK_VERSION present in .venv-sdk"
+  fi
+  # The Wyoming client library Home Assistant itself uses (tests/it/wyoming.rs).
+  if ! "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('wyoming') != '$WYOMING_VERSION')" 2>/dev/null; then
+    log "installing the wyoming Python package $WYOMING_VERSION into .venv-sdk"
+    "$venv/bin/pip" install -q --disable-pip-version-check "wyoming==$WYOMING_VERSION"
+  else
+    log "wyoming $WYOMING_VERSION present in .venv-sdk"
   fi
 fi
 

@@ -71,6 +71,9 @@ pub struct Config {
     pub policy: Option<crate::policy::PolicyConfig>,
     /// The voice WebSocket and the kiosk page.
     pub voice: uag_voice::VoiceConfig,
+    /// The Wyoming server for Home Assistant; absent: not served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wyoming: Option<crate::wyoming::WyomingConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -334,6 +337,9 @@ impl Config {
         }
         self.validate_models()?;
         self.voice.validate()?;
+        if let Some(wyoming) = &self.wyoming {
+            wyoming.validate()?;
+        }
         if self.server.header_read_timeout_ms < 100 {
             return Err(("server.header_read_timeout_ms".into(), "must be at least 100".into()));
         }

@@ -14,6 +14,7 @@
 //! - [`http`]: the state built once, the layer stack, the routes
 //! - [`telemetry`]: logging set-up (text or JSON)
 //! - [`tls`]: HTTPS termination with certificate reload and client certificates
+//! - [`wyoming`]: the Wyoming protocol server (Home Assistant's speech and conversation services)
 //! - [`embedder`]: the knowledge base's embedding model, attached at start-up
 //!
 //! The inference path itself (types, providers, routing, policy, rate limits, cache, the
@@ -28,6 +29,7 @@ pub mod error;
 pub mod http;
 pub mod telemetry;
 pub mod tls;
+pub mod wyoming;
 
 pub use uag_core::{cache, circuit, codec, memo, metrics, pipeline, policy, provider, ratelimit, registry, routing, types};
 

@@ -154,8 +154,8 @@ async fn kiosk_page_answers_a_spoken_question_in_a_real_browser() {
     let form = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::text(doc).file_name("greenhouse.md"));
     assert!(client().post(gw.url("/v1/documents")).multipart(form).send().await.unwrap().status().is_success());
 
-    // The fake microphone: half a second of quiet, the question, then quiet long enough for the
-    // server's endpointing (Chromium loops the file; the page stops sending once the turn starts).
+    // The fake microphone: half a second of quiet, the question, then four seconds of quiet in
+    // which the test taps to send (Chromium loops the file; the page stops sending at the tap).
     let speech = client()
         .post(gw.url("/v1/audio/speech"))
         .json(&json!({"model": "tts-1", "voice": "alloy", "input": QUESTION, "response_format": "pcm"}))
@@ -186,8 +186,13 @@ async fn kiosk_page_answers_a_spoken_question_in_a_real_browser() {
     browser.wait_for("document.body.dataset.state === 'ready'", Duration::from_secs(20)).await;
     assert_eq!(browser.eval("return document.title").await, "uag kiosk");
 
+    // A tap starts listening; push-to-talk ends the question with the second tap, once the
+    // question has been spoken (inside the quiet after it, before Chromium loops the file).
     browser.click("#talk").await;
     browser.wait_for("document.body.dataset.mic === 'ok'", Duration::from_secs(20)).await;
+    browser.wait_for("document.body.dataset.heard === '1'", Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs_f64(speech.len() as f64 / (22_050.0 * 2.0) + 1.0)).await;
+    browser.click("#talk").await;
     browser.wait_for("document.body.dataset.done === '1'", Duration::from_secs(240)).await;
 
     let transcript = browser.text("#transcript").await;

@@ -30,3 +30,4 @@ mod secrets_in_logs;
 mod tls;
 mod voice;
 mod websocket;
+mod wyoming;

@@ -418,6 +418,53 @@ async fn one_frame_holding_a_whole_utterance_is_endpointed() {
     assert!(heard.contains("kiosk"), "{heard}");
 }
 
+/// Push-to-talk (`"endpointing": "client"`): a question with a 1.1 s pause in the middle (longer
+/// than the 700 ms silence window) is heard whole and ends only at `stop`; the same audio
+/// hands-free (`"vad"`) is cut at the pause, which is what push-to-talk exists to prevent.
+#[tokio::test]
+async fn push_to_talk_hears_a_question_with_a_pause_whole() {
+    let (_mock, gw) = gateway(SPEECH_MODELS, "").await;
+    let mut pcm = piper_pcm(&gw, "Where are the kiosk logs").await;
+    pcm.extend(silence(1100, 22_050));
+    let up_to_the_pause = pcm.len();
+    pcm.extend(piper_pcm(&gw, "on the greenhouse controller?").await);
+    pcm.extend(silence(200, 22_050));
+    let mut ws = connect(&gw).await;
+
+    send(&mut ws, json!({"type": "start", "sample_rate": 22050, "speak": false, "endpointing": "client"})).await;
+    stream_pcm(&mut ws, &pcm, 22_050).await;
+    // Trailing frames after `stop` (a client releasing the button) are not an error.
+    send(&mut ws, json!({"type": "stop"})).await;
+    ws.send(Message::Binary(silence(100, 22_050).into())).await.unwrap();
+    let items = until_done(&mut ws, 1).await;
+    let vad: Vec<(&str, Option<&str>)> =
+        of_type(&items, "vad").iter().map(|e| (e["speech"].as_str().unwrap(), e["reason"].as_str())).collect();
+    assert_eq!(vad, [("started", None), ("ended", Some("stop"))], "{items:?}");
+    let heard = of_type(&items, "transcript")[0]["text"].as_str().unwrap().to_lowercase();
+    assert!(heard.contains("kiosk") && heard.contains("greenhouse"), "the whole question: {heard}");
+    assert!(of_type(&items, "error").is_empty(), "{items:?}");
+
+    // Hands-free, the same pause alone ends the utterance.
+    send(&mut ws, json!({"type": "start", "sample_rate": 22050, "speak": false, "endpointing": "vad"})).await;
+    stream_pcm(&mut ws, &pcm[..up_to_the_pause], 22_050).await;
+    let items = until_done(&mut ws, 2).await;
+    let ended: Vec<&Value> = of_type(&items, "vad").into_iter().filter(|e| e["speech"] == "ended").collect();
+    assert_eq!(ended[0]["reason"], "silence", "{items:?}");
+
+    // An unknown endpointing mode is refused and the session lives on.
+    send(&mut ws, json!({"type": "start", "sample_rate": 16000, "endpointing": "telepathy"})).await;
+    loop {
+        if let In::Event(e) = next(&mut ws, Duration::from_secs(30)).await
+            && e["type"] == "error"
+            && e["turn"].is_null()
+        {
+            assert_eq!(e["code"], "invalid_message", "{e}");
+            assert!(e["message"].as_str().unwrap().contains("client"), "{e}");
+            break;
+        }
+    }
+}
+
 /// Each voice turn is one request for the caller's limits (the upgrade counts as one): with 3
 /// requests a minute, the third turn on one socket is refused with an `error` before anything
 /// runs, and the session lives on.

@@ -13,14 +13,16 @@
 //! - [`config`]: `[voice]` in `uag.toml`
 //! - [`session`]: recording, endpointing, barge-in, conversation memory
 //! - [`turn`]: one question to one spoken answer, and the events it sends
+//! - [`speech`]: recognition, synthesis and a spoken-style answer one step at a time (Wyoming)
 //! - [`chunker`]: streamed text cut into speakable pieces
 
 pub mod chunker;
 pub mod config;
 pub mod session;
+pub mod speech;
 pub mod turn;
 
 pub use chunker::{SpeechChunker, speakable};
 pub use config::VoiceConfig;
-pub use session::{Command, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, VoiceSession};
+pub use session::{Command, Endpointing, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, VoiceSession};
 pub use turn::{Question, TurnDeps, TurnInput, TurnOutcome, VoiceDeps, VoiceEvent, VoiceOut, VoiceTimings, run_turn};

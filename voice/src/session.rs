@@ -31,6 +31,18 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Longest typed question, in bytes.
 const MAX_TEXT_BYTES: usize = 4096;
 
+/// Who ends an utterance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Endpointing {
+    /// Only the client's `stop` (push-to-talk, tap to send) or the length cap: a pause, however
+    /// long, never ends the utterance, and audio between utterances is not listened to.
+    Client,
+    /// Voice-activity detection too (hands-free): a silence after speech ends the utterance, and
+    /// speech in audio sent while the server answers starts the next one (barge-in).
+    #[default]
+    Vad,
+}
+
 /// What a client asks of its session, translated from its wire shape.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
@@ -45,6 +57,7 @@ pub enum Command {
         voice: Option<String>,
         /// Speak the answer (false: text only).
         speak: bool,
+        endpointing: Endpointing,
     },
     /// The utterance is over (push-to-talk released).
     Stop,
@@ -69,6 +82,7 @@ struct AudioFormat {
     language: Option<String>,
     voice: Option<String>,
     speak: bool,
+    endpointing: Endpointing,
 }
 
 /// An utterance being recorded.
@@ -107,6 +121,8 @@ pub struct VoiceSession {
     recording: Option<Recording>,
     running: Option<RunningTurn>,
     listener: Option<Listener>,
+    /// The last utterance was ended by the client: audio after it is not listened to.
+    push_to_talk: bool,
     history: VecDeque<(String, String)>,
 }
 
@@ -114,7 +130,19 @@ impl VoiceSession {
     pub fn new(deps: VoiceDeps, caller: Caller, tasks: TaskTracker) -> Self {
         let (out_tx, out_rx) = mpsc::channel(64);
         deps.metrics.voice_sessions.inc();
-        Self { deps, caller, tasks, out_tx, out_rx, turns: 0, recording: None, running: None, listener: None, history: VecDeque::new() }
+        Self {
+            deps,
+            caller,
+            tasks,
+            out_tx,
+            out_rx,
+            turns: 0,
+            recording: None,
+            running: None,
+            listener: None,
+            push_to_talk: false,
+            history: VecDeque::new(),
+        }
     }
 
     /// The first event of a session: what it accepts.
@@ -205,7 +233,7 @@ impl VoiceSession {
                 self.recording = None;
                 self.cancel_running();
             }
-            Command::Start { sample_rate, encoding, language, voice, speak } => {
+            Command::Start { sample_rate, encoding, language, voice, speak, endpointing } => {
                 if encoding != "pcm_s16le" {
                     return self.error("unsupported_encoding", format!("encoding `{encoding}` is not supported; send `pcm_s16le`"));
                 }
@@ -222,7 +250,7 @@ impl VoiceSession {
                 }
                 // A new utterance interrupts the answer being spoken (barge-in).
                 self.cancel_running();
-                let format = AudioFormat { sample_rate, language, voice, speak };
+                let format = AudioFormat { sample_rate, language, voice, speak, endpointing };
                 self.begin_recording(format, Vec::new());
             }
             Command::Stop => match self.recording.take() {
@@ -276,12 +304,15 @@ impl VoiceSession {
             let room = max_samples.saturating_sub(recording.samples.len());
             recording.samples.extend_from_slice(&samples[..samples.len().min(room)]);
             let events = recording.endpointer.push(samples);
+            let client_ends = recording.format.endpointing == Endpointing::Client;
             let turn = self.turns;
             if events.contains(&VadEvent::SpeechStarted) && !recording.speech_reported {
                 recording.speech_reported = true;
                 self.reply(VoiceEvent::Vad { turn, speech: "started".into(), reason: None });
             }
             let ended = events.iter().find_map(|e| match e {
+                // Push-to-talk: a pause (or a long wait before speaking) is the speaker's own.
+                VadEvent::Ended(EndReason::Silence | EndReason::NoSpeech) if client_ends => None,
                 VadEvent::Ended(reason) => Some(*reason),
                 VadEvent::SpeechStarted => None,
             });
@@ -294,6 +325,10 @@ impl VoiceSession {
             return;
         }
         let Some(listener) = &mut self.listener else {
+            if self.push_to_talk {
+                // A push-to-talk client's trailing frames after `stop`: nobody is listening.
+                return;
+            }
             return self.error("audio_before_start", "send a `start` message (sample rate, encoding) before audio frames");
         };
         // Between turns: watch for speech to start the next utterance (and barge in).
@@ -324,9 +359,13 @@ impl VoiceSession {
         let turn = self.turns;
         let ended_at = Instant::now();
         self.reply(VoiceEvent::Vad { turn, speech: "ended".into(), reason: Some(reason.to_owned()) });
-        // Audio that keeps coming is watched for the next utterance.
-        let listener = Endpointer::new(self.deps.config.endpointing(), recording.format.sample_rate);
-        self.listener = Some(Listener { format: recording.format.clone(), endpointer: listener, pre_roll: VecDeque::new() });
+        self.push_to_talk = recording.format.endpointing == Endpointing::Client;
+        // Hands-free: audio that keeps coming is watched for the next utterance.
+        self.listener = (recording.format.endpointing == Endpointing::Vad).then(|| Listener {
+            format: recording.format.clone(),
+            endpointer: Endpointer::new(self.deps.config.endpointing(), recording.format.sample_rate),
+            pre_roll: VecDeque::new(),
+        });
         if reason == EndReason::NoSpeech.as_str() || recording.samples.is_empty() {
             self.reply(VoiceEvent::Done { turn, reason: "no_speech".into(), timings: Default::default() });
             self.deps.metrics.voice_turns.get_or_create(&VoiceTurnLabels { reason: "no_speech".into() }).inc();

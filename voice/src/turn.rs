@@ -383,7 +383,7 @@ async fn answer(
 
 /// Whisper marks non-speech with bracketed tags (`[BLANK_AUDIO]`, `(music)`); those are not a
 /// question.
-fn clean_transcript(text: &str) -> String {
+pub(crate) fn clean_transcript(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut depth = 0usize;
     for c in text.chars() {
@@ -399,7 +399,7 @@ fn clean_transcript(text: &str) -> String {
 
 /// Who speaks a turn's answer.
 #[derive(Debug)]
-enum Speaker {
+pub(crate) enum Speaker {
     Piper(Arc<ModelRuntimes>, ModelEntry),
     /// espeak-ng's own synthesiser for a language no installed Piper voice speaks.
     Espeak {
@@ -412,7 +412,7 @@ enum Speaker {
 
 /// Picks the voice: the requested one; else an installed Piper voice for the language (the
 /// manifest's default first); else espeak-ng's voice for the language.
-fn pick_speaker(models: Option<&Arc<ModelRuntimes>>, requested: Option<&str>, language: &str) -> Speaker {
+pub(crate) fn pick_speaker(models: Option<&Arc<ModelRuntimes>>, requested: Option<&str>, language: &str) -> Speaker {
     let Some(models) = models else { return Speaker::Silent(Some("No speech synthesis in this process; answering in text".into())) };
     let dir = models.models_dir();
     if let Some(requested) = requested

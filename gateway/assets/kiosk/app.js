@@ -108,6 +108,7 @@ function onEvent(event) {
       ui.body.dataset.stage = event.stage;
       break;
     case 'vad':
+      if (event.speech === 'started') ui.body.dataset.heard = String(event.turn);
       if (event.speech === 'ended') stopRecording(false);
       break;
     case 'transcript':
@@ -280,15 +281,17 @@ async function startRecording() {
   ui.body.dataset.mic = 'ok';
   recording = true;
   ui.talk.setAttribute('aria-pressed', 'true');
-  ui.talkLabel.textContent = 'Listening… tap to send';
-  send({ type: 'start', sample_rate: mic.context.sampleRate, encoding: 'pcm_s16le', language: 'auto' });
+  ui.talkLabel.textContent = 'Listening… release or tap to send';
+  // Push-to-talk: the visitor ends the question (release, or a second tap), so a pause to think
+  // never cuts it short; the server's voice detection only reports speech.
+  send({ type: 'start', sample_rate: mic.context.sampleRate, encoding: 'pcm_s16le', language: 'auto', endpointing: 'client' });
 }
 
 function stopRecording(sendStop) {
   if (!recording) return;
   recording = false;
   ui.talk.setAttribute('aria-pressed', 'false');
-  ui.talkLabel.textContent = 'Tap to talk';
+  ui.talkLabel.textContent = 'Hold or tap to talk';
   if (sendStop) send({ type: 'stop' });
 }
 
@@ -303,7 +306,23 @@ function toPcm16(floats) {
 
 // ---- controls ---------------------------------------------------------------------------
 
-ui.talk.addEventListener('click', () => { if (recording) stopRecording(true); else startRecording(); });
+// The talk button: hold it and release to send (push-to-talk), or tap it, speak, and tap again.
+const HOLD_MS = 500;
+let pressedAt = 0;
+function press() {
+  if (recording) { stopRecording(true); pressedAt = 0; return; }
+  pressedAt = performance.now();
+  startRecording();
+}
+function release() {
+  if (recording && pressedAt && performance.now() - pressedAt >= HOLD_MS) stopRecording(true);
+  pressedAt = 0;
+}
+ui.talk.addEventListener('pointerdown', (e) => { if (e.button === 0 && !ui.talk.disabled) press(); });
+ui.talk.addEventListener('pointerup', release);
+ui.talk.addEventListener('pointercancel', release);
+// Enter or Space on the focused button (a click with no pointer): a tap.
+ui.talk.addEventListener('click', (e) => { if (e.detail === 0) { press(); pressedAt = 0; } });
 ui.stop.addEventListener('click', () => { stopRecording(false); stopPlayback(); send({ type: 'cancel' }); });
 ui.form.addEventListener('submit', (e) => {
   e.preventDefault();
@@ -313,8 +332,15 @@ ui.form.addEventListener('submit', (e) => {
   send({ type: 'text', text });
   ui.question.value = '';
 });
+// Space anywhere but the text box: held, it is push-to-talk; tapped, it toggles.
 document.addEventListener('keydown', (e) => {
-  if (e.code === 'Space' && document.activeElement !== ui.question && !ui.talk.disabled) { e.preventDefault(); ui.talk.click(); }
+  if (e.code === 'Space' && document.activeElement !== ui.question && !ui.talk.disabled) {
+    e.preventDefault();
+    if (!e.repeat) press();
+  }
+});
+document.addEventListener('keyup', (e) => {
+  if (e.code === 'Space' && document.activeElement !== ui.question) { e.preventDefault(); release(); }
 });
 
 connect();

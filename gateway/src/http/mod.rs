@@ -111,6 +111,8 @@ pub struct AppStateInner {
     pub pipeline: Arc<crate::pipeline::Pipeline>,
     /// What every voice session needs (the pipeline, models, `[voice]`), built once.
     pub voice: uag_voice::VoiceDeps,
+    /// Where the Wyoming server listens, once `serve` has bound it (`[wyoming]`).
+    pub wyoming_addr: std::sync::OnceLock<SocketAddr>,
 }
 
 impl AppState {
@@ -196,6 +198,7 @@ impl AppState {
             policy,
             pipeline,
             voice,
+            wyoming_addr: std::sync::OnceLock::new(),
         })
     }
 }
@@ -375,6 +378,22 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
         None => crate::policy::ignore_hangup(token.clone()),
     }
     let tasks = state.tasks.clone();
+    if let Some(wyoming) = &state.config.wyoming {
+        let listener = TcpListener::bind(&wyoming.listen).await.map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot listen for Wyoming on {}: {e}; set [wyoming] listen", wyoming.listen))
+        })?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "wyoming server listening");
+        let _ = state.wyoming_addr.set(addr);
+        tasks.spawn(crate::wyoming::serve(
+            listener,
+            wyoming.clone(),
+            state.voice.clone(),
+            state.limiter.clone(),
+            tasks.clone(),
+            token.clone(),
+        ));
+    }
     let stopping_since = Arc::new(std::sync::OnceLock::<Instant>::new());
     let signal = {
         let token = token.clone();

@@ -12,7 +12,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use uag_voice::{Command, VoiceEvent, VoiceOut, VoiceSession};
+use uag_voice::{Command, Endpointing, VoiceEvent, VoiceOut, VoiceSession};
 
 use super::AppState;
 use super::socket::{Flow, OnShutdown, Outgoing, SocketSession, accept_upgrade, drive};
@@ -37,6 +37,10 @@ enum ClientMessage {
         /// Speak the answer (default); false answers in text only.
         #[serde(default = "yes")]
         speak: bool,
+        /// `client`: only `stop` ends the utterance (push-to-talk); `vad` (default): a pause
+        /// after speech ends it too (hands-free).
+        #[serde(default)]
+        endpointing: EndpointingMode,
     },
     /// The utterance is over (push-to-talk released).
     Stop {},
@@ -57,11 +61,24 @@ enum ClientMessage {
     Ping {},
 }
 
+/// `start`'s `endpointing`, as the wire spells it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum EndpointingMode {
+    Client,
+    #[default]
+    Vad,
+}
+
 impl From<ClientMessage> for Command {
     fn from(message: ClientMessage) -> Self {
         match message {
-            ClientMessage::Start { sample_rate, encoding, language, voice, speak } => {
-                Command::Start { sample_rate, encoding, language, voice, speak }
+            ClientMessage::Start { sample_rate, encoding, language, voice, speak, endpointing } => {
+                let endpointing = match endpointing {
+                    EndpointingMode::Client => Endpointing::Client,
+                    EndpointingMode::Vad => Endpointing::Vad,
+                };
+                Command::Start { sample_rate, encoding, language, voice, speak, endpointing }
             }
             ClientMessage::Stop {} => Command::Stop,
             ClientMessage::Text { text, language, voice, speak } => Command::Text { text, language, voice, speak },
