@@ -441,7 +441,8 @@ async fn push_to_talk_hears_a_question_with_a_pause_whole() {
         of_type(&items, "vad").iter().map(|e| (e["speech"].as_str().unwrap(), e["reason"].as_str())).collect();
     assert_eq!(vad, [("started", None), ("ended", Some("stop"))], "{items:?}");
     let heard = of_type(&items, "transcript")[0]["text"].as_str().unwrap().to_lowercase();
-    assert!(heard.contains("kiosk") && heard.contains("greenhouse"), "the whole question: {heard}");
+    // Whisper may write "green house"; both phrases must be there.
+    assert!(heard.contains("kiosk") && heard.replace(' ', "").contains("greenhouse"), "the whole question: {heard}");
     assert!(of_type(&items, "error").is_empty(), "{items:?}");
 
     // Hands-free, the same pause alone ends the utterance.
