@@ -50,6 +50,8 @@ pub struct Spoken {
     pub sample_rate: u32,
     /// The voice that spoke (`espeak-ng:de` for espeak-ng's own).
     pub voice: String,
+    /// `piper` or `espeak-ng`.
+    pub engine: &'static str,
 }
 
 /// Speaks `text` (citation marks and markdown left out) with the requested voice, else an
@@ -59,24 +61,31 @@ pub async fn synthesize(deps: &VoiceDeps, text: &str, voice: Option<&str>, langu
     if text.is_empty() {
         return Err(PublicError::invalid_field("text", "there is nothing to speak"));
     }
-    match pick_speaker(deps.models.as_ref(), voice, language.unwrap_or("en")) {
+    speak_with(&pick_speaker(deps.models.as_ref(), voice, language.unwrap_or("en")), text).await
+}
+
+/// Speaks speakable `text` with `speaker`: Piper on its runtime's own thread, espeak-ng on the
+/// blocking pool (never on a worker thread). The one synthesis step of turns and of Wyoming.
+pub(crate) async fn speak_with(speaker: &Speaker, text: String) -> Result<Spoken, PublicError> {
+    match speaker {
         Speaker::Piper(models, entry) => {
-            let speech = models.speak(&entry, text, TtsOptions::default()).await?;
-            Ok(Spoken { samples: speech.samples, sample_rate: speech.sample_rate, voice: speech.voice })
+            let speech = models.speak(entry, text, TtsOptions::default()).await?;
+            Ok(Spoken { samples: speech.samples, sample_rate: speech.sample_rate, voice: speech.voice, engine: "piper" })
         }
         Speaker::Espeak { voice, .. } => {
             let spoken_by = format!("espeak-ng:{voice}");
+            let voice = voice.clone();
             let (samples, sample_rate) =
                 tokio::task::spawn_blocking(move || uag_models::espeak::synthesize(&text, &voice)).await.map_err(|e| {
                     tracing::error!(error = %e, "espeak-ng task failed");
                     PublicError::internal()
                 })??;
-            Ok(Spoken { samples, sample_rate, voice: spoken_by })
+            Ok(Spoken { samples, sample_rate, voice: spoken_by, engine: "espeak-ng" })
         }
         Speaker::Silent(why) => Err(PublicError::new(
             ErrorClass::Unavailable,
             "voice_not_installed",
-            why.unwrap_or_else(|| "no voice is installed for this language".to_owned()),
+            why.clone().unwrap_or_else(|| "no voice is installed for this language".to_owned()),
         )),
     }
 }

@@ -25,10 +25,10 @@ use uag_core::types::{Channel, Event, InferenceRequest, Message, Params, Role, S
 use uag_models::asr::AsrOptions;
 use uag_models::manifest::{ModelEntry, ModelKind};
 use uag_models::runtime::ModelRuntimes;
-use uag_models::tts::TtsOptions;
 
 use crate::chunker::{SpeechChunker, speakable};
 use crate::config::VoiceConfig;
+use crate::speech::Spoken;
 
 /// Milliseconds since the end of speech for each stage of a turn (`None`: the stage did not run).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -460,26 +460,13 @@ async fn speak(
             announced = true;
             let _ = out.send(VoiceOut::Event(status(turn, "synthesizing", "Synthesizing speech"))).await;
         }
-        let result = match &speaker {
-            Speaker::Piper(models, entry) => models
-                .speak(entry, text.clone(), TtsOptions::default())
-                .await
-                .map(|s| (s.samples, s.sample_rate, s.voice, "piper"))
-                .map_err(|e| e.to_string()),
-            Speaker::Espeak { voice, .. } => {
-                let (voice, text) = (voice.clone(), text.clone());
-                match tokio::task::spawn_blocking(move || uag_models::espeak::synthesize(&text, &voice).map(|(s, r)| (s, r, voice))).await {
-                    Ok(Ok((samples, rate, voice))) => Ok((samples, rate, format!("espeak-ng:{voice}"), "espeak-ng")),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                }
-            }
-            Speaker::Silent(_) => return first_audio,
-        };
-        let (samples, sample_rate, voice, engine) = match result {
-            Ok(r) => r,
+        if matches!(speaker, Speaker::Silent(_)) {
+            return first_audio;
+        }
+        let Spoken { samples, sample_rate, voice, engine } = match crate::speech::speak_with(&speaker, text.clone()).await {
+            Ok(spoken) => spoken,
             Err(e) => {
-                tracing::warn!(error = %e, "speech synthesis failed");
+                tracing::warn!(code = e.code, error = %e.message, "speech synthesis failed");
                 let _ =
                     out.send(VoiceOut::Event(error(turn, "synthesis_failed", "speech synthesis failed; the answer is in the text"))).await;
                 return first_audio;
