@@ -86,7 +86,11 @@ impl Store {
         std::fs::create_dir_all(path).map_err(|source| EngineError::Read { path: path.to_path_buf(), source })?;
         // sled caches up to 1 GiB of pages by default; the engine keeps its own decoded copy of
         // everything, so a small cache is enough (and matters on a 4 GB board).
-        let db = sled::Config::new().path(path).mode(sled::Mode::LowSpace).cache_capacity(CACHE_BYTES).open().map_err(|e| match e {
+        // No background flusher: every write here flushes before it is acknowledged anyway, and
+        // sled's flusher thread kept the file lock for up to its 500 ms period after the store was
+        // dropped, so reopening a knowledge base in the same process could fail as "locked".
+        let config = sled::Config::new().path(path).mode(sled::Mode::LowSpace).cache_capacity(CACHE_BYTES).flush_every_ms(None);
+        let db = config.open().map_err(|e| match e {
             // sled reports a held file lock as an I/O error mentioning the lock.
             sled::Error::Io(io) if io.to_string().to_lowercase().contains("lock") || io.kind() == std::io::ErrorKind::WouldBlock => {
                 EngineError::Locked { path: path.to_path_buf() }

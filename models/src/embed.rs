@@ -74,11 +74,27 @@ impl Embedder {
         if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
             return Err(ModelError::InvalidInput(format!("input[{i}] is empty")));
         }
-        let mut out = Vec::with_capacity(texts.len());
+        // Batches of texts of about one length: each batch is padded to its longest text, so a
+        // short sentence batched with a long passage would cost as much as the passage (in an
+        // experiment that embedded each chunk's sentences with it, 2.5x the time).
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| texts[i].len());
+        let mut batches: Vec<Vec<usize>> = Vec::new();
+        for i in order {
+            match batches.last_mut() {
+                // A batch grows while its texts stay within about 1.5x of its shortest.
+                Some(batch) if batch.len() < BATCH && texts[i].len() <= texts[batch[0]].len() * 3 / 2 + 40 => batch.push(i),
+                _ => batches.push(vec![i]),
+            }
+        }
+        let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
         let mut tokens = 0;
-        for batch in texts.chunks(BATCH) {
-            let (vectors, batch_tokens) = self.embed_batch(batch)?;
-            out.extend(vectors);
+        for batch in &batches {
+            let batch_texts: Vec<&str> = batch.iter().map(|&i| texts[i]).collect();
+            let (vectors, batch_tokens) = self.embed_batch(&batch_texts)?;
+            for (&i, vector) in batch.iter().zip(vectors) {
+                out[i] = vector;
+            }
             tokens += batch_tokens;
         }
         Ok((out, tokens))
@@ -129,6 +145,20 @@ mod tests {
         let file = crate::test_support::model_file("all-minilm-l6-v2", "model.safetensors");
         let dir = file.parent().expect("dir");
         Embedder::load(dir).expect("MiniLM loads")
+    }
+
+    #[test]
+    fn texts_of_mixed_lengths_keep_their_order_and_their_vectors() {
+        let e = embedder();
+        let long = "The journal keeps the logs of every service; read them with journalctl -u followed by the unit name, and add -f to follow new lines as they arrive.";
+        let texts = [long, "Reboot.", "Cats sleep.", long, "How do I read the logs?"];
+        let together = e.embed(&texts).expect("embeds");
+        assert_eq!(together.len(), texts.len());
+        for (text, vector) in texts.iter().zip(&together) {
+            let alone = e.embed(&[text]).expect("embeds");
+            let dot: f32 = alone[0].iter().zip(vector).map(|(a, b)| a * b).sum();
+            assert!(dot > 0.999, "{text}: {dot}");
+        }
     }
 
     #[test]
