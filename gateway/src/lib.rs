@@ -27,6 +27,7 @@ pub mod config;
 pub mod embedder;
 pub mod error;
 pub mod http;
+mod listener;
 pub mod telemetry;
 pub mod tls;
 pub mod wyoming;

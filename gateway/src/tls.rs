@@ -229,18 +229,7 @@ impl TlsListener {
         let (tx, ready) = mpsc::channel(64);
         tokio::spawn(async move {
             loop {
-                let (stream, peer) = tokio::select! {
-                    () = stop.cancelled() => return,
-                    accepted = tcp.accept() => match accepted {
-                        Ok(pair) => pair,
-                        Err(e) => {
-                            // Out of file descriptors and the like: back off instead of spinning.
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    },
-                };
+                let Some((stream, peer)) = crate::listener::accept_until_stopped(&tcp, &stop, "TLS").await else { return };
                 let acceptor = TlsAcceptor::from(reloader.current());
                 let tx = tx.clone();
                 tokio::spawn(async move {

@@ -216,18 +216,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     loop {
-        let (stream, peer) = tokio::select! {
-            () = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait instead of spinning.
-                    tracing::warn!(error = %e, "wyoming accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
+        let Some((stream, peer)) = crate::listener::accept_until_stopped(&listener, &shutdown, "wyoming").await else { return };
         let (voice, limiter, shutdown) = (voice.clone(), limiter.clone(), shutdown.clone());
         let max_audio_seconds = config.max_audio_seconds;
         tasks.spawn(async move {
