@@ -117,7 +117,14 @@ pub(crate) fn attach_dense(config: &Config, engine: &Engine) -> Result<(), CliEr
     let manifest = uag_models::manifest::Manifest::embedded().map_err(|e| CliError::Startup(e.to_string()))?;
     let runtimes =
         uag_models::runtime::ModelRuntimes::start(manifest, config.model_runtime_config()).map_err(|e| CliError::Startup(e.to_string()))?;
-    uag_gateway::embedder::attach(engine, &runtimes, true);
+    if let uag_gateway::embedder::DenseRetrieval::NoModel { models_dir } = uag_gateway::embedder::attach(engine, &runtimes, true) {
+        eprintln!(
+            "note: no embedding model in {}: passages are ranked by BM25 and the graph only. Install it with \
+             `uag models fetch all-minilm-l6-v2`, or point [models] dir (UAG__MODELS__DIR) at the directory that has it \
+             (it defaults to <data_dir>/models).",
+            models_dir.display()
+        );
+    }
     Ok(())
 }
 

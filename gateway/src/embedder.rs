@@ -26,25 +26,47 @@ impl TextEmbedder for RuntimeEmbedder {
     }
 }
 
+/// What [`attach`] did, for a CLI to say (the server logs it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DenseRetrieval {
+    /// `[graphrag] dense = false`.
+    Disabled,
+    /// No embedding model file in this models directory.
+    NoModel { models_dir: std::path::PathBuf },
+    /// On, with this many stored chunk vectors loaded.
+    On { model: String, vectors: usize },
+    /// The stored vectors could not be read.
+    Unreadable,
+}
+
 /// Turns dense retrieval on when `[graphrag] dense` is set and an embedding model is
 /// installed. Loads the stored vectors only: the chunks still
 /// missing one are embedded in the background ([`crate::http::prepare_knowledge_base`]).
-pub fn attach(engine: &Engine, runtimes: &Arc<ModelRuntimes>, enabled: bool) {
+pub fn attach(engine: &Engine, runtimes: &Arc<ModelRuntimes>, enabled: bool) -> DenseRetrieval {
     if !enabled {
-        return;
+        return DenseRetrieval::Disabled;
     }
     let entry = match runtimes.resolve(ModelKind::Embed, None) {
         Ok(entry) if entry.main_path(runtimes.models_dir()).is_file() => entry,
         _ => {
+            // The directory is named: `[models] dir` defaults to `<data_dir>/models`, so a data
+            // directory moved elsewhere silently lost its models before.
             tracing::info!(
+                models_dir = %runtimes.models_dir().display(),
                 "no embedding model installed: passages are ranked by BM25 and the graph (`uag models fetch all-minilm-l6-v2` adds meaning)"
             );
-            return;
+            return DenseRetrieval::NoModel { models_dir: runtimes.models_dir().to_path_buf() };
         }
     };
     let id = entry.id.clone();
     match engine.set_embedder(Arc::new(RuntimeEmbedder { runtimes: Arc::clone(runtimes), entry })) {
-        Ok(loaded) => tracing::info!(model = %id, vectors = loaded, "dense retrieval on"),
-        Err(e) => tracing::warn!(error = %e, "stored chunk vectors unreadable; dense retrieval off"),
+        Ok(loaded) => {
+            tracing::info!(model = %id, vectors = loaded, "dense retrieval on");
+            DenseRetrieval::On { model: id, vectors: loaded }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "stored chunk vectors unreadable; dense retrieval off");
+            DenseRetrieval::Unreadable
+        }
     }
 }

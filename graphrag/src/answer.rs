@@ -267,6 +267,21 @@ pub fn select_evidence(question: &str, retrieval: &Retrieval, max_sentences: usi
         }
         words_used += len;
         chosen.push(i);
+        // The best sentence often restates the question and the one after it answers ("...
+        // the root_squash option, enabled by default." then "no_root_squash turns it off"):
+        // the first pick is read on at once, before other picks take the room.
+        if chosen.len() == 1
+            && let Some(j) = read_on_from(&candidates, i)
+        {
+            let len = candidates[j].text.split_whitespace().count();
+            if !chosen.contains(&j) && words_used + len <= max_words && chosen.len() < max_sentences {
+                for (t, term) in terms.iter().enumerate() {
+                    covered[t] |= candidates[j].says(term) > 0.0;
+                }
+                words_used += len;
+                chosen.push(j);
+            }
+        }
     }
     // Another passage: a question in two parts often needs a second section, whose words the
     // first one already seemed to cover; the best sentence of each unused top passage.
@@ -319,15 +334,9 @@ pub fn select_evidence(question: &str, retrieval: &Retrieval, max_sentences: usi
         if chosen.len() >= max_sentences {
             break;
         }
-        let next = candidates.iter().position(|c| c.passage == candidates[i].passage && c.order == candidates[i].order + 1);
-        // What follows a command line is its output, not more of the answer.
-        if is_command_line(candidates[i].text) {
-            continue;
-        }
-        let Some(j) = next else { continue };
+        let Some(j) = read_on_from(&candidates, i) else { continue };
         let len = candidates[j].text.split_whitespace().count();
-        // An announcement (ending in a colon) read on to is cut off from what it announces.
-        if chosen.contains(&j) || words_used + len > max_words || candidates[j].text.ends_with(':') {
+        if chosen.contains(&j) || words_used + len > max_words {
             continue;
         }
         words_used += len;
@@ -345,6 +354,18 @@ pub fn select_evidence(question: &str, retrieval: &Retrieval, max_sentences: usi
         })
         .collect();
     Evidence { sentences, coverage, best_terms }
+}
+
+/// The unit after candidate `i` in its passage, when reading on to it makes sense.
+fn read_on_from(candidates: &[Candidate<'_>], i: usize) -> Option<usize> {
+    // What follows a command line is its output, not more of the answer; an announcement
+    // (ending in a colon) has its own rule.
+    if is_command_line(candidates[i].text) || candidates[i].text.ends_with(':') {
+        return None;
+    }
+    let j = candidates.iter().position(|c| c.passage == candidates[i].passage && c.order == candidates[i].order + 1)?;
+    // An announcement read on to is cut off from what it announces.
+    (!candidates[j].text.ends_with(':')).then_some(j)
 }
 
 /// Below this share of the question's weight the passages do not answer it: the answer says
@@ -566,6 +587,25 @@ mod grounded_tests {
         assert!(answer.text.contains("# journalctl -u ssh.service [1]"), "{}", answer.text);
         assert!(!answer.text.contains("Server listening"), "the listing's output is not the answer: {}", answer.text);
         assert_eq!(answer.citations.len(), 1);
+    }
+
+    #[test]
+    fn the_sentence_after_the_best_one_is_read_before_other_passages_fill_the_answer() {
+        // The best sentence restates the question; the one after it holds the answer
+        // (no_root_squash) but shares no word with it, and two other passages share more.
+        let r = retrieval(&[
+            (
+                "11.4.2. Configuring the NFS Server",
+                "By default, the NFS server treats requests from the root user of a client machine as requests from the \
+                 nobody user. Trusted setups set no_root_squash instead, at their own risk.",
+            ),
+            ("11.4.1. Securing NFS", "Each export of the NFS server lists the client machines allowed and their options."),
+            ("11.4.3. NFS Client", "What happens when an option is turned on or off is written in the exports(5) manual page."),
+        ]);
+        let question = "On an NFS server, what happens by default to requests from the root user of a client machine, and which export option turns that off?";
+        let answer = synthesize_capped(question, &r, 3, 120);
+        assert!(answer.text.contains("no_root_squash"), "{}", answer.text);
+        assert!(answer.text.contains("nobody"), "{}", answer.text);
     }
 
     #[test]

@@ -272,6 +272,24 @@ fn ingest_embeds_chunks_and_ask_finds_a_paraphrase() {
     assert!(stdout.contains("0 added, 0 replaced, 3 unchanged") && !stderr.contains("embedded"), "{stdout}\n{stderr}");
 }
 
+/// A data directory moved elsewhere takes `[models] dir` with it (`<data_dir>/models`): ingest
+/// still works on BM25 and the graph, and says which directory it looked in and what to do.
+#[test]
+fn ingest_without_an_embedding_model_says_where_it_looked() {
+    let state = tempfile::tempdir().unwrap();
+    let docs = state.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(docs.join("reboot.md"), "# Shutting down\n\nTo reboot the machine, run `systemctl reboot` as root.\n").unwrap();
+    let data = state.path().join("data");
+    let out = uag().env("UAG__STORAGE__DATA_DIR", &data).args(["ingest", docs.to_str().unwrap()]).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("1 added"), "{stdout}");
+    let looked_in = data.join("models");
+    assert!(stderr.contains(&format!("no embedding model in {}", looked_in.display())), "{stderr}");
+    assert!(stderr.contains("uag models fetch all-minilm-l6-v2") && stderr.contains("UAG__MODELS__DIR"), "{stderr}");
+}
+
 /// The shipped appliance config (deploy/uag.toml) with its paths moved under `dir`: the same
 /// keys, roles and policy, on loopback.
 fn appliance_config(dir: &std::path::Path) -> std::path::PathBuf {
