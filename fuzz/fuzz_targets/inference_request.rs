@@ -1,5 +1,5 @@
 //! Request JSON decoding and translation: bytes -> the server's JSON extractor
-//! (`parse_json`) -> `InferenceRequest` (native) or the OpenAI chat shape -> `validate()` ->
+//! (`parse_json`) -> `InferenceRequest` (native), the OpenAI chat shape or the Anthropic Messages shape -> `validate()` ->
 //! the upstream body of every wire format (OpenAI, OpenAI-compatible, Anthropic, Ollama).
 //! Checks that a valid request survives a serde round trip and that every upstream body is
 //! JSON carrying the model, the stream flag and each turn's text unchanged.
@@ -10,14 +10,15 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
+use uag_gateway::config::SecretString;
 use uag_gateway::config::{ProviderKind, RemoteProviderConfig};
+use uag_gateway::http::anthropic::MessagesRequest;
 use uag_gateway::http::extract::parse_json;
 use uag_gateway::http::openai::ChatCompletionRequest;
 use uag_gateway::provider::anthropic::AnthropicProvider;
 use uag_gateway::provider::ollama::OllamaProvider;
 use uag_gateway::provider::openai::OpenAiProvider;
 use uag_gateway::provider::{AuthMethod, Identity, ProviderCall, RequestContext};
-use uag_gateway::config::SecretString;
 use uag_gateway::types::{InferenceRequest, Role};
 
 const MODEL: &str = "fuzz-model";
@@ -118,6 +119,13 @@ fuzz_target!(|data: &[u8]| {
     // The OpenAI chat shape (`POST /v1/chat/completions`).
     if let Ok(chat) = parse_json::<ChatCompletionRequest>(data)
         && let Ok((request, _include_usage)) = chat.into_inference()
+        && request.validate().is_ok()
+    {
+        translate(request, stream);
+    }
+    // The Anthropic Messages shape (`POST /v1/messages`).
+    if let Ok(messages) = parse_json::<MessagesRequest>(data)
+        && let Ok(request) = messages.into_inference()
         && request.validate().is_ok()
     {
         translate(request, stream);

@@ -95,6 +95,21 @@ async fn streamed_local_answer_reports_each_stage_then_cites() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["uag"]["sources"][0]["document"], "kioskd.md");
+
+    // So does the Anthropic Messages route, streamed: the text in deltas, the sources at the end.
+    let (status, _, text) = gw
+        .post(
+            "/v1/messages",
+            &json!({"model": "local", "max_tokens": 200, "stream": true,
+                    "messages": [{"role": "user", "content": "How do I read the kioskd logs?"}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{text}");
+    let data: Vec<Value> = common::sse(&text).into_iter().map(|(_, d)| serde_json::from_str(&d).unwrap()).collect();
+    let answer: String = data.iter().filter(|d| d["type"] == "content_block_delta").map(|d| d["delta"]["text"].as_str().unwrap()).collect();
+    assert!(answer.contains("journalctl -u kioskd"), "{answer}");
+    let delta = data.iter().find(|d| d["type"] == "message_delta").unwrap();
+    assert_eq!(delta["uag"]["sources"][0]["document"], "kioskd.md", "{delta}");
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@
 
 mod common;
 
+mod anthropic_compat;
 mod auth;
 mod bad_input;
 mod cache;

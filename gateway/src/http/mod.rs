@@ -3,6 +3,7 @@
 //! - [`inference`]: `POST /v1/inference` (JSON, or SSE when `"stream": true`)
 //! - [`ws`]: `GET /v1/inference/stream` (WebSocket, several requests per connection)
 //! - [`openai`]: OpenAI-compatible `POST /v1/chat/completions` and `GET /v1/models`
+//! - [`anthropic`]: the Anthropic Messages API, `POST /v1/messages`
 //! - [`discovery`]: `GET /v1/providers`, `/healthz`, `/readyz`
 //! - [`audio`]: `POST /v1/audio/transcriptions`, `/v1/audio/speech`, `/v1/embeddings` (local models)
 //! - [`voice`]: `GET /v1/voice` (WebSocket voice assistant: audio in, text and speech out)
@@ -10,6 +11,7 @@
 //! - [`extract`]: the JSON body extractor whose errors name the offending field
 
 pub mod access;
+pub mod anthropic;
 pub mod audio;
 pub mod client_address;
 pub mod discovery;
@@ -234,6 +236,13 @@ async fn refuse_declared_oversize(
     next.run(request).await
 }
 
+/// Error bodies of `/v1/messages` in Anthropic's shape ([`anthropic::anthropic_errors`]).
+async fn anthropic_shaped_errors(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let anthropic = request.extensions().get::<axum::extract::MatchedPath>().is_some_and(|p| p.as_str() == "/v1/messages");
+    let response = next.run(request).await;
+    if anthropic { anthropic::anthropic_errors(response).await } else { response }
+}
+
 /// The whole HTTP application, without a socket (tests drive it with `oneshot`).
 pub fn app(state: AppState) -> Router {
     let max_body = state.config.server.max_body_bytes;
@@ -243,6 +252,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/inference", post(inference::infer))
         .route("/v1/inference/stream", get(ws::upgrade))
         .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/messages", post(anthropic::messages))
         .route("/v1/models", get(openai::models))
         .merge(audio::routes(&state.config))
         .route("/v1/providers", get(discovery::providers))
@@ -257,6 +267,8 @@ pub fn app(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::authenticate))
         // First of all: a declared body over the route's limit is 413 before anything reads it.
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), refuse_declared_oversize))
+        // Anthropic's routes answer every error in Anthropic's shape, those of the layers above too.
+        .route_layer(axum::middleware::from_fn(anthropic_shaped_errors))
         // The kiosk page is static and holds no data: it loads without credentials (its
         // WebSocket still authenticates, e.g. with `?access_token=`).
         .merge(kiosk_routes(&state))
