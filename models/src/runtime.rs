@@ -41,6 +41,15 @@ const OPENAI_ALIASES: &[(&str, ModelKind)] = &[
 /// OpenAI's voice names; they select this appliance's default voice.
 pub const OPENAI_VOICES: &[&str] = &["alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse"];
 
+/// An installed model clients can name ([`ModelRuntimes::installed_models`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstalledModel {
+    pub id: String,
+    pub kind: ModelKind,
+    /// The OpenAI model names that select it (only the default of its kind has them).
+    pub aliases: Vec<&'static str>,
+}
+
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
     pub models_dir: PathBuf,
@@ -354,6 +363,25 @@ impl ModelRuntimes {
             ModelKind::Tts => self.tts.submit(Box::new(move |s| log(s.voice(&entry).map(drop)))),
             ModelKind::Runtime => Ok(()),
         }
+    }
+
+    /// The installed speech-to-text, text-to-speech and embedding models, each with the OpenAI
+    /// names that select it (`whisper-1` selects the default transcription model): what
+    /// `GET /v1/models` lists beside the providers' chat models.
+    pub fn installed_models(&self) -> Vec<InstalledModel> {
+        let mut out = Vec::new();
+        for kind in [ModelKind::Asr, ModelKind::Tts, ModelKind::Embed] {
+            let default = self.resolve(kind, None).ok().map(|e| e.id);
+            for entry in self.manifest.models.iter().filter(|m| m.kind == kind && m.main_path(&self.config.models_dir).is_file()) {
+                let aliases = if default.as_deref() == Some(entry.id.as_str()) {
+                    OPENAI_ALIASES.iter().filter(|(_, k)| *k == kind).map(|(a, _)| *a).collect()
+                } else {
+                    Vec::new()
+                };
+                out.push(InstalledModel { id: entry.id.clone(), kind, aliases });
+            }
+        }
+        out
     }
 
     /// The model a request means: a manifest id of the right kind, an OpenAI alias or nothing

@@ -269,6 +269,30 @@ async fn a_full_queue_answers_503_with_retry_after() {
     assert_eq!(rejected as usize, busy.len(), "{metrics}");
 }
 
+/// `GET /v1/models` lists the installed transcription, speech and embedding models with the
+/// OpenAI names that select them, beside the chat models (before, only chat models were listed).
+#[tokio::test]
+async fn the_models_list_names_every_installed_local_model_and_its_openai_aliases() {
+    let (_mock, gw) = gateway("").await;
+    let (status, body) = gw.get_json("/v1/models").await;
+    assert_eq!(status, 200, "{body}");
+    let data = body["data"].as_array().unwrap();
+    let find = |id: &str| data.iter().find(|m| m["id"] == id).unwrap_or_else(|| panic!("{id} missing from {body}"));
+    for (id, kind) in [("whisper-tiny.en", "transcription"), ("piper-en_US-joe-medium", "speech"), ("all-minilm-l6-v2", "embedding")] {
+        assert_eq!(find(id)["uag"]["kind"], kind, "{id}");
+        assert_eq!(find(id)["owned_by"], "uag-local");
+    }
+    for (alias, id) in
+        [("whisper-1", "whisper-tiny.en"), ("tts-1", "piper-en_US-joe-medium"), ("text-embedding-3-small", "all-minilm-l6-v2")]
+    {
+        assert_eq!(find(alias)["uag"]["alias_of"], id, "{alias}");
+        assert_eq!(find(alias)["object"], "model");
+    }
+    // The local LLM stays a chat model of provider `local`.
+    find("local/smollm2-135m-instruct");
+    assert!(!data.iter().any(|m| m["id"] == "onnxruntime"), "a runtime library is not a model: {body}");
+}
+
 #[tokio::test]
 async fn official_openai_python_sdk_uses_the_local_models_unchanged() {
     let python = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-sdk/bin/python");

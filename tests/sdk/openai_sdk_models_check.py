@@ -34,4 +34,9 @@ try:
 except openai.BadRequestError as e:
     assert e.body["param"] == "input", e.body
 
+# The models list names the local models by the OpenAI names used above.
+ids = [m.id for m in client.models.list()]
+for name in ["whisper-1", "tts-1", "text-embedding-3-small"]:
+    assert name in ids, (name, ids)
+
 print("sdk models check passed")

@@ -300,9 +300,26 @@ struct ModelObject {
     object: &'static str,
     created: u64,
     owned_by: String,
+    /// For the local speech and embedding models: their kind, and which model an alias selects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uag: Option<Value>,
 }
 
-/// `GET /v1/models`: every provider's models as `provider/model`, then the route aliases.
+/// The OpenAI endpoint family a local model kind serves.
+fn kind_name(kind: uag_models::manifest::ModelKind) -> &'static str {
+    use uag_models::manifest::ModelKind;
+    match kind {
+        ModelKind::Asr => "transcription",
+        ModelKind::Tts => "speech",
+        ModelKind::Embed => "embedding",
+        ModelKind::Llm => "chat",
+        ModelKind::Runtime => "runtime",
+    }
+}
+
+/// `GET /v1/models`: every provider's models as `provider/model`, the route aliases, then the
+/// installed local transcription, speech and embedding models with the OpenAI names
+/// (`whisper-1`, `tts-1`, `text-embedding-3-small`) that select them.
 /// Upstream lists are fetched concurrently, cached by each provider, and skipped (with a
 /// log line) when an upstream does not answer in time.
 pub async fn models(State(state): State<AppState>) -> Json<Value> {
@@ -330,6 +347,7 @@ pub async fn models(State(state): State<AppState>) -> Json<Value> {
                 object: "model",
                 created: 0,
                 owned_by: provider.clone(),
+                uag: None,
             })
         })
         .collect();
@@ -338,6 +356,21 @@ pub async fn models(State(state): State<AppState>) -> Json<Value> {
         object: "model",
         created: 0,
         owned_by: "uag-route".into(),
+        uag: None,
     }));
+    // The local transcription, speech and embedding models, and the OpenAI names that select them.
+    for m in state.models.as_ref().map(|r| r.installed_models()).unwrap_or_default() {
+        let kind = kind_name(m.kind);
+        for alias in &m.aliases {
+            data.push(ModelObject {
+                id: (*alias).to_owned(),
+                object: "model",
+                created: 0,
+                owned_by: "uag-local".into(),
+                uag: Some(json!({"kind": kind, "alias_of": m.id})),
+            });
+        }
+        data.push(ModelObject { id: m.id, object: "model", created: 0, owned_by: "uag-local".into(), uag: Some(json!({"kind": kind})) });
+    }
     Json(json!({"object": "list", "data": data}))
 }
