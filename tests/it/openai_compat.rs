@@ -115,6 +115,41 @@ async fn unsupported_features_are_refused_by_name() {
     let (status, body) = gw.post_json("/v1/chat/completions", &tool).await;
     assert_eq!((status, body["error"]["param"].as_str()), (400, Some("messages[0].role")), "{body}");
 
+    // Fields that change what comes back are refused, not dropped: before, a json_schema
+    // response_format reached no upstream and the client got free text.
+    let schema = json!({"type": "json_schema", "json_schema": {"name": "city", "schema": {"type": "object"}}});
+    for (field, value) in [
+        ("response_format", schema),
+        ("response_format", json!({"type": "json_object"})),
+        ("tool_choice", json!("required")),
+        ("logprobs", json!(true)),
+        ("modalities", json!(["text", "audio"])),
+        ("frequency_penalty", json!(0.5)),
+        ("logit_bias", json!({"50256": -100})),
+    ] {
+        let mut req = sdk_request("openai/gpt-4o-mini", false);
+        req[field] = value;
+        let (status, body) = gw.post_json("/v1/chat/completions", &req).await;
+        assert_eq!((status, body["error"]["param"].as_str()), (400, Some(field)), "{body}");
+    }
+    // Their neutral values ask for nothing and pass.
+    let mut neutral = sdk_request("openai/gpt-4o-mini", false);
+    for (field, value) in [
+        ("response_format", json!({"type": "text"})),
+        ("tool_choice", json!("none")),
+        ("logprobs", json!(false)),
+        ("modalities", json!(["text"])),
+        ("frequency_penalty", json!(0)),
+        ("presence_penalty", json!(0.0)),
+        ("logit_bias", json!({})),
+        ("parallel_tool_calls", json!(true)),
+        ("store", json!(false)),
+    ] {
+        neutral[field] = value;
+    }
+    let (status, body) = gw.post_json("/v1/chat/completions", &neutral).await;
+    assert_eq!(status, 200, "{body}");
+
     let hot = json!({"model": "openai/gpt-4o-mini", "temperature": 9, "messages": [{"role": "user", "content": "x"}]});
     let (status, body) = gw.post_json("/v1/chat/completions", &hot).await;
     assert_eq!((status, body["error"]["param"].as_str()), (400, Some("temperature")), "{body}");

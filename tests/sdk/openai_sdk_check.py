@@ -66,6 +66,15 @@ try:
 except openai.BadRequestError as e:
     assert e.body["param"] == "messages", e.body
 try:
+    client.chat.completions.create(
+        model="openai/gpt-4o-mini",
+        messages=[{"role": "user", "content": "x"}],
+        response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": {"type": "object"}}},
+    )
+    raise AssertionError("expected BadRequestError: structured output must not be dropped silently")
+except openai.BadRequestError as e:
+    assert e.body["param"] == "response_format", e.body
+try:
     client.chat.completions.create(model="openai/error-429", messages=[{"role": "user", "content": "x"}])
     raise AssertionError("expected RateLimitError")
 except openai.RateLimitError as e:

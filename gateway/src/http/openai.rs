@@ -3,8 +3,9 @@
 //! `stream_options.include_usage`) and `GET /v1/models`.
 //!
 //! Requests are translated to [`InferenceRequest`] and answers back; fields the SDKs send that
-//! uag does not use are ignored, fields it cannot honour (`n > 1`, tools, images) are refused
-//! with a 400 naming them. Status events travel as SSE comments, which SDKs skip.
+//! uag does not use are ignored, fields it cannot honour (`n > 1`, tools, images,
+//! `response_format` other than text, logprobs, audio output, penalties) are refused with a 400
+//! naming them, never dropped silently. Status events travel as SSE comments, which SDKs skip.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -59,6 +60,26 @@ pub struct ChatCompletionRequest {
     pub tools: Option<Vec<Value>>,
     #[serde(default)]
     pub metadata: Option<serde_json::Map<String, Value>>,
+    #[serde(default)]
+    pub tool_choice: Option<Value>,
+    #[serde(default)]
+    pub functions: Option<Vec<Value>>,
+    #[serde(default)]
+    pub response_format: Option<Value>,
+    #[serde(default)]
+    pub logprobs: Option<bool>,
+    #[serde(default)]
+    pub top_logprobs: Option<u32>,
+    #[serde(default)]
+    pub modalities: Option<Vec<String>>,
+    #[serde(default)]
+    pub audio: Option<Value>,
+    #[serde(default)]
+    pub frequency_penalty: Option<f32>,
+    #[serde(default)]
+    pub presence_penalty: Option<f32>,
+    #[serde(default)]
+    pub logit_bias: Option<serde_json::Map<String, Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,6 +118,44 @@ pub struct ContentPart {
 }
 
 impl ChatCompletionRequest {
+    /// Fields that change what the client gets back and that uag cannot carry to a provider
+    /// yet: a 400 naming them, instead of free text where the client asked for JSON, or no
+    /// logprobs where it asked for them. Hints (`store`, `service_tier`, `parallel_tool_calls`,
+    /// `reasoning_effort`, `prompt_cache_key`) and their neutral values (`"text"`, `0`,
+    /// `tool_choice: "none"`) pass.
+    fn refuse_what_would_be_dropped(&self) -> Result<(), ApiError> {
+        let format = self.response_format.as_ref().and_then(|f| f.get("type")).and_then(Value::as_str);
+        if self.response_format.as_ref().is_some_and(|f| !f.is_null()) && format != Some("text") {
+            return Err(ApiError::invalid_field(
+                "response_format",
+                format!("response_format `{}` (structured output) is not supported by this gateway yet", format.unwrap_or("?")),
+            ));
+        }
+        if self.tool_choice.as_ref().is_some_and(|c| !c.is_null() && c.as_str() != Some("none")) {
+            return Err(ApiError::invalid_field("tool_choice", "tool calling is not supported by this gateway"));
+        }
+        if self.functions.as_ref().is_some_and(|f| !f.is_empty()) {
+            return Err(ApiError::invalid_field("functions", "function calling is not supported by this gateway"));
+        }
+        if self.logprobs == Some(true) || self.top_logprobs.is_some_and(|n| n > 0) {
+            let field = if self.logprobs == Some(true) { "logprobs" } else { "top_logprobs" };
+            return Err(ApiError::invalid_field(field, "log probabilities are not supported by this gateway"));
+        }
+        if self.modalities.as_ref().is_some_and(|m| m.iter().any(|m| m != "text")) || self.audio.as_ref().is_some_and(|a| !a.is_null()) {
+            let field = if self.audio.as_ref().is_some_and(|a| !a.is_null()) { "audio" } else { "modalities" };
+            return Err(ApiError::invalid_field(field, "audio output in chat is not supported; use POST /v1/audio/speech"));
+        }
+        for (field, value) in [("frequency_penalty", self.frequency_penalty), ("presence_penalty", self.presence_penalty)] {
+            if value.is_some_and(|v| v != 0.0) {
+                return Err(ApiError::invalid_field(field, format!("{field} is not supported by this gateway; leave it at 0")));
+            }
+        }
+        if self.logit_bias.as_ref().is_some_and(|b| !b.is_empty()) {
+            return Err(ApiError::invalid_field("logit_bias", "logit_bias is not supported by this gateway"));
+        }
+        Ok(())
+    }
+
     /// The native request, or a 400 naming the OpenAI field that uag cannot honour.
     pub fn into_inference(self) -> Result<(InferenceRequest, bool), ApiError> {
         if self.n.is_some_and(|n| n != 1) {
@@ -105,6 +164,7 @@ impl ChatCompletionRequest {
         if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
             return Err(ApiError::invalid_field("tools", "tool calling is not supported by this gateway"));
         }
+        self.refuse_what_would_be_dropped()?;
         let mut messages = Vec::with_capacity(self.messages.len());
         for (i, m) in self.messages.into_iter().enumerate() {
             let role = match m.role.as_str() {
