@@ -86,6 +86,36 @@ pub struct RuntimeLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ThermalLabels {
+    /// `thermal_zone0` (bounded by the board).
+    pub zone: String,
+    /// What the zone measures: `cpu-thermal`, `GPU-therm`.
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CpuLabels {
+    /// `cpu0` (bounded by the board).
+    pub cpu: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ThrottlingLabels {
+    /// `under_voltage`, `frequency_capped`, `throttled` or `soft_temperature_limit`.
+    pub condition: String,
+    /// `now` or `since_boot`.
+    pub when: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PressureLabels {
+    /// `cpu`, `memory` or `io`.
+    pub resource: String,
+    /// `some` (some tasks waited) or `full` (all did).
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ModelLabels {
     /// A manifest id (bounded: the manifest is compiled in).
     pub model: String,
@@ -143,6 +173,13 @@ pub struct Metrics {
     pub kb_chunks: Gauge,
     pub kb_entities: Gauge,
     pub resident_memory: Gauge,
+    pub device_temperature: Family<ThermalLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub device_cpu_frequency: Family<CpuLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub device_throttling: Family<ThrottlingLabels, Gauge>,
+    pub device_pressure: Family<PressureLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub device_memory_available: Gauge,
+    pub device_disk_free: Gauge,
+    pub device_disk_size: Gauge,
     pub runtime_queue_depth: Family<RuntimeLabels, Gauge>,
     pub runtime_jobs: Family<RuntimeLabels, Gauge>,
     pub runtime_busy_rejections: Family<RuntimeLabels, Gauge>,
@@ -186,6 +223,13 @@ impl Metrics {
             kb_chunks: Gauge::default(),
             kb_entities: Gauge::default(),
             resident_memory: Gauge::default(),
+            device_temperature: Family::default(),
+            device_cpu_frequency: Family::default(),
+            device_throttling: Family::default(),
+            device_pressure: Family::default(),
+            device_memory_available: Gauge::default(),
+            device_disk_free: Gauge::default(),
+            device_disk_size: Gauge::default(),
             runtime_queue_depth: Family::default(),
             runtime_jobs: Family::default(),
             runtime_busy_rejections: Family::default(),
@@ -242,6 +286,21 @@ impl Metrics {
         r.register("knowledge_base_chunks", "Chunks in the knowledge base", m.kb_chunks.clone());
         r.register("knowledge_base_entities", "Entities in the knowledge graph", m.kb_entities.clone());
         r.register("process_resident_memory_bytes", "Resident memory of the uag process", m.resident_memory.clone());
+        r.register("device_temperature_celsius", "Temperature of each thermal zone of the board", m.device_temperature.clone());
+        r.register("device_cpu_frequency_hertz", "Current frequency of each CPU", m.device_cpu_frequency.clone());
+        r.register(
+            "device_throttling",
+            "1 while (or once since boot) the Raspberry Pi firmware reports the condition",
+            m.device_throttling.clone(),
+        );
+        r.register(
+            "device_pressure_ratio",
+            "Share of the last 10 s in which tasks stalled waiting for the resource (PSI avg10)",
+            m.device_pressure.clone(),
+        );
+        r.register("device_memory_available_bytes", "Memory available to new work (MemAvailable)", m.device_memory_available.clone());
+        r.register("device_disk_free_bytes", "Free space of the data directory's filesystem, available to uag", m.device_disk_free.clone());
+        r.register("device_disk_size_bytes", "Size of the data directory's filesystem", m.device_disk_size.clone());
         r.register("model_runtime_queue_depth", "Requests waiting per local model runtime", m.runtime_queue_depth.clone());
         r.register("model_runtime_jobs", "Requests a local model runtime has finished (since start)", m.runtime_jobs.clone());
         r.register(

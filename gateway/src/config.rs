@@ -74,6 +74,8 @@ pub struct Config {
     /// The Wyoming server for Home Assistant; absent: not served.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wyoming: Option<crate::wyoming::WyomingConfig>,
+    /// Where device health (temperatures, throttling, pressure) is read, and `uag doctor`'s limits.
+    pub device: crate::device::DeviceConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -24,6 +24,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod device;
 pub mod embedder;
 pub mod error;
 pub mod http;

@@ -145,7 +145,51 @@ async fn dashboard_and_alert_queries_use_exported_metric_names() {
         "uag_asr_real_time_factor",
         "uag_model_runtime_queue_depth",
         "uag_process_resident_memory_bytes",
+        "uag_device_temperature_celsius",
+        "uag_device_throttling",
+        "uag_device_disk_free_bytes",
+        "uag_device_pressure_ratio",
     ] {
         assert!(used.contains(family), "the dashboard has no panel for {family}");
     }
+}
+
+/// Device health: disk space and pressure of this machine, and temperature, CPU frequency and
+/// the Raspberry Pi firmware's flags from a sysfs fixture (`[device] root`).
+#[tokio::test]
+async fn device_health_is_exported_from_the_kernel_and_from_a_pi_fixture() {
+    let fixture = tempfile::tempdir().unwrap();
+    let put = |path: &str, text: &str| {
+        let p = fixture.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    put("sys/class/thermal/thermal_zone0/type", "cpu-thermal\n");
+    put("sys/class/thermal/thermal_zone0/temp", "83500\n");
+    put("sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq", "1500000\n");
+    // Under-voltage now, throttled since boot (as `vcgencmd get_throttled` prints 0x40001).
+    put("sys/devices/platform/soc/soc:firmware/get_throttled", "40001\n");
+    // The real kernel's PSI and meminfo, as the fixture's own.
+    for file in ["proc/pressure/cpu", "proc/pressure/memory", "proc/pressure/io", "proc/meminfo"] {
+        if let Ok(text) = std::fs::read_to_string(std::path::Path::new("/").join(file)) {
+            put(file, &text);
+        }
+    }
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::with_mock(&mock, &format!("[device]\nroot = \"{}\"\n", fixture.path().display())).await;
+    let text = client().get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let m = parse(&text);
+    assert_eq!(get(&m, "uag_device_temperature_celsius", &[("zone", "thermal_zone0"), ("kind", "cpu-thermal")]), 83.5);
+    assert_eq!(get(&m, "uag_device_cpu_frequency_hertz", &[("cpu", "cpu0")]), 1.5e9);
+    let flag = |condition: &str, when: &str| get(&m, "uag_device_throttling", &[("condition", condition), ("when", when)]);
+    assert_eq!((flag("under_voltage", "now"), flag("throttled", "now"), flag("throttled", "since_boot")), (1.0, 0.0, 1.0));
+    // This machine's own disk: the data directory's filesystem.
+    let (free, size) = (get(&m, "uag_device_disk_free_bytes", &[]), get(&m, "uag_device_disk_size_bytes", &[]));
+    assert!(size > 0.0 && free > 0.0 && free <= size, "{free} of {size}");
+    if std::path::Path::new("/proc/pressure/memory").exists() {
+        let some = get(&m, "uag_device_pressure_ratio", &[("resource", "memory"), ("kind", "some")]);
+        assert!((0.0..=1.0).contains(&some), "{some}");
+        get(&m, "uag_device_pressure_ratio", &[("resource", "cpu"), ("kind", "some")]);
+    }
+    assert!(get(&m, "uag_device_memory_available_bytes", &[]) > 0.0);
 }

@@ -80,6 +80,11 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         m.observe_runtimes(&models.status(), models.manifest().models.iter().map(|e| e.id.as_str()));
     }
     m.resident_memory.set(resident_memory_bytes());
+    let (device, data_dir) = (state.config.device.clone(), state.config.storage.data_dir.clone());
+    match tokio::task::spawn_blocking(move || crate::device::read(&device, &data_dir)).await {
+        Ok(health) => crate::device::observe(m, &health),
+        Err(e) => tracing::warn!(error = %e, "reading device health failed"),
+    }
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], m.render()).into_response()
 }
 
