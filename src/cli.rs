@@ -53,6 +53,9 @@ enum Command {
         #[command(subcommand)]
         command: crate::kb::EvalCommand,
     },
+    /// Check this appliance on site: listen address and credentials, models (re-hashed), free
+    /// space, knowledge base, temperature, power and memory. Exit 1 on any problem.
+    Doctor,
     /// Install and check local model files (ASR, LLM, embeddings, TTS).
     Models {
         #[command(subcommand)]
@@ -133,6 +136,10 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
                 }
             };
             healthcheck(&url)
+        }
+        Command::Doctor => {
+            let (config, origin) = load(cli.config.as_deref())?;
+            crate::doctor::run(&config, &origin)
         }
         Command::Ingest(args) => crate::kb::ingest(&load(cli.config.as_deref())?.0, &args),
         Command::Ask(args) => crate::kb::ask(&load(cli.config.as_deref())?.0, &args),

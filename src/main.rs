@@ -1,6 +1,7 @@
 //! The `uag` binary: parse the command line, run the chosen command, exit with its status.
 
 mod cli;
+mod doctor;
 mod eval_answers;
 mod kb;
 mod models_cli;

@@ -456,3 +456,46 @@ fn the_shipped_appliance_config_refuses_the_lan_without_a_key() {
     assert!(start_logs.iter().all(|l| !l.contains("generated a new API key")), "nothing is regenerated");
     stop(child);
 }
+
+/// `uag doctor` on a board that is hot and under-voltage (a sysfs fixture): FAIL lines that say
+/// what to do, exit 1; the same appliance cooled and on a good supply: exit 0. The models are
+/// re-hashed either way.
+#[test]
+fn doctor_reports_heat_and_under_voltage_and_passes_a_healthy_board() {
+    let state = tempfile::tempdir().unwrap();
+    let board = state.path().join("board");
+    let put = |path: &str, text: &str| {
+        let p = board.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    put("sys/class/thermal/thermal_zone0/type", "cpu-thermal\n");
+    put("sys/class/thermal/thermal_zone0/temp", "86000\n");
+    put("sys/devices/platform/soc/soc:firmware/get_throttled", "0x50005\n");
+    let doctor = || {
+        let out = uag()
+            .env("UAG__STORAGE__DATA_DIR", state.path().join("data"))
+            .env("UAG__MODELS__DIR", common::models_dir())
+            .env("UAG__DEVICE__ROOT", &board)
+            .arg("doctor")
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, stdout, stderr) = doctor();
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    let line = |area: &str| {
+        stdout.lines().find(|l| l.split_whitespace().nth(1) == Some(area)).unwrap_or_else(|| panic!("no {area} line: {stdout}"))
+    };
+    assert!(line("temperature").starts_with("FAIL") && line("temperature").contains("86.0 °C"), "{stdout}");
+    assert!(line("power").starts_with("FAIL") && line("power").contains("power supply"), "{stdout}");
+    assert!(line("models").starts_with("ok") && line("models").contains("all-minilm-l6-v2"), "{stdout}");
+    assert!(line("disk").starts_with("ok"), "{stdout}");
+    assert!(stderr.contains("2 problem(s) found"), "{stderr}");
+
+    put("sys/class/thermal/thermal_zone0/temp", "52000\n");
+    put("sys/devices/platform/soc/soc:firmware/get_throttled", "0x0\n");
+    let (code, stdout, stderr) = doctor();
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("cpu-thermal at 52.0 °C") && stdout.contains("no under-voltage or throttling since boot"), "{stdout}");
+}
