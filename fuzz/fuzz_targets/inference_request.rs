@@ -1,5 +1,5 @@
 //! Request JSON decoding and translation: bytes -> the server's JSON extractor
-//! (`parse_json`) -> `InferenceRequest` (native), the OpenAI chat shape or the Anthropic Messages shape -> `validate()` ->
+//! (`parse_json`) -> `InferenceRequest` (native), the OpenAI chat or Responses shape or the Anthropic Messages shape -> `validate()` ->
 //! the upstream body of every wire format (OpenAI, OpenAI-compatible, Anthropic, Ollama).
 //! Checks that a valid request survives a serde round trip and that every upstream body is
 //! JSON carrying the model, the stream flag and each turn's text unchanged.
@@ -15,6 +15,7 @@ use uag_gateway::config::{ProviderKind, RemoteProviderConfig};
 use uag_gateway::http::anthropic::MessagesRequest;
 use uag_gateway::http::extract::parse_json;
 use uag_gateway::http::openai::ChatCompletionRequest;
+use uag_gateway::http::responses::ResponsesRequest;
 use uag_gateway::provider::anthropic::AnthropicProvider;
 use uag_gateway::provider::ollama::OllamaProvider;
 use uag_gateway::provider::openai::OpenAiProvider;
@@ -119,6 +120,13 @@ fuzz_target!(|data: &[u8]| {
     // The OpenAI chat shape (`POST /v1/chat/completions`).
     if let Ok(chat) = parse_json::<ChatCompletionRequest>(data)
         && let Ok((request, _include_usage)) = chat.into_inference()
+        && request.validate().is_ok()
+    {
+        translate(request, stream);
+    }
+    // The OpenAI Responses shape (`POST /v1/responses`).
+    if let Ok(responses) = parse_json::<ResponsesRequest>(data)
+        && let Ok(request) = responses.into_inference()
         && request.validate().is_ok()
     {
         translate(request, stream);

@@ -180,3 +180,93 @@ async fn official_openai_python_sdk_works_unchanged() {
     assert!(out.status.success(), "SDK check failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("sdk check passed"), "{stdout}");
 }
+
+/// What openai-python sends for `client.responses.create(...)`.
+fn responses_request(model: &str, stream: bool) -> Value {
+    json!({
+        "model": model,
+        "instructions": "You answer geography questions.",
+        "input": [{"role": "user", "content": [{"type": "input_text", "text": "What is the capital of France?"}]}],
+        "max_output_tokens": 64,
+        "store": false,
+        "stream": stream
+    })
+}
+
+#[tokio::test]
+async fn a_response_has_the_sdk_shape_on_every_upstream() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::with_mock(&mock, "").await;
+    for model in ["openai/gpt-4o-mini", "anthropic/claude-3-5-haiku-20241022", "ollama/llama3.2"] {
+        let (status, body) = gw.post_json("/v1/responses", &responses_request(model, false)).await;
+        assert_eq!(status, 200, "{model}: {body}");
+        assert!(body["id"].as_str().unwrap().starts_with("resp_"), "{body}");
+        assert_eq!((body["object"].as_str(), body["status"].as_str()), (Some("response"), Some("completed")));
+        let item = &body["output"][0];
+        assert_eq!((item["type"].as_str(), item["role"].as_str()), (Some("message"), Some("assistant")));
+        assert_eq!(item["content"][0]["type"], "output_text");
+        assert_eq!(item["content"][0]["text"], "The capital of France is Paris.", "{model}");
+        let usage = &body["usage"];
+        assert_eq!(
+            usage["total_tokens"].as_u64().unwrap(),
+            usage["input_tokens"].as_u64().unwrap() + usage["output_tokens"].as_u64().unwrap()
+        );
+    }
+    // The instructions became the system prompt upstream.
+    let sent = mock.requests().into_iter().find(|r| r.path == "/v1/messages").unwrap();
+    assert_eq!(sent.body["system"], "You answer geography questions.");
+    assert_eq!(sent.body["max_tokens"], 64);
+}
+
+#[tokio::test]
+async fn a_streamed_response_sends_the_events_the_sdk_reads() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::with_mock(&mock, "").await;
+    let (status, _, text) = gw.post("/v1/responses", &responses_request("ollama/llama3.2", true)).await;
+    assert_eq!(status, 200, "{text}");
+    let events = sse(&text);
+    let data: Vec<Value> = events.iter().map(|(_, d)| serde_json::from_str(d).unwrap()).collect();
+    let names: Vec<&str> = events.iter().map(|(e, _)| e.as_deref().unwrap_or("")).collect();
+    let deltas = names.iter().filter(|n| **n == "response.output_text.delta").count();
+    assert!(deltas >= 1, "{names:?}");
+    let mut expected = vec!["response.created", "response.in_progress", "response.output_item.added", "response.content_part.added"];
+    expected.extend(std::iter::repeat_n("response.output_text.delta", deltas));
+    expected.extend(["response.output_text.done", "response.content_part.done", "response.output_item.done", "response.completed"]);
+    assert_eq!(names, expected);
+    for (i, d) in data.iter().enumerate() {
+        assert_eq!(d["type"].as_str(), Some(names[i]));
+        assert_eq!(d["sequence_number"], i, "{d}");
+    }
+    let streamed: String =
+        data.iter().filter(|d| d["type"] == "response.output_text.delta").map(|d| d["delta"].as_str().unwrap()).collect();
+    assert_eq!(streamed, "The capital of France is Paris.");
+    let done = data.last().unwrap();
+    assert_eq!(done["response"]["output"][0]["content"][0]["text"], streamed);
+    assert_eq!(done["response"]["status"], "completed");
+
+    // A broken upstream: `response.failed` with the error, and nothing after it.
+    let (_, _, text) = gw.post("/v1/responses", &responses_request("openai/cut", true)).await;
+    let (last, body) = sse(&text).pop().unwrap();
+    assert_eq!(last.as_deref(), Some("response.failed"), "{text}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["response"]["status"], "failed");
+    assert!(body["response"]["error"]["message"].is_string(), "{body}");
+}
+
+#[tokio::test]
+async fn responses_refuse_what_a_stateless_gateway_cannot_honour() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::with_mock(&mock, "").await;
+    for (field, value, param) in [
+        ("previous_response_id", json!("resp_123"), "previous_response_id"),
+        ("tools", json!([{"type": "function", "name": "get_weather", "parameters": {}}]), "tools"),
+        ("text", json!({"format": {"type": "json_schema", "name": "city", "schema": {"type": "object"}}}), "text.format"),
+    ] {
+        let mut req = responses_request("openai/gpt-4o-mini", false);
+        req[field] = value;
+        let (status, body) = gw.post_json("/v1/responses", &req).await;
+        assert_eq!((status, body["error"]["param"].as_str()), (400, Some(param)), "{body}");
+    }
+    let (status, body) = gw.post_json("/v1/responses", &responses_request("no/such-model", false)).await;
+    assert_eq!((status, error_code(&body).as_str()), (404, "model_not_found"));
+}

@@ -90,4 +90,27 @@ try:
 except openai.APIError as e:
     assert "stream" in str(e), e
 
+# The Responses API, whole and streamed.
+response = client.responses.create(
+    model="openai/gpt-4o-mini",
+    instructions="You answer geography questions.",
+    input="What is the capital of France?",
+    max_output_tokens=64,
+)
+assert response.status == "completed", response
+assert response.output_text == "The capital of France is Paris.", response
+assert response.usage.total_tokens == response.usage.input_tokens + response.usage.output_tokens, response
+with client.responses.stream(model="anthropic/claude-3-5-haiku-20241022", input="What is the capital of France?") as stream:
+    text = "".join(event.delta for event in stream if event.type == "response.output_text.delta")
+    final = stream.get_final_response()
+assert text == "The capital of France is Paris.", text
+assert final.output_text == text, final
+kinds = [e.type for e in client.responses.create(model="ollama/llama3.2", input="What is the capital of France?", stream=True)]
+assert kinds[0] == "response.created" and kinds[-1] == "response.completed", kinds
+try:
+    client.responses.create(model="openai/gpt-4o-mini", input="x", previous_response_id="resp_123")
+    raise AssertionError("expected BadRequestError")
+except openai.BadRequestError as e:
+    assert e.body["param"] == "previous_response_id", e.body
+
 print("sdk check passed")

@@ -4,6 +4,7 @@
 //! - [`ws`]: `GET /v1/inference/stream` (WebSocket, several requests per connection)
 //! - [`openai`]: OpenAI-compatible `POST /v1/chat/completions` and `GET /v1/models`
 //! - [`anthropic`]: the Anthropic Messages API, `POST /v1/messages`
+//! - [`responses`]: the OpenAI Responses API (stateless), `POST /v1/responses`
 //! - [`discovery`]: `GET /v1/providers`, `/healthz`, `/readyz`
 //! - [`audio`]: `POST /v1/audio/transcriptions`, `/v1/audio/speech`, `/v1/embeddings` (local models)
 //! - [`voice`]: `GET /v1/voice` (WebSocket voice assistant: audio in, text and speech out)
@@ -20,6 +21,7 @@ pub mod extract;
 pub mod inference;
 pub mod kiosk;
 pub mod openai;
+pub mod responses;
 mod server;
 mod socket;
 pub mod voice;
@@ -253,6 +255,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/inference/stream", get(ws::upgrade))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/responses", post(responses::create))
         .route("/v1/models", get(openai::models))
         .merge(audio::routes(&state.config))
         .route("/v1/providers", get(discovery::providers))

@@ -1,0 +1,468 @@
+//! The OpenAI Responses API, `POST /v1/responses`, stateless: newer OpenAI SDK clients
+//! (`client.responses.create`, Codex-style agents) work unchanged against any provider, the
+//! knowledge base included, through the one inference path like every other front door.
+//!
+//! - Request: `model`, `input` (a string, or message items whose content is a string or
+//!   `input_text`/`output_text` parts), `instructions` (the system prompt), `max_output_tokens`,
+//!   `temperature`, `top_p`, `stream`, `metadata`, `user`/`safety_identifier`.
+//! - Nothing is stored: `store` is accepted and ignored, and what needs a stored response
+//!   (`previous_response_id`, `conversation`, `prompt`, `background`) is refused with a 400
+//!   naming it. So are tools, non-text input parts, `text.format` other than text and logprobs:
+//!   never dropped silently. Hints (`reasoning`, `service_tier`, `truncation`, `prompt_cache_*`,
+//!   `parallel_tool_calls`) are accepted and ignored.
+//! - Response: a `response` object with one `message` output item; with `stream`, the events
+//!   the SDK reads (`response.created`, `response.in_progress`, `response.output_item.added`,
+//!   `response.content_part.added`, `response.output_text.delta`, `response.output_text.done`,
+//!   `response.content_part.done`, `response.output_item.done`, `response.completed`; a failure
+//!   mid-stream is `response.failed`), each with its `sequence_number`.
+
+use std::convert::Infallible;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse;
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::extract::JsonBody;
+use super::inference::sse_response;
+use crate::error::ApiError;
+use crate::error::into_event;
+use crate::pipeline::{Answer, PipelineError};
+use crate::types::{Event, FinishReason, InferenceRequest, Message, Params, Role, Source, Usage};
+use crate::unix_now;
+
+#[derive(Debug, Deserialize)]
+pub struct ResponsesRequest {
+    #[serde(default)]
+    pub model: String,
+    #[serde(default)]
+    pub input: Option<Input>,
+    #[serde(default)]
+    pub instructions: Option<String>,
+    #[serde(default)]
+    pub max_output_tokens: Option<u32>,
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    #[serde(default)]
+    pub top_p: Option<f32>,
+    #[serde(default)]
+    pub stream: bool,
+    #[serde(default)]
+    pub metadata: Option<serde_json::Map<String, Value>>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub safety_identifier: Option<String>,
+    #[serde(default)]
+    pub tools: Option<Vec<Value>>,
+    #[serde(default)]
+    pub tool_choice: Option<Value>,
+    #[serde(default)]
+    pub text: Option<TextConfig>,
+    #[serde(default)]
+    pub top_logprobs: Option<u32>,
+    #[serde(default)]
+    pub previous_response_id: Option<String>,
+    #[serde(default)]
+    pub conversation: Option<Value>,
+    #[serde(default)]
+    pub prompt: Option<Value>,
+    #[serde(default)]
+    pub background: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Input {
+    Text(String),
+    Items(Vec<InputItem>),
+}
+
+/// A message item (`{"role": "user", "content": ...}`, with or without `"type": "message"`).
+#[derive(Debug, Deserialize)]
+pub struct InputItem {
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub role: Option<String>,
+    #[serde(default)]
+    pub content: Option<ItemContent>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ItemContent {
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Part {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TextConfig {
+    #[serde(default)]
+    pub format: Option<Value>,
+}
+
+fn refuse(field: &str, message: &str) -> Result<(), ApiError> {
+    Err(ApiError::invalid_field(field, message))
+}
+
+impl ResponsesRequest {
+    fn refuse_what_needs_state_or_would_be_dropped(&self) -> Result<(), ApiError> {
+        let stateless = "this gateway stores no responses (stateless Responses API): send the whole conversation in `input`";
+        if self.previous_response_id.is_some() {
+            refuse("previous_response_id", stateless)?;
+        }
+        if self.conversation.is_some() {
+            refuse("conversation", stateless)?;
+        }
+        if self.prompt.is_some() {
+            refuse("prompt", "stored prompt templates are not supported; send `instructions` and `input`")?;
+        }
+        if self.background == Some(true) {
+            refuse("background", "background responses are not supported by this gateway")?;
+        }
+        if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+            refuse("tools", "tool calling is not supported by this gateway")?;
+        }
+        if self.tool_choice.as_ref().is_some_and(|c| !c.is_null() && !matches!(c.as_str(), Some("none" | "auto"))) {
+            refuse("tool_choice", "tool calling is not supported by this gateway")?;
+        }
+        let format = self.text.as_ref().and_then(|t| t.format.as_ref()).filter(|f| !f.is_null());
+        if format.is_some_and(|f| f.get("type").and_then(Value::as_str) != Some("text")) {
+            refuse("text.format", "structured output is not supported by this gateway yet")?;
+        }
+        if self.top_logprobs.is_some_and(|n| n > 0) {
+            refuse("top_logprobs", "log probabilities are not supported by this gateway")?;
+        }
+        Ok(())
+    }
+
+    /// The native request, or a 400 naming the field uag cannot honour.
+    pub fn into_inference(self) -> Result<InferenceRequest, ApiError> {
+        self.refuse_what_needs_state_or_would_be_dropped()?;
+        let mut messages = Vec::new();
+        if let Some(instructions) = self.instructions.filter(|i| !i.trim().is_empty()) {
+            messages.push(Message { role: Role::System, content: instructions });
+        }
+        match self.input {
+            None => return Err(ApiError::invalid_field("input", "`input` is required")),
+            Some(Input::Text(text)) => messages.push(Message { role: Role::User, content: text }),
+            Some(Input::Items(items)) => {
+                for (i, item) in items.into_iter().enumerate() {
+                    if let Some(kind) = item.kind.as_deref().filter(|k| *k != "message") {
+                        return Err(ApiError::invalid_field(
+                            format!("input[{i}]"),
+                            format!("input item `{kind}` is not supported by this gateway; send message items"),
+                        ));
+                    }
+                    let role = match item.role.as_deref() {
+                        Some("user") => Role::User,
+                        Some("assistant") => Role::Assistant,
+                        Some("system" | "developer") => Role::System,
+                        other => {
+                            return Err(ApiError::invalid_field(
+                                format!("input[{i}].role"),
+                                format!("role `{}` is not supported (use user, assistant, system or developer)", other.unwrap_or("")),
+                            ));
+                        }
+                    };
+                    let content = match item.content {
+                        Some(ItemContent::Text(t)) => t,
+                        Some(ItemContent::Parts(parts)) => {
+                            let mut text = String::new();
+                            for (j, part) in parts.into_iter().enumerate() {
+                                match (part.kind.as_str(), part.text) {
+                                    ("input_text" | "output_text" | "text", Some(t)) => text.push_str(&t),
+                                    (kind, _) => {
+                                        return Err(ApiError::invalid_field(
+                                            format!("input[{i}].content[{j}]"),
+                                            format!("content part `{kind}` is not supported by this gateway; send input_text"),
+                                        ));
+                                    }
+                                }
+                            }
+                            text
+                        }
+                        None => return Err(ApiError::invalid_field(format!("input[{i}].content"), "content is required")),
+                    };
+                    messages.push(Message { role, content });
+                }
+            }
+        }
+        let mut metadata = self.metadata.unwrap_or_default();
+        if let Some(user) = self.safety_identifier.or(self.user) {
+            metadata.insert("user".into(), Value::String(user));
+        }
+        Ok(InferenceRequest {
+            id: None,
+            provider: None,
+            model: Some(self.model).filter(|m| !m.trim().is_empty()),
+            messages,
+            input: None,
+            params: Params {
+                max_tokens: self.max_output_tokens,
+                temperature: self.temperature,
+                top_p: self.top_p,
+                stop: Vec::new(),
+                seed: None,
+            },
+            stream: self.stream,
+            metadata,
+        })
+    }
+}
+
+fn usage_json(u: Usage) -> Value {
+    json!({
+        "input_tokens": u.input_tokens,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": u.output_tokens,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": u.total(),
+    })
+}
+
+/// What every `response` object carries, whatever its status.
+struct Envelope {
+    id: String,
+    created_at: u64,
+    model: String,
+    instructions: Option<String>,
+    max_output_tokens: Option<u32>,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    metadata: serde_json::Map<String, Value>,
+}
+
+impl Envelope {
+    fn response(&self, status: &str, output: Value, usage: Option<Usage>, extra: Value) -> Value {
+        let mut r = json!({
+            "id": self.id,
+            "object": "response",
+            "created_at": self.created_at,
+            "status": status,
+            "model": self.model,
+            "output": output,
+            "error": null,
+            "incomplete_details": null,
+            "instructions": self.instructions,
+            "max_output_tokens": self.max_output_tokens,
+            "parallel_tool_calls": false,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "tool_choice": "none",
+            "tools": [],
+            "text": {"format": {"type": "text"}},
+            "store": false,
+            "metadata": self.metadata,
+            "usage": usage.map(usage_json),
+        });
+        if let (Some(r), Some(extra)) = (r.as_object_mut(), extra.as_object()) {
+            r.extend(extra.clone());
+        }
+        r
+    }
+}
+
+fn message_item(id: &str, status: &str, text: Option<&str>) -> Value {
+    let content = match text {
+        Some(t) => json!([{"type": "output_text", "text": t, "annotations": []}]),
+        None => json!([]),
+    };
+    json!({"type": "message", "id": id, "status": status, "role": "assistant", "content": content})
+}
+
+/// A finished answer's status: `incomplete` when the token budget cut it.
+fn status_of(reason: FinishReason) -> (&'static str, Value) {
+    match reason {
+        FinishReason::Length => ("incomplete", json!({"incomplete_details": {"reason": "max_output_tokens"}})),
+        FinishReason::ContentFilter => ("incomplete", json!({"incomplete_details": {"reason": "content_filter"}})),
+        FinishReason::Stop | FinishReason::Other => ("completed", json!({})),
+    }
+}
+
+/// The uag extension object: which provider answered, and the citations.
+fn extension(provider: &str, sources: &[Source]) -> Value {
+    json!({"provider": provider, "sources": sources})
+}
+
+const ROUTE: crate::policy::Route = crate::policy::Route { path: "/v1/responses", method: "POST" };
+
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    extensions: axum::http::Extensions,
+    JsonBody(body): JsonBody<ResponsesRequest>,
+) -> Result<Response, ApiError> {
+    let (instructions, max_output_tokens, temperature, top_p) =
+        (body.instructions.clone(), body.max_output_tokens, body.temperature, body.top_p);
+    let metadata = body.metadata.clone().unwrap_or_default();
+    let req = body.into_inference()?;
+    let caller = super::caller(&extensions, ROUTE);
+    let ctx = state.pipeline.context(super::request_id(&headers), &caller);
+    let simple_id = ctx.request_id.replace('-', "");
+    let mut envelope = Envelope {
+        id: format!("resp_{simple_id}"),
+        created_at: unix_now(),
+        model: req.model.clone().unwrap_or_else(|| "default".into()),
+        instructions,
+        max_output_tokens,
+        temperature,
+        top_p,
+        metadata,
+    };
+    let item_id = format!("msg_{simple_id}");
+    let cancel_on_drop = ctx.cancel.clone().drop_guard();
+    let answered = state.pipeline.answer(req, &caller, ctx, super::cache_use(&headers)).await;
+    let cache_status = answered.cache;
+    let answer = match answered.answer {
+        Ok(answer) => answer,
+        Err(e) => {
+            let invalid = matches!(e, PipelineError::Invalid { .. });
+            let mut e = ApiError::from(e);
+            if invalid {
+                // Native validation errors say `params.max_tokens`; Responses clients know `max_output_tokens`.
+                e.param = e.param.map(|p| p.trim_start_matches("params.").replace("max_tokens", "max_output_tokens"));
+            }
+            return Ok(super::with_cache_header(e.into_response(), cache_status));
+        }
+    };
+    let events = match answer {
+        Answer::Whole(answer) => {
+            drop(cancel_on_drop.disarm());
+            envelope.model = answer.model.clone();
+            let (status, mut extra) = status_of(answer.finish_reason);
+            extra["uag"] = extension(&answer.provider, &answer.sources);
+            let output = json!([message_item(&item_id, "completed", Some(&answer.output))]);
+            let response = Json(envelope.response(status, output, Some(answer.usage), extra)).into_response();
+            return Ok(super::with_cache_header(response, cache_status));
+        }
+        Answer::Stream(events) => events,
+    };
+    let frames = async_stream::stream! {
+        let _keep = cancel_on_drop;
+        let mut events = events;
+        let mut sources: Vec<Source> = Vec::new();
+        let mut text = String::new();
+        let mut seq = 0u64;
+        let mut next = |kind: &'static str, mut data: Value| {
+            data["type"] = json!(kind);
+            data["sequence_number"] = json!(seq);
+            seq += 1;
+            named(kind, &data)
+        };
+        yield next("response.created", json!({"response": envelope.response("in_progress", json!([]), None, json!({}))}));
+        yield next("response.in_progress", json!({"response": envelope.response("in_progress", json!([]), None, json!({}))}));
+        yield next("response.output_item.added", json!({"output_index": 0, "item": message_item(&item_id, "in_progress", None)}));
+        yield next("response.content_part.added", json!({
+            "item_id": item_id, "output_index": 0, "content_index": 0,
+            "part": {"type": "output_text", "text": "", "annotations": []},
+        }));
+        while let Some(item) = events.next().await {
+            match into_event(item) {
+                Event::Status { stage, message } => yield Ok(sse::Event::default().comment(format!("status {stage}: {message}"))),
+                Event::Delta { text: delta } => {
+                    text.push_str(&delta);
+                    yield next("response.output_text.delta", json!({
+                        "item_id": item_id, "output_index": 0, "content_index": 0, "delta": delta, "logprobs": [],
+                    }));
+                }
+                Event::Sources { sources: s } => sources = s,
+                Event::Done { finish_reason: reason, usage, provider, model, .. } => {
+                    if let Some(model) = model {
+                        envelope.model = model;
+                    }
+                    yield next("response.output_text.done", json!({
+                        "item_id": item_id, "output_index": 0, "content_index": 0, "text": text, "logprobs": [],
+                    }));
+                    yield next("response.content_part.done", json!({
+                        "item_id": item_id, "output_index": 0, "content_index": 0,
+                        "part": {"type": "output_text", "text": text, "annotations": []},
+                    }));
+                    let item = message_item(&item_id, "completed", Some(&text));
+                    yield next("response.output_item.done", json!({"output_index": 0, "item": item}));
+                    let (status, mut extra) = status_of(reason);
+                    extra["uag"] = extension(provider.as_deref().unwrap_or_default(), &sources);
+                    let kind = if status == "completed" { "response.completed" } else { "response.incomplete" };
+                    yield next(kind, json!({"response": envelope.response(status, json!([item]), Some(usage), extra)}));
+                    return;
+                }
+                Event::Error { code, message } => {
+                    let partial = if text.is_empty() { json!([]) } else { json!([message_item(&item_id, "incomplete", Some(&text))]) };
+                    let extra = json!({"error": {"code": code, "message": message}});
+                    yield next("response.failed", json!({"response": envelope.response("failed", partial, None, extra)}));
+                    return;
+                }
+            }
+        }
+    };
+    Ok(super::with_cache_header(sse_response(frames), cache_status))
+}
+
+fn named(kind: &'static str, data: &Value) -> Result<sse::Event, Infallible> {
+    Ok(sse::Event::default().event(kind).data(data.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(body: Value) -> Result<InferenceRequest, ApiError> {
+        serde_json::from_value::<ResponsesRequest>(body).unwrap().into_inference()
+    }
+
+    #[test]
+    fn a_string_input_and_message_items_become_messages() {
+        let req = request(json!({"model": "graphrag", "input": "How do I read logs?", "instructions": "Be brief."})).unwrap();
+        assert_eq!(req.messages.iter().map(|m| m.role).collect::<Vec<_>>(), [Role::System, Role::User]);
+        let req = request(json!({"model": "m", "max_output_tokens": 50, "input": [
+            {"role": "developer", "content": "Be brief."},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi"}]},
+            {"role": "assistant", "content": [{"type": "output_text", "text": "Hello."}]},
+            {"role": "user", "content": "How do I read logs?"}
+        ], "store": true, "reasoning": {"effort": "low"}}))
+        .unwrap();
+        assert_eq!(req.messages.iter().map(|m| m.role).collect::<Vec<_>>(), [Role::System, Role::User, Role::Assistant, Role::User]);
+        assert_eq!(req.messages[1].content, "Hi");
+        assert_eq!(req.params.max_tokens, Some(50));
+    }
+
+    #[test]
+    fn what_needs_stored_state_or_would_be_dropped_is_refused_by_name() {
+        let with = |key: &str, value: Value| {
+            let mut b = json!({"model": "m", "input": "x"});
+            b[key] = value;
+            request(b).err().map(|e| (e.status.as_u16(), e.param.unwrap_or_default()))
+        };
+        assert_eq!(with("previous_response_id", json!("resp_1")), Some((400, "previous_response_id".into())));
+        assert_eq!(with("conversation", json!("conv_1")), Some((400, "conversation".into())));
+        assert_eq!(with("background", json!(true)), Some((400, "background".into())));
+        assert_eq!(with("tools", json!([{"type": "function", "name": "f"}])), Some((400, "tools".into())));
+        assert_eq!(with("text", json!({"format": {"type": "json_schema", "name": "x", "schema": {}}})), Some((400, "text.format".into())));
+        assert_eq!(with("top_logprobs", json!(3)), Some((400, "top_logprobs".into())));
+        assert_eq!(
+            with("input", json!([{"type": "function_call_output", "call_id": "c", "output": "{}"}])),
+            Some((400, "input[0]".into()))
+        );
+        assert_eq!(
+            with("input", json!([{"role": "user", "content": [{"type": "input_image", "image_url": "data:"}]}])),
+            Some((400, "input[0].content[0]".into()))
+        );
+        assert!(with("text", json!({"format": {"type": "text"}})).is_none());
+        assert!(with("tool_choice", json!("auto")).is_none(), "auto without tools asks for nothing");
+        assert!(with("store", json!(true)).is_none(), "nothing is stored, said in the docs");
+    }
+}
