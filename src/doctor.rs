@@ -3,7 +3,6 @@
 
 use uag_gateway::config::Config;
 use uag_gateway::device::{self, DeviceHealth, Throttling};
-use uag_models::fetch::FileState;
 use uag_models::manifest::{Manifest, ModelKind};
 
 use crate::cli::CliError;
@@ -71,11 +70,7 @@ fn check_models(config: &Config) -> Vec<Finding> {
     for entry in manifest.models.iter().filter(|m| m.dir(&dir).exists()) {
         match uag_models::fetch::verify(entry, &dir, false) {
             Ok(states) => {
-                let bad: Vec<String> = states
-                    .iter()
-                    .filter(|(_, s)| !matches!(s, FileState::Ok | FileState::Unverifiable))
-                    .map(|(name, s)| format!("{name}: {s:?}"))
-                    .collect();
+                let bad: Vec<String> = states.iter().filter(|(_, s)| !s.is_sound()).map(|(name, s)| format!("{name}: {s}")).collect();
                 if bad.is_empty() {
                     verified.push(entry.id.clone());
                 } else {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
 use uag_gateway::config::Config;
-use uag_models::fetch::{self, FetchOptions, FileOutcome, FileState, Source};
+use uag_models::fetch::{self, FetchOptions, FileOutcome, Source};
 use uag_models::manifest::{Manifest, ModelEntry};
 
 use crate::cli::CliError;
@@ -131,17 +131,10 @@ pub(crate) fn run(config: &Config, command: ModelsCommand) -> Result<(), CliErro
             let show = std::io::IsTerminal::is_terminal(&std::io::stderr());
             for entry in &entries {
                 for (file, state) in fetch::verify(entry, &models_dir, show).map_err(|e| CliError::Startup(e.to_string()))? {
-                    let line = match &state {
-                        FileState::Ok => "ok".to_owned(),
-                        FileState::Missing => "MISSING".to_owned(),
-                        FileState::WrongSize { expected, actual } => format!("WRONG SIZE ({actual} bytes, expected {expected})"),
-                        FileState::WrongChecksum { expected, actual } => format!("WRONG SHA256 ({actual}, expected {expected})"),
-                        FileState::Unverifiable => "unverifiable (no pinned or recorded sha256)".to_owned(),
-                    };
-                    if !matches!(state, FileState::Ok | FileState::Unverifiable) {
+                    if !state.is_sound() {
                         bad += 1;
                     }
-                    println!("{}/{file}: {line}", entry.id);
+                    println!("{}/{file}: {state}", entry.id);
                 }
             }
             if entries.is_empty() {

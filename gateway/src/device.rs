@@ -237,12 +237,13 @@ pub fn observe(metrics: &uag_core::metrics::Metrics, health: &DeviceHealth) {
                 .set(full / 100.0);
         }
     }
-    if let Some(bytes) = health.memory_available_bytes {
-        metrics.device_memory_available.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    let bytes = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    if let Some(available) = health.memory_available_bytes {
+        metrics.device_memory_available.set(bytes(available));
     }
     if let Some(disk) = &health.disk {
-        metrics.device_disk_free.set(i64::try_from(disk.free_bytes).unwrap_or(i64::MAX));
-        metrics.device_disk_size.set(i64::try_from(disk.size_bytes).unwrap_or(i64::MAX));
+        metrics.device_disk_free.set(bytes(disk.free_bytes));
+        metrics.device_disk_size.set(bytes(disk.size_bytes));
     }
 }
 

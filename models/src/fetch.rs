@@ -181,6 +181,25 @@ pub enum FileState {
     Unverifiable,
 }
 
+impl FileState {
+    /// Whether the file can be used as installed (an unverifiable one has nothing to check against).
+    pub fn is_sound(&self) -> bool {
+        matches!(self, FileState::Ok | FileState::Unverifiable)
+    }
+}
+
+impl std::fmt::Display for FileState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FileState::Ok => f.write_str("ok"),
+            FileState::Missing => f.write_str("MISSING"),
+            FileState::WrongSize { expected, actual } => write!(f, "WRONG SIZE ({actual} bytes, expected {expected})"),
+            FileState::WrongChecksum { expected, actual } => write!(f, "WRONG SHA256 ({actual}, expected {expected})"),
+            FileState::Unverifiable => f.write_str("unverifiable (no pinned or recorded sha256)"),
+        }
+    }
+}
+
 /// Checks every installed file of `entry` (sizes and sha256), reading each file once.
 pub fn verify(entry: &ModelEntry, models_dir: &Path, show_progress: bool) -> Result<Vec<(String, FileState)>> {
     let dir = entry.dir(models_dir);

@@ -162,17 +162,9 @@ async fn anthropic_clients_authenticate_with_x_api_key() {
     assert_eq!(r.status().as_u16(), 200);
 }
 
-/// The Python interpreter with the `anthropic` SDK, installed by `scripts/setup.sh --test`.
-fn sdk_python() -> PathBuf {
-    if let Some(p) = std::env::var_os("UAG_SDK_PYTHON") {
-        return PathBuf::from(p);
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-sdk/bin/python")
-}
-
 #[tokio::test]
 async fn official_anthropic_python_sdk_works_unchanged() {
-    let python = sdk_python();
+    let python = common::sdk_python();
     assert!(
         python.exists(),
         "{} is missing: run `scripts/setup.sh --test` to install the anthropic SDK used by this test",

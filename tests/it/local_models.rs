@@ -295,7 +295,7 @@ async fn the_models_list_names_every_installed_local_model_and_its_openai_aliase
 
 #[tokio::test]
 async fn official_openai_python_sdk_uses_the_local_models_unchanged() {
-    let python = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-sdk/bin/python");
+    let python = common::sdk_python();
     assert!(python.exists(), "{} is missing: run `scripts/setup.sh --test`", python.display());
     let (_mock, gw) = gateway("").await;
     let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/openai_sdk_models_check.py");

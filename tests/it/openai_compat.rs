@@ -159,17 +159,9 @@ async fn unsupported_features_are_refused_by_name() {
     assert_eq!((status, error_code(&body).as_str()), (404, "model_not_found"));
 }
 
-/// The Python interpreter with the `openai` SDK, installed by `scripts/setup.sh`.
-fn sdk_python() -> PathBuf {
-    if let Some(p) = std::env::var_os("UAG_SDK_PYTHON") {
-        return PathBuf::from(p);
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-sdk/bin/python")
-}
-
 #[tokio::test]
 async fn official_openai_python_sdk_works_unchanged() {
-    let python = sdk_python();
+    let python = common::sdk_python();
     assert!(python.exists(), "{} is missing: run `scripts/setup.sh --test` to install the openai SDK used by this test", python.display());
     let mock = MockUpstream::start().await;
     let gw = Gateway::with_mock(&mock, "").await;

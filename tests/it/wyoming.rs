@@ -28,7 +28,7 @@ async fn gateway() -> (MockUpstream, Gateway, std::net::SocketAddr) {
 
 #[tokio::test]
 async fn home_assistants_wyoming_client_transcribes_speaks_and_asks() {
-    let python = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-sdk/bin/python");
+    let python = common::sdk_python();
     assert!(python.exists(), "{} is missing: run `scripts/setup.sh --test`", python.display());
     let (_mock, gw, addr) = gateway().await;
     let form = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::text(GREENHOUSE).file_name("greenhouse.md"));

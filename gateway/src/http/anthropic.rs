@@ -35,7 +35,7 @@ use super::extract::JsonBody;
 use super::inference::sse_response;
 use crate::error::ApiError;
 use crate::error::into_event;
-use crate::pipeline::{Answer, PipelineError};
+use crate::pipeline::Answer;
 use crate::types::{Event, FinishReason, InferenceRequest, Message, Params, Role, Source, Usage};
 
 #[derive(Debug, Deserialize)]
@@ -229,11 +229,6 @@ fn usage_json(u: Usage) -> Value {
     json!({"input_tokens": u.input_tokens, "output_tokens": u.output_tokens})
 }
 
-/// The uag extension object: which provider answered, and the citations.
-fn extension(provider: &str, sources: &[Source]) -> Value {
-    json!({"provider": provider, "sources": sources})
-}
-
 const ROUTE: crate::policy::Route = crate::policy::Route { path: "/v1/messages", method: "POST" };
 
 pub async fn messages(
@@ -243,26 +238,13 @@ pub async fn messages(
     JsonBody(body): JsonBody<MessagesRequest>,
 ) -> Result<Response, ApiError> {
     let req = body.into_inference()?;
-    let caller = super::caller(&extensions, ROUTE);
-    let ctx = state.pipeline.context(super::request_id(&headers), &caller);
     let requested_model = req.model.clone().unwrap_or_default();
-    let id = format!("msg_{}", ctx.request_id.replace('-', ""));
-    let cancel_on_drop = ctx.cancel.clone().drop_guard();
-    let answered = state.pipeline.answer(req, &caller, ctx, super::cache_use(&headers)).await;
-    let cache_status = answered.cache;
-    let answer = match answered.answer {
-        Ok(answer) => answer,
-        Err(e) => {
-            let invalid = matches!(e, PipelineError::Invalid { .. });
-            let mut e = ApiError::from(e);
-            if invalid {
-                // Native validation errors say `params.temperature`; Anthropic clients know `temperature`.
-                e.param = e.param.map(|p| p.trim_start_matches("params.").to_owned());
-                e.message = e.message.replace("`input`", "`messages`");
-            }
-            return Ok(super::with_cache_header(e.into_response(), cache_status));
-        }
+    let answered = match super::answer_compat(&state, &headers, &extensions, ROUTE, req, super::input_is_messages).await {
+        Ok(answered) => answered,
+        Err(response) => return Ok(response),
     };
+    let id = format!("msg_{}", answered.request_id.replace('-', ""));
+    let (answer, cache_status, cancel_on_drop) = (answered.answer, answered.cache, answered.cancel_on_drop);
     let events = match answer {
         Answer::Whole(answer) => {
             drop(cancel_on_drop.disarm());
@@ -275,7 +257,7 @@ pub async fn messages(
                 "stop_reason": stop_reason(answer.finish_reason),
                 "stop_sequence": null,
                 "usage": usage_json(answer.usage),
-                "uag": extension(&answer.provider, &answer.sources),
+                "uag": super::uag_extension(&answer.provider, &answer.sources),
             }))
             .into_response();
             return Ok(super::with_cache_header(response, cache_status));
@@ -308,7 +290,7 @@ pub async fn messages(
                         "type": "message_delta",
                         "delta": {"stop_reason": stop_reason(reason), "stop_sequence": null},
                         "usage": usage_json(usage),
-                        "uag": extension(provider.as_deref().unwrap_or_default(), &sources),
+                        "uag": super::uag_extension(provider.as_deref().unwrap_or_default(), &sources),
                     }));
                     yield event("message_stop", &json!({"type": "message_stop"}));
                     return;

@@ -499,6 +499,59 @@ pub(crate) fn cache_use(headers: &axum::http::HeaderMap) -> crate::pipeline::Cac
     if no_cache { CacheUse::Bypass } else { CacheUse::Allowed }
 }
 
+/// One request of a compatibility route (OpenAI chat and Responses, Anthropic Messages) through
+/// the one inference path, with what its handler frames.
+pub(crate) struct CompatAnswer {
+    /// The request id the pipeline used (the routes derive their object ids from it).
+    pub request_id: String,
+    pub answer: crate::pipeline::Answer,
+    pub cache: Option<crate::pipeline::CacheStatus>,
+    /// Cancels the upstream call when dropped: disarmed for a whole answer, moved into the
+    /// stream for a streamed one (a client that goes away stops the work).
+    pub cancel_on_drop: tokio_util::sync::DropGuard,
+}
+
+/// Runs `req` for a compatibility route. A pipeline error comes back as the route's error
+/// response (with `x-uag-cache`); validation errors name the route's own fields: the native
+/// `params.` prefix dropped, then `rename` for what else the route calls differently.
+pub(crate) async fn answer_compat(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    extensions: &axum::http::Extensions,
+    route: crate::policy::Route,
+    req: crate::types::InferenceRequest,
+    rename: fn(&mut ApiError),
+) -> Result<CompatAnswer, axum::response::Response> {
+    let caller = caller(extensions, route);
+    let ctx = state.pipeline.context(request_id(headers), &caller);
+    let request_id = ctx.request_id.clone();
+    let cancel_on_drop = ctx.cancel.clone().drop_guard();
+    let answered = state.pipeline.answer(req, &caller, ctx, cache_use(headers)).await;
+    match answered.answer {
+        Ok(answer) => Ok(CompatAnswer { request_id, answer, cache: answered.cache, cancel_on_drop }),
+        Err(e) => {
+            let invalid = matches!(e, crate::pipeline::PipelineError::Invalid { .. });
+            let mut e = ApiError::from(e);
+            if invalid {
+                e.param = e.param.map(|p| p.trim_start_matches("params.").to_owned());
+                rename(&mut e);
+            }
+            Err(with_cache_header(e.into_response(), answered.cache))
+        }
+    }
+}
+
+/// The chat-shaped routes' own name for the native `input`: `messages`.
+pub(crate) fn input_is_messages(e: &mut ApiError) {
+    e.message = e.message.replace("`input`", "`messages`");
+}
+
+/// The uag extension object of the compatibility routes: which provider answered, and the
+/// citations.
+pub(crate) fn uag_extension(provider: &str, sources: &[crate::types::Source]) -> serde_json::Value {
+    serde_json::json!({"provider": provider, "sources": sources})
+}
+
 /// `x-uag-cache` on an answer: what the cache did for it (absent without a cache).
 pub(crate) fn with_cache_header(
     mut response: axum::response::Response,

@@ -24,7 +24,7 @@ use super::extract::JsonBody;
 use super::inference::sse_response;
 use crate::error::ApiError;
 use crate::error::into_event;
-use crate::pipeline::{Answer, PipelineError};
+use crate::pipeline::Answer;
 use crate::types::{Event, FinishReason, InferenceRequest, Message, Params, Role, Source, Usage};
 use crate::unix_now;
 
@@ -241,11 +241,6 @@ fn usage_json(u: Usage) -> Value {
     json!({"prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens, "total_tokens": u.total()})
 }
 
-/// The uag extension object: which provider answered, and the citations.
-fn extension(provider: &str, sources: &[Source]) -> Value {
-    json!({"provider": provider, "sources": sources})
-}
-
 const ROUTE: crate::policy::Route = crate::policy::Route { path: "/v1/chat/completions", method: "POST" };
 
 pub async fn chat_completions(
@@ -255,27 +250,14 @@ pub async fn chat_completions(
     JsonBody(body): JsonBody<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     let (req, include_usage) = body.into_inference()?;
-    let caller = super::caller(&extensions, ROUTE);
-    let ctx = state.pipeline.context(super::request_id(&headers), &caller);
     let requested_model = req.model.clone().unwrap_or_else(|| "default".into());
-    let id = format!("chatcmpl-{}", ctx.request_id);
     let created = unix_now();
-    let cancel_on_drop = ctx.cancel.clone().drop_guard();
-    let answered = state.pipeline.answer(req, &caller, ctx, super::cache_use(&headers)).await;
-    let cache_status = answered.cache;
-    let answer = match answered.answer {
-        Ok(answer) => answer,
-        Err(e) => {
-            let invalid = matches!(e, PipelineError::Invalid { .. });
-            let mut e = ApiError::from(e);
-            if invalid {
-                // Native validation errors say `params.temperature`; OpenAI clients know `temperature`.
-                e.param = e.param.map(|p| p.trim_start_matches("params.").to_owned());
-                e.message = e.message.replace("`input`", "`messages`");
-            }
-            return Ok(super::with_cache_header(e.into_response(), cache_status));
-        }
+    let answered = match super::answer_compat(&state, &headers, &extensions, ROUTE, req, super::input_is_messages).await {
+        Ok(answered) => answered,
+        Err(response) => return Ok(response),
     };
+    let id = format!("chatcmpl-{}", answered.request_id);
+    let (answer, cache_status, cancel_on_drop) = (answered.answer, answered.cache, answered.cancel_on_drop);
     let events = match answer {
         Answer::Whole(answer) => {
             drop(cancel_on_drop.disarm());
@@ -292,7 +274,7 @@ pub async fn chat_completions(
                 }],
                 "usage": usage_json(answer.usage),
                 "system_fingerprint": null,
-                "uag": extension(&answer.provider, &answer.sources),
+                "uag": super::uag_extension(&answer.provider, &answer.sources),
             }))
             .into_response();
             return Ok(super::with_cache_header(response, cache_status));
@@ -328,7 +310,7 @@ pub async fn chat_completions(
                 Event::Sources { sources: s } => sources = s,
                 Event::Done { finish_reason: reason, usage, provider, model, .. } => {
                     let model = model.unwrap_or_else(|| requested_model.clone());
-                    let ext = extension(provider.as_deref().unwrap_or_default(), &sources);
+                    let ext = super::uag_extension(provider.as_deref().unwrap_or_default(), &sources);
                     yield data(&chunk(&model, json!({}), Some(finish_reason(reason)), Some(ext)));
                     if include_usage {
                         let mut last = chunk(&model, json!({}), None, None);

@@ -32,7 +32,7 @@ use super::extract::JsonBody;
 use super::inference::sse_response;
 use crate::error::ApiError;
 use crate::error::into_event;
-use crate::pipeline::{Answer, PipelineError};
+use crate::pipeline::Answer;
 use crate::types::{Event, FinishReason, InferenceRequest, Message, Params, Role, Source, Usage};
 use crate::unix_now;
 
@@ -294,9 +294,9 @@ fn status_of(reason: FinishReason) -> (&'static str, Value) {
     }
 }
 
-/// The uag extension object: which provider answered, and the citations.
-fn extension(provider: &str, sources: &[Source]) -> Value {
-    json!({"provider": provider, "sources": sources})
+/// Native validation errors say `max_tokens`; Responses clients know `max_output_tokens`.
+fn max_tokens_is_max_output_tokens(e: &mut ApiError) {
+    e.param = e.param.take().map(|p| p.replace("max_tokens", "max_output_tokens"));
 }
 
 const ROUTE: crate::policy::Route = crate::policy::Route { path: "/v1/responses", method: "POST" };
@@ -311,41 +311,23 @@ pub async fn create(
         (body.instructions.clone(), body.max_output_tokens, body.temperature, body.top_p);
     let metadata = body.metadata.clone().unwrap_or_default();
     let req = body.into_inference()?;
-    let caller = super::caller(&extensions, ROUTE);
-    let ctx = state.pipeline.context(super::request_id(&headers), &caller);
-    let simple_id = ctx.request_id.replace('-', "");
-    let mut envelope = Envelope {
-        id: format!("resp_{simple_id}"),
-        created_at: unix_now(),
-        model: req.model.clone().unwrap_or_else(|| "default".into()),
-        instructions,
-        max_output_tokens,
-        temperature,
-        top_p,
-        metadata,
+    let model = req.model.clone().unwrap_or_else(|| "default".into());
+    let created_at = unix_now();
+    let answered = match super::answer_compat(&state, &headers, &extensions, ROUTE, req, max_tokens_is_max_output_tokens).await {
+        Ok(answered) => answered,
+        Err(response) => return Ok(response),
     };
+    let simple_id = answered.request_id.replace('-', "");
+    let mut envelope =
+        Envelope { id: format!("resp_{simple_id}"), created_at, model, instructions, max_output_tokens, temperature, top_p, metadata };
     let item_id = format!("msg_{simple_id}");
-    let cancel_on_drop = ctx.cancel.clone().drop_guard();
-    let answered = state.pipeline.answer(req, &caller, ctx, super::cache_use(&headers)).await;
-    let cache_status = answered.cache;
-    let answer = match answered.answer {
-        Ok(answer) => answer,
-        Err(e) => {
-            let invalid = matches!(e, PipelineError::Invalid { .. });
-            let mut e = ApiError::from(e);
-            if invalid {
-                // Native validation errors say `params.max_tokens`; Responses clients know `max_output_tokens`.
-                e.param = e.param.map(|p| p.trim_start_matches("params.").replace("max_tokens", "max_output_tokens"));
-            }
-            return Ok(super::with_cache_header(e.into_response(), cache_status));
-        }
-    };
+    let (answer, cache_status, cancel_on_drop) = (answered.answer, answered.cache, answered.cancel_on_drop);
     let events = match answer {
         Answer::Whole(answer) => {
             drop(cancel_on_drop.disarm());
             envelope.model = answer.model.clone();
             let (status, mut extra) = status_of(answer.finish_reason);
-            extra["uag"] = extension(&answer.provider, &answer.sources);
+            extra["uag"] = super::uag_extension(&answer.provider, &answer.sources);
             let output = json!([message_item(&item_id, "completed", Some(&answer.output))]);
             let response = Json(envelope.response(status, output, Some(answer.usage), extra)).into_response();
             return Ok(super::with_cache_header(response, cache_status));
@@ -395,7 +377,7 @@ pub async fn create(
                     let item = message_item(&item_id, "completed", Some(&text));
                     yield next("response.output_item.done", json!({"output_index": 0, "item": item}));
                     let (status, mut extra) = status_of(reason);
-                    extra["uag"] = extension(provider.as_deref().unwrap_or_default(), &sources);
+                    extra["uag"] = super::uag_extension(provider.as_deref().unwrap_or_default(), &sources);
                     let kind = if status == "completed" { "response.completed" } else { "response.incomplete" };
                     yield next(kind, json!({"response": envelope.response(status, json!([item]), Some(usage), extra)}));
                     return;

@@ -162,6 +162,15 @@ pub async fn wait_until(within: Duration, what: &str, mut done: impl FnMut() -> 
     }
 }
 
+/// The Python interpreter of `.venv-sdk` (the official openai and anthropic SDKs, wyoming),
+/// installed by `scripts/setup.sh --test`; `UAG_SDK_PYTHON` points elsewhere.
+pub fn sdk_python() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("UAG_SDK_PYTHON") {
+        return std::path::PathBuf::from(p);
+    }
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-sdk/bin/python")
+}
+
 pub fn client() -> reqwest::Client {
     // Generous: local inference on a busy 2-core CI machine can take many seconds.
     reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
