@@ -33,8 +33,8 @@ pub enum DenseRetrieval {
     Disabled,
     /// No embedding model file in this models directory.
     NoModel { models_dir: std::path::PathBuf },
-    /// On, with this many stored chunk vectors loaded.
-    On { model: String, vectors: usize },
+    /// On (the model and the number of stored vectors loaded are logged).
+    On,
     /// The stored vectors could not be read.
     Unreadable,
 }
@@ -62,7 +62,7 @@ pub fn attach(engine: &Engine, runtimes: &Arc<ModelRuntimes>, enabled: bool) -> 
     match engine.set_embedder(Arc::new(RuntimeEmbedder { runtimes: Arc::clone(runtimes), entry })) {
         Ok(loaded) => {
             tracing::info!(model = %id, vectors = loaded, "dense retrieval on");
-            DenseRetrieval::On { model: id, vectors: loaded }
+            DenseRetrieval::On
         }
         Err(e) => {
             tracing::warn!(error = %e, "stored chunk vectors unreadable; dense retrieval off");
