@@ -30,8 +30,13 @@ impl Drop for Nginx {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// `N` distinct ports nothing listens on right now. The listeners are held until all are
+/// picked: two separate bind-and-release calls can return the same port, and then NGINX merges
+/// the plain and the TLS server into one (`no "ssl_certificate" is defined`), a failure seen on
+/// a fresh machine.
+fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<std::net::TcpListener> = (0..N).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
 }
 
 fn render(template: &str, vars: &[(&str, String)]) -> String {
@@ -65,7 +70,7 @@ async fn start_nginx(upstream: std::net::SocketAddr) -> Nginx {
         .status()
         .unwrap();
     assert!(ok.success());
-    let (http, https) = (free_port(), free_port());
+    let [http, https] = free_ports();
     let template = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nginx/templates/uag.conf.template")).unwrap();
     let site = render(
         &template,
