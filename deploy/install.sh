@@ -3,6 +3,8 @@
 #   ./install.sh              install and start uag.service
 #   ./install.sh --no-start   install only
 # An existing /etc/uag/uag.toml is kept (the new default goes next to it as uag.toml.new).
+# A tarball made with `release.sh --with-models` carries models.tar: its models are verified
+# against the binary's manifest and installed before the service starts (no network needed).
 set -eu
 here="$(cd "$(dirname "$0")" && pwd)"
 start=1
@@ -32,6 +34,13 @@ done
 install -d /usr/share/doc/uag
 cp -r "$here/usr/share/doc/uag/." /usr/share/doc/uag/
 /usr/bin/uag config check /etc/uag/uag.toml >/dev/null
+if [ -f "$here/models.tar" ]; then
+  # A damaged bundle is refused whole (nothing of it installed); stop here so it is noticed.
+  if ! /usr/bin/uag --config /etc/uag/uag.toml models import "$here/models.tar"; then
+    echo "install.sh: models.tar was refused (reason above); copy the tarball again and rerun ./install.sh" >&2
+    exit 1
+  fi
+fi
 systemctl daemon-reload
 if [ "$start" = 1 ]; then
   systemctl enable --now uag.service

@@ -2,10 +2,14 @@
 # Release tarballs: dist/uag-VERSION-ARCH-linux-gnu.tar.gz with the stripped binary, default
 # config, systemd units, an installer, docs, and the licenses of every linked crate.
 #
-#   scripts/release.sh --arch aarch64 [--profile release|dist] [--no-build]
+#   scripts/release.sh --arch aarch64 [--profile release|dist] [--no-build] [--with-models]
 #   scripts/release.sh --arch x86_64
 #
-# The ONNX Runtime library and the model manifest join the tarball with the local models.
+# --with-models adds the default local models (whisper, SmolLM2, MiniLM, the Piper voice and
+# the ONNX Runtime library, all for ARCH) as one verified bundle, models.tar: install.sh imports
+# it, so the tarball installs a device that reaches no network at all. The models are fetched
+# for ARCH into dist/models-ARCH/ (kept between runs: a second release re-verifies and downloads
+# nothing) by this machine's uag (target/release/uag, built when missing; UAG_HOST_BIN overrides).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -13,11 +17,13 @@ export PATH="$HOME/.cargo/bin:$PATH"
 arch=aarch64
 profile=release
 build=1
+with_models=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --arch) arch="$2"; shift 2 ;;
     --profile) profile="$2"; shift 2 ;;
     --no-build) build=0; shift ;;
+    --with-models) with_models=1; shift ;;
     *) echo "release.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -53,6 +59,15 @@ for doc in README.md docs/DEPLOY.md docs/BENCHMARKS.md LICENSE; do
 done
 python3 scripts/licenses.py "$target" "$stage/usr/share/doc/uag/licenses"
 install -m 0755 deploy/install.sh "$stage/install.sh"
+if [ "$with_models" = 1 ]; then
+  host_bin="${UAG_HOST_BIN:-target/release/uag}"
+  if [ -z "${UAG_HOST_BIN:-}" ]; then
+    cargo build --locked --release --bin uag
+  fi
+  models_stage="dist/models-$arch"
+  "$host_bin" models fetch --arch "$arch" --dir "$models_stage"
+  "$host_bin" models export --arch "$arch" --dir "$models_stage" --output "$stage/models.tar"
+fi
 mkdir -p dist
 tar -C dist -czf "dist/$name.tar.gz" "$name"
 size=$(stat -c %s "$stage/usr/bin/uag")

@@ -1,6 +1,6 @@
 //! Command-line interface: `uag serve`, `uag config check`, `uag version`, and the
 //! knowledge-base commands of [`crate::kb`] (`ingest`, `ask`, `kg`, `eval`), and the model
-//! commands of [`crate::models_cli`] (`models list|fetch|verify|path|convert`).
+//! commands of [`crate::models_cli`] (`models list|fetch|verify|path|convert|export|import`).
 //!
 //! `--config PATH` (or `UAG_CONFIG`) is global, so every subcommand reads the same file.
 //! Without it, `./uag.toml`, then `$CONFIGURATION_DIRECTORY/uag.toml` (systemd), then

@@ -1,11 +1,13 @@
-//! `uag models list | fetch | verify | path | convert`: installing and checking the local
-//! model files described by the embedded manifest (`models/manifest.toml`).
+//! `uag models list | fetch | verify | path | convert | export | import`: installing and
+//! checking the local model files described by the embedded manifest (`models/manifest.toml`),
+//! and carrying them to devices with no network in one verified bundle.
 
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
 use uag_gateway::config::Config;
-use uag_models::fetch::{self, FetchOptions, FileOutcome, Source};
+use uag_models::bundle::{self, ImportOutcome};
+use uag_models::fetch::{self, FetchOptions, FileOutcome, KNOWN_ARCHES, Source};
 use uag_models::manifest::{Manifest, ModelEntry};
 
 use crate::cli::CliError;
@@ -25,6 +27,34 @@ pub(crate) enum ModelsCommand {
     Path { id: String },
     /// Re-run a model's conversion step (Whisper: CTranslate2 -> ggml) from installed files.
     Convert { id: String },
+    /// Write installed models (files, checksums, licenses) into one bundle for devices with no
+    /// network; every file is re-hashed as it is written.
+    Export(ExportArgs),
+    /// Install the models of a bundle made by `uag models export`: every file is checked against
+    /// this uag's manifest before anything is installed; a damaged bundle installs nothing.
+    Import {
+        /// The bundle (a .tar from `uag models export`).
+        file: PathBuf,
+        /// Install here instead of the configured model directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ExportArgs {
+    /// Model ids; default: every model installed (for --arch).
+    ids: Vec<String>,
+    /// The bundle to write (a plain tar; `tar tf` lists it).
+    #[arg(short, long, value_name = "FILE")]
+    output: PathBuf,
+    /// The devices' CPU architecture (x86_64, aarch64); default: this machine's. Another
+    /// architecture's native files are staged first with `uag models fetch --arch A --dir DIR`.
+    #[arg(long)]
+    arch: Option<String>,
+    /// Export from here instead of the configured model directory.
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -46,6 +76,10 @@ pub(crate) struct FetchArgs {
     /// Install here instead of the configured model directory.
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
+    /// Install the files of this CPU architecture (x86_64, aarch64) instead of this machine's:
+    /// a folder staged with `--dir` for `uag models export --arch`.
+    #[arg(long)]
+    arch: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -82,7 +116,7 @@ pub(crate) fn run(config: &Config, command: ModelsCommand) -> Result<(), CliErro
         ModelsCommand::Fetch(args) => {
             let dir = args.dir.clone().unwrap_or(models_dir);
             let entries: Vec<&ModelEntry> = if args.all {
-                manifest.models.iter().filter(|m| m.files_for_this_arch().all(|f| !f.registry.is_empty())).collect()
+                manifest.models.iter().filter(|m| m.files_for_arch(&options_arch(&args)).all(|f| !f.registry.is_empty())).collect()
             } else if args.ids.is_empty() {
                 manifest.defaults().collect()
             } else {
@@ -95,6 +129,9 @@ pub(crate) fn run(config: &Config, command: ModelsCommand) -> Result<(), CliErro
                 SourceArg::Upstream => Source::Upstream,
             };
             options.allow_unpinned = args.allow_unpinned;
+            if let Some(arch) = &args.arch {
+                options.arch = known_arch(arch)?;
+            }
             options.show_progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
             // Conversion needs the runtime's dependencies in order (ONNX Runtime before voices
             // does not matter, but a model's sources before its conversion does: fetch handles it).
@@ -161,7 +198,67 @@ pub(crate) fn run(config: &Config, command: ModelsCommand) -> Result<(), CliErro
             println!("{}", out.display());
             Ok(())
         }
+        ModelsCommand::Export(args) => {
+            let dir = args.dir.clone().unwrap_or(models_dir);
+            let arch = match &args.arch {
+                Some(arch) => known_arch(arch)?,
+                None => std::env::consts::ARCH.to_string(),
+            };
+            let entries: Vec<&ModelEntry> = if args.ids.is_empty() {
+                manifest.models.iter().filter(|m| fetch::is_installed_for(m, &dir, &arch)).collect()
+            } else {
+                args.ids.iter().map(|id| manifest.require(id)).collect::<Result<_, _>>().map_err(|e| CliError::Usage(e.to_string()))?
+            };
+            let show = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let report = bundle::export(&entries, &dir, &arch, &args.output, show).map_err(|e| CliError::Startup(e.to_string()))?;
+            println!(
+                "{}: {} model(s) for {arch} ({}), {} files, {}, verified in {:.1} s",
+                args.output.display(),
+                report.models.len(),
+                report.models.join(", "),
+                report.files,
+                human_size(report.bytes),
+                report.seconds
+            );
+            println!("install it on the device with: uag models import {}", args.output.display());
+            Ok(())
+        }
+        ModelsCommand::Import { file, dir } => {
+            let dir = dir.unwrap_or(models_dir);
+            let show = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let report =
+                bundle::import(&manifest, &file, &dir, show).map_err(|e| CliError::Startup(format!("nothing was installed: {e}")))?;
+            for (id, outcome) in &report.models {
+                let what = match outcome {
+                    ImportOutcome::Installed => "installed, verified",
+                    ImportOutcome::Replaced => "replaced, verified",
+                };
+                println!("{id}: {what}");
+            }
+            println!("models installed in {} ({}, {:.1} s)", dir.display(), human_size(report.bytes), report.seconds);
+            Ok(())
+        }
     }
+}
+
+/// The architecture an argument names, or a usage error listing the known ones.
+fn known_arch(arch: &str) -> Result<String, CliError> {
+    let arch = if arch == "arm64" {
+        "aarch64"
+    } else if arch == "amd64" {
+        "x86_64"
+    } else {
+        arch
+    };
+    if KNOWN_ARCHES.contains(&arch) {
+        Ok(arch.to_string())
+    } else {
+        Err(CliError::Usage(format!("unknown architecture `{arch}`; use one of {}", KNOWN_ARCHES.join(", "))))
+    }
+}
+
+fn options_arch(args: &FetchArgs) -> String {
+    args.arch.as_deref().and_then(|a| known_arch(a).ok()).unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }
 
 fn human_size(bytes: u64) -> String {

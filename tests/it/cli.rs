@@ -499,3 +499,60 @@ fn doctor_reports_heat_and_under_voltage_and_passes_a_healthy_board() {
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains("cpu-thermal at 52.0 °C") && stdout.contains("no under-voltage or throttling since boot"), "{stdout}");
 }
+
+/// A field engineer's path with no network: `uag models export` on one machine, `uag models
+/// import` on another (a fresh data directory), then `uag models verify` passes there. A bundle
+/// with one flipped byte, and one cut short, are refused with the reason and install nothing.
+#[test]
+fn a_model_bundle_installs_on_another_machine_and_a_damaged_one_installs_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = tmp.path().join("models.tar");
+    // The ONNX Runtime library (native, per architecture) and whisper (with its converted file).
+    let out = uag()
+        .env("UAG__MODELS__DIR", common::models_dir())
+        .args(["models", "export", "-o", bundle.to_str().unwrap(), "onnxruntime", "whisper-tiny.en"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("2 model(s)") && stdout.contains("uag models import"), "{stdout}");
+    // A plain tar, its index first.
+    let listing = Command::new("tar").arg("-tf").arg(&bundle).output().unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert_eq!(listing.lines().next(), Some("uag-bundle.json"), "{listing}");
+    assert!(listing.contains("whisper-tiny.en/ggml-model.bin") && listing.contains("SHA256SUMS"), "{listing}");
+
+    let on_device = |data: &std::path::Path, args: &[&str]| {
+        let out = uag().env("UAG__STORAGE__DATA_DIR", data).args(args).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let device = tmp.path().join("device");
+    let (code, stdout, stderr) = on_device(&device, &["models", "import", bundle.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("onnxruntime: installed, verified") && stdout.contains("whisper-tiny.en: installed, verified"), "{stdout}");
+    let (code, stdout, stderr) = on_device(&device, &["models", "verify"]);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("whisper-tiny.en/ggml-model.bin: ok") && !stdout.contains("MISSING"), "{stdout}");
+    let (code, stdout, _) = on_device(&device, &["models", "list"]);
+    assert_eq!(code, Some(0));
+    let installed = |id: &str| stdout.lines().find(|l| l.starts_with(id)).is_some_and(|l| l.contains(" yes "));
+    assert!(installed("onnxruntime") && installed("whisper-tiny.en") && !installed("smollm2-135m-instruct"), "{stdout}");
+
+    let bytes = std::fs::read(&bundle).unwrap();
+    let mut flipped = bytes.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x01;
+    let damaged =
+        [("flipped", flipped, "checksum mismatch"), ("cut", bytes[..bytes.len() / 3].to_vec(), "not a complete uag model bundle")];
+    for (name, content, reason) in damaged {
+        let path = tmp.path().join(format!("{name}.tar"));
+        std::fs::write(&path, content).unwrap();
+        let device = tmp.path().join(format!("device-{name}"));
+        let (code, stdout, stderr) = on_device(&device, &["models", "import", path.to_str().unwrap()]);
+        assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+        assert!(stderr.contains("nothing was installed") && stderr.contains(reason), "{name}: {stderr}");
+        let left: Vec<_> =
+            std::fs::read_dir(device.join("models")).map(|d| d.map(|e| e.unwrap().file_name()).collect()).unwrap_or_default();
+        assert!(left.is_empty(), "{name}: nothing may be left: {left:?}");
+    }
+}
