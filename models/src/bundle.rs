@@ -611,7 +611,7 @@ url = "https://e.invalid/lib-other.so"
             assert!(target.join(&entry.id).join(CHECKSUMS_FILE).is_file());
         }
         // Only the models: no staging folder left.
-        let left: Vec<_> = fs::read_dir(&target).expect("ls").map(|e| e.expect("e").file_name()).collect();
+        let left = listing(&target);
         assert_eq!(left.len(), 2, "{left:?}");
 
         // A second import replaces the installed copies.
@@ -627,22 +627,30 @@ url = "https://e.invalid/lib-other.so"
         fs::write(bundle, bytes).expect("write");
     }
 
+    /// What a folder holds (nothing when it does not exist).
+    fn listing(dir: &Path) -> Vec<std::ffi::OsString> {
+        fs::read_dir(dir).map(|rd| rd.map(|e| e.expect("entry").file_name()).collect()).unwrap_or_default()
+    }
+
     fn assert_nothing_installed(target: &Path) {
-        let left: Vec<_> = match fs::read_dir(target) {
-            Ok(rd) => rd.map(|e| e.expect("e").file_name()).collect(),
-            Err(_) => vec![],
-        };
+        let left = listing(target);
         assert!(left.is_empty(), "nothing may be left behind: {left:?}");
     }
 
-    #[test]
-    fn a_corrupted_or_truncated_bundle_is_refused_and_leaves_nothing() {
+    /// Two models installed and exported: (temp dir, manifest, the bundle, a device's model dir).
+    fn exported() -> (tempfile::TempDir, Manifest, PathBuf, PathBuf) {
         let tmp = tempfile::tempdir().expect("tmp");
         let source = tmp.path().join("source");
         let manifest = installed(&source);
         let good = tmp.path().join("good.tar");
         export(&all(&manifest), &source, std::env::consts::ARCH, &good, false).expect("export");
         let target = tmp.path().join("device");
+        (tmp, manifest, good, target)
+    }
+
+    #[test]
+    fn a_corrupted_or_truncated_bundle_is_refused_and_leaves_nothing() {
+        let (tmp, manifest, good, target) = exported();
 
         // One flipped byte in the last model file's data.
         let flipped = tmp.path().join("flipped.tar");
@@ -682,18 +690,13 @@ url = "https://e.invalid/lib-other.so"
 
     #[test]
     fn an_installed_model_stays_when_the_import_fails() {
-        let tmp = tempfile::tempdir().expect("tmp");
-        let source = tmp.path().join("source");
-        let manifest = installed(&source);
-        let good = tmp.path().join("good.tar");
-        export(&all(&manifest), &source, std::env::consts::ARCH, &good, false).expect("export");
-        let target = tmp.path().join("device");
+        let (_tmp, manifest, good, target) = exported();
         import(&manifest, &good, &target, false).expect("import");
         let before = fs::read(target.join("alpha/a.bin")).expect("read");
         corrupt(&good, b"native library");
         assert!(import(&manifest, &good, &target, false).is_err());
         assert_eq!(fs::read(target.join("alpha/a.bin")).expect("still there"), before);
-        let left: Vec<_> = fs::read_dir(&target).expect("ls").map(|e| e.expect("e").file_name()).collect();
+        let left = listing(&target);
         assert_eq!(left.len(), 2, "no staging folder left: {left:?}");
     }
 
