@@ -11,6 +11,7 @@ use std::sync::Mutex;
 
 use tantivy::collector::TopDocs;
 use tantivy::directory::MmapDirectory;
+use tantivy::indexer::IndexWriterOptions;
 use tantivy::query::{BooleanQuery, FuzzyTermQuery, Occur, Query, QueryParser, TermSetQuery};
 use tantivy::schema::{Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value};
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term, doc};
@@ -64,7 +65,12 @@ impl ChunkIndex {
         };
         let dir = MmapDirectory::open(path).map_err(|e| EngineError::Index(e.to_string()))?;
         let index = Index::open_or_create(dir, schema.build())?;
-        let writer = index.writer_with_num_threads(1, WRITER_HEAP)?;
+        // One indexing thread and one merge thread (tantivy starts four merge threads by
+        // default): merges are rare on an appliance's knowledge base, and every idle thread is
+        // memory a Pi keeps for nothing.
+        let options =
+            IndexWriterOptions::builder().memory_budget_per_thread(WRITER_HEAP).num_worker_threads(1).num_merge_threads(1).build();
+        let writer = index.writer_with_options(options)?;
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
         let mut parser = QueryParser::for_index(&index, vec![fields.title, fields.headings, fields.text, fields.source]);
         parser.set_field_boost(fields.headings, 2.0);

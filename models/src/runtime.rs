@@ -1,6 +1,7 @@
-//! Where inference runs: one OS thread per model kind (ASR, LLM, embeddings, TTS), each with a
-//! bounded queue, so whisper, candle and ONNX Runtime never block tokio's worker threads and a
-//! burst of requests turns into a clear "busy, retry" instead of unbounded memory.
+//! Where inference runs: one OS thread per model kind (ASR, LLM, embeddings, TTS), started by
+//! the kind's first job, each with a bounded queue, so whisper, candle and ONNX Runtime never
+//! block tokio's worker threads and a burst of requests turns into a clear "busy, retry"
+//! instead of unbounded memory.
 //!
 //! Models load lazily on their worker when first needed (or at start-up with `preload`), and a
 //! model that is not installed yet is looked for again on the next request, so
@@ -10,7 +11,7 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -135,18 +136,28 @@ struct Counters {
     last_error: Mutex<Option<String>>,
 }
 
-/// One worker thread owning the models of one kind.
+/// One worker thread owning the models of one kind, started by the first job: a runtime that
+/// is never used (a gateway-only appliance, a board that never speaks) costs no thread.
 struct Worker<S> {
     kind: ModelKind,
     tx: SyncSender<Job<S>>,
     capacity: usize,
     counters: Arc<Counters>,
+    /// The queue's receiving end and the state, until the thread that owns them starts.
+    not_started: Mutex<Option<(Receiver<Job<S>>, S)>>,
 }
 
 impl<S: Send + 'static> Worker<S> {
-    fn spawn(kind: ModelKind, capacity: usize, counters: Arc<Counters>, mut state: S) -> Result<Self> {
+    fn new(kind: ModelKind, capacity: usize, counters: Arc<Counters>, state: S) -> Self {
         let (tx, rx) = sync_channel::<Job<S>>(capacity);
-        let thread_counters = counters.clone();
+        Worker { kind, tx, capacity, counters, not_started: Mutex::new(Some((rx, state))) }
+    }
+
+    /// Starts the worker thread unless it runs already.
+    fn ensure_started(&self) -> Result<()> {
+        let mut not_started = self.not_started.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some((rx, mut state)) = not_started.take() else { return Ok(()) };
+        let (kind, thread_counters) = (self.kind, self.counters.clone());
         std::thread::Builder::new()
             .name(format!("uag-{}", kind.as_str()))
             .spawn(move || {
@@ -162,12 +173,13 @@ impl<S: Send + 'static> Worker<S> {
                     thread_counters.done.fetch_add(1, Ordering::Relaxed);
                 }
             })
-            .map_err(|e| ModelError::Inference(format!("cannot start the {} worker: {e}", kind.as_str())))?;
-        Ok(Worker { kind, tx, capacity, counters })
+            .map(drop)
+            .map_err(|e| ModelError::Inference(format!("cannot start the {} worker: {e}", kind.as_str())))
     }
 
     /// Queues `job` or refuses at once when the queue is full.
     fn submit(&self, job: Job<S>) -> Result<()> {
+        self.ensure_started()?;
         self.counters.queued.fetch_add(1, Ordering::Relaxed);
         match self.tx.try_send(job) {
             Ok(()) => Ok(()),
@@ -306,21 +318,22 @@ impl std::fmt::Debug for ModelRuntimes {
 }
 
 impl ModelRuntimes {
-    /// Starts the four worker threads (cheap: nothing loads until needed or preloaded).
+    /// Sets up the four runtimes (cheap: a worker thread starts with its first job, and nothing
+    /// loads until needed or preloaded).
     pub fn start(manifest: Manifest, config: RuntimeConfig) -> Result<Arc<Self>> {
         let dir = config.models_dir.clone();
         let cap = config.queue_depth.max(1);
         let counters = || Arc::new(Counters::default());
         let (c_asr, c_llm, c_embed, c_tts) = (counters(), counters(), counters(), counters());
-        let asr = Worker::spawn(ModelKind::Asr, cap, c_asr.clone(), Loaded::new(dir.clone(), 2, c_asr))?;
-        let llm = Worker::spawn(ModelKind::Llm, cap, c_llm.clone(), Loaded::new(dir.clone(), 1, c_llm))?;
-        let embed = Worker::spawn(ModelKind::Embed, cap, c_embed.clone(), Loaded::new(dir.clone(), 1, c_embed))?;
+        let asr = Worker::new(ModelKind::Asr, cap, c_asr.clone(), Loaded::new(dir.clone(), 2, c_asr));
+        let llm = Worker::new(ModelKind::Llm, cap, c_llm.clone(), Loaded::new(dir.clone(), 1, c_llm));
+        let embed = Worker::new(ModelKind::Embed, cap, c_embed.clone(), Loaded::new(dir.clone(), 1, c_embed));
         let tts_state = TtsState {
             voices: Loaded::new(dir, 4, c_tts.clone()),
             onnxruntime: manifest.models.iter().find(|m| m.kind == ModelKind::Runtime).cloned(),
             threads: config.tts_threads,
         };
-        let tts = Worker::spawn(ModelKind::Tts, cap, c_tts, tts_state)?;
+        let tts = Worker::new(ModelKind::Tts, cap, c_tts, tts_state);
 
         let runtimes = Arc::new(ModelRuntimes { manifest: Arc::new(manifest), config, asr, llm, embed, tts });
         for id in runtimes.config.preload.clone() {
