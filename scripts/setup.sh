@@ -5,7 +5,7 @@
 #   scripts/setup.sh            what building and running uag needs, and the default local models
 #                                 (scripts/fetch-models.sh: whisper tiny.en, SmolLM2, MiniLM,
 #                                 the Piper voice, ONNX Runtime; ~450 MB, verified by sha256)
-#   scripts/setup.sh --test     + what the test suite needs: the official openai and anthropic SDKs and wyoming in .venv-sdk,
+#   scripts/setup.sh --test     + what the test suite needs: the official openai (with websockets, for Realtime) and anthropic SDKs and wyoming in .venv-sdk,
 #                                 nginx, openssl, docker-compose and systemd tools (deploy checks),
 #                                 redis-server (shared rate limits), chromium + chromium-driver (kiosk
 #                                 browser test), and the multilingual whisper-base model
@@ -37,6 +37,8 @@ done
 # Versions the project is tested with; bump here, nowhere else.
 OPENAI_SDK_VERSION="3.57.0"
 WYOMING_VERSION="1.10.2"
+# The WebSocket library of the openai SDK's Realtime client (openai[realtime] wants >=13,<16).
+WEBSOCKETS_VERSION="15.0.1"
 ANTHROPIC_SDK_VERSION="2.16.0"
 OHA_VERSION="1.16.0"
 
@@ -109,6 +111,13 @@ if [ "$want_test" = 1 ]; then
     "$venv/bin/pip" install -q --disable-pip-version-check "wyoming==$WYOMING_VERSION"
   else
     log "wyoming $WYOMING_VERSION present in .venv-sdk"
+  fi
+  # The openai SDK's Realtime client needs websockets (tests/sdk/realtime_sdk_check.py).
+  if ! "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('websockets') != '$WEBSOCKETS_VERSION')" 2>/dev/null; then
+    log "installing the websockets Python package $WEBSOCKETS_VERSION into .venv-sdk (openai Realtime client)"
+    "$venv/bin/pip" install -q --disable-pip-version-check "websockets==$WEBSOCKETS_VERSION"
+  else
+    log "websockets $WEBSOCKETS_VERSION present in .venv-sdk"
   fi
   # The official Anthropic SDK (tests/it/anthropic_compat.rs drives /v1/messages with it).
   if ! "$venv/bin/python" -c "import anthropic, sys; sys.exit(anthropic.__version__ != '$ANTHROPIC_SDK_VERSION')" 2>/dev/null; then

@@ -40,7 +40,8 @@ const OPENAI_ALIASES: &[(&str, ModelKind)] = &[
 ];
 
 /// OpenAI's voice names; they select this appliance's default voice.
-pub const OPENAI_VOICES: &[&str] = &["alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse"];
+pub const OPENAI_VOICES: &[&str] =
+    &["alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse", "marin", "cedar"];
 
 /// An installed model clients can name ([`ModelRuntimes::installed_models`]).
 #[derive(Debug, Clone, PartialEq, Eq)]

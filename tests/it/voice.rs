@@ -483,3 +483,75 @@ async fn voice_turns_count_against_the_callers_limit() {
     }
     assert_eq!(mock.calls("gpt-4o-mini"), 2);
 }
+
+/// `/v1/realtime` driven by the official openai SDK's Realtime clients (tests/sdk/
+/// realtime_sdk_check.py): a spoken question at 24 kHz, push-to-talk and server-VAD, is
+/// transcribed and answered with transcript deltas and pcm16 speech to `response.done`; the beta
+/// client gets a typed question answered in text with the beta event names.
+#[tokio::test]
+async fn the_openai_sdk_realtime_client_hears_a_question_and_gets_a_spoken_answer() {
+    let python = common::sdk_python();
+    assert!(python.exists(), "{} is missing: run `scripts/setup.sh --test` (openai SDK with websockets)", python.display());
+    let (_mock, gw) = gateway(SPEECH_MODELS, "").await;
+    ingest(&gw, "greenhouse.md", GREENHOUSE).await;
+    let pcm = piper_pcm(&gw, "When does the greenhouse open the roof vents?").await;
+    let samples = uag_models::audio::pcm16le_to_f32(&pcm);
+    let at_24k = uag_models::audio::to_pcm16le(&uag_models::audio::resample_mono(&samples, 22_050, 24_000).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let question = dir.path().join("question.pcm");
+    std::fs::write(&question, at_24k).unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/realtime_sdk_check.py");
+    let out = tokio::process::Command::new(&python).arg(&script).arg(gw.url("")).arg(&question).output().await.unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    eprintln!("{stdout}");
+    assert!(out.status.success(), "Realtime SDK check failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("sdk check passed"), "{stdout}");
+    // Every turn ran as a voice turn: counted like the kiosk's.
+    let metrics = client().get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let answered: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("uag_voice_turns_total{") && l.contains("reason=\"answered\""))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(answered, 3.0, "three answered turns:\n{metrics}");
+}
+
+/// Bad input on `/v1/realtime` gets the protocol's `error` events and the session lives on; a
+/// model that is not a realtime model is refused before the upgrade.
+#[tokio::test]
+async fn realtime_bad_input_gets_error_events_and_the_session_lives_on() {
+    let (_mock, gw) = gateway(&[], "").await;
+    let r = client().get(gw.url("/v1/realtime?model=gpt-4o")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "model_not_found", "{body}");
+
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/v1/realtime?model=gpt-realtime", gw.addr)).await.unwrap();
+    let created = next_json(&mut ws).await;
+    assert_eq!(created["type"], "session.created", "{created}");
+    assert_eq!(created["session"]["audio"]["input"]["format"], json!({"type": "audio/pcm", "rate": 24000}));
+    let cases = [
+        (json!({"type": "input_audio_buffer.commit"}), "input_audio_buffer_commit_empty"),
+        (json!({"type": "input_audio_buffer.append", "audio": "not base64!"}), "invalid_value"),
+        (
+            json!({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {"format": {"type": "audio/pcmu"}}}}}),
+            "invalid_value",
+        ),
+        (json!({"type": "session.update", "session": {"tools": [{"type": "function", "name": "f"}]}}), "invalid_value"),
+        (json!({"type": "conversation.item.create", "item": {"type": "function_call_output", "output": "x"}}), "invalid_value"),
+        (json!({"type": "response.create"}), "no_input"),
+        (json!({"type": "transcription_session.update"}), "unsupported_event"),
+        (json!({"no": "type"}), "invalid_event"),
+    ];
+    for (event, code) in cases {
+        send(&mut ws, event.clone()).await;
+        let reply = next_json(&mut ws).await;
+        assert_eq!(reply["type"], "error", "{event} -> {reply}");
+        assert_eq!(reply["error"]["code"], code, "{event} -> {reply}");
+    }
+    // Still serving: a valid update is applied and echoed.
+    send(&mut ws, json!({"type": "session.update", "session": {"type": "realtime", "output_modalities": ["text"]}})).await;
+    let updated = next_json(&mut ws).await;
+    assert_eq!(updated["type"], "session.updated", "{updated}");
+    assert_eq!(updated["session"]["output_modalities"], json!(["text"]));
+}

@@ -1,6 +1,6 @@
 //! A voice session: the state of one conversation, whatever carries it.
 //!
-//! A front door (the kiosk WebSocket `/v1/voice` today; Wyoming and a Realtime socket next)
+//! A front door (the kiosk WebSocket `/v1/voice`, the OpenAI Realtime socket `/v1/realtime`)
 //! turns its wire messages into [`Command`]s and audio samples, and sends what
 //! [`VoiceSession::next_out`] yields back in its own framing. The session records utterances,
 //! ends them by voice-activity detection or `stop`, runs one turn at a time, lets a new
@@ -70,6 +70,9 @@ pub enum Command {
     },
     /// Stop the running turn (and any utterance being recorded).
     Cancel,
+    /// Drop the utterance being recorded, if any; the running turn goes on (a Realtime
+    /// client's `input_audio_buffer.clear`).
+    DiscardAudio,
     /// Forget the conversation so far.
     Reset,
     Ping,
@@ -233,6 +236,7 @@ impl VoiceSession {
                 self.recording = None;
                 self.cancel_running();
             }
+            Command::DiscardAudio => self.recording = None,
             Command::Start { sample_rate, encoding, language, voice, speak, endpointing } => {
                 if encoding != "pcm_s16le" {
                     return self.error("unsupported_encoding", format!("encoding `{encoding}` is not supported; send `pcm_s16le`"));

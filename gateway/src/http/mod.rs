@@ -8,6 +8,7 @@
 //! - [`discovery`]: `GET /v1/providers`, `/healthz`, `/readyz`
 //! - [`audio`]: `POST /v1/audio/transcriptions`, `/v1/audio/speech`, `/v1/embeddings` (local models)
 //! - [`voice`]: `GET /v1/voice` (WebSocket voice assistant: audio in, text and speech out)
+//! - [`realtime`]: `GET /v1/realtime` (the OpenAI Realtime protocol onto the same voice sessions)
 //! - [`kiosk`]: the kiosk web page at `/`, embedded in the binary
 //! - [`extract`]: the JSON body extractor whose errors name the offending field
 
@@ -21,6 +22,7 @@ pub mod extract;
 pub mod inference;
 pub mod kiosk;
 pub mod openai;
+pub mod realtime;
 pub mod responses;
 mod server;
 mod socket;
@@ -351,7 +353,11 @@ fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
 }
 
 fn voice_routes(state: &AppState) -> Router<AppState> {
-    if state.config.voice.enabled { Router::new().route("/v1/voice", get(voice::upgrade)) } else { Router::new() }
+    if state.config.voice.enabled {
+        Router::new().route("/v1/voice", get(voice::upgrade)).route("/v1/realtime", get(realtime::upgrade))
+    } else {
+        Router::new()
+    }
 }
 
 fn kiosk_routes(state: &AppState) -> Router<AppState> {
