@@ -555,3 +555,61 @@ async fn realtime_bad_input_gets_error_events_and_the_session_lives_on() {
     assert_eq!(updated["type"], "session.updated", "{updated}");
     assert_eq!(updated["session"]["output_modalities"], json!(["text"]));
 }
+
+/// Sends `pcm` at the pace of a microphone (100 ms frames, 100 ms apart), and returns every
+/// message that arrived meanwhile with the time it came, relative to the start.
+async fn stream_in_real_time(ws: &mut Ws, pcm: &[u8], sample_rate: usize) -> Vec<(Duration, In)> {
+    let started = Instant::now();
+    let mut got = Vec::new();
+    for frame in pcm.chunks(sample_rate / 10 * 2) {
+        ws.send(Message::Binary(frame.to_vec().into())).await.unwrap();
+        let due = Instant::now() + Duration::from_millis(100);
+        while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(due.into(), ws.next()).await {
+            match msg {
+                Message::Text(t) => got.push((started.elapsed(), In::Event(serde_json::from_str(&t).unwrap()))),
+                Message::Binary(b) => got.push((started.elapsed(), In::Audio(b.to_vec()))),
+                _ => {}
+            }
+        }
+    }
+    got
+}
+
+/// Hands-free endpointing: a question with a 1.1 s pause mid-clause ("... open the", pause,
+/// "roof vents?") is heard whole, as one turn; a finished question followed by silence is
+/// answered after the normal pause (700 ms plus its transcription), not after the 4 s cap.
+#[tokio::test]
+async fn hands_free_waits_for_a_question_cut_short_and_answers_a_finished_one_at_once() {
+    let (_mock, gw) = gateway(SPEECH_MODELS, "\n[voice]\nmax_pause_ms = 4000\n").await;
+    let rate = 22_050;
+    let mut cut = piper_pcm(&gw, "When does the greenhouse open the").await;
+    cut.extend(silence(1100, rate));
+    cut.extend(piper_pcm(&gw, "roof vents?").await);
+    cut.extend(silence(2500, rate));
+    let mut ws = connect(&gw).await;
+    send(&mut ws, json!({"type": "start", "sample_rate": rate, "speak": false, "endpointing": "vad"})).await;
+    let mut items: Vec<In> = stream_in_real_time(&mut ws, &cut, rate).await.into_iter().map(|(_, i)| i).collect();
+    if !items.iter().any(|i| matches!(i, In::Event(e) if e["type"] == "done" && e["turn"] == 1)) {
+        items.extend(until_done(&mut ws, 1).await);
+    }
+    let vad: Vec<(&str, Option<&str>)> =
+        of_type(&items, "vad").iter().map(|e| (e["speech"].as_str().unwrap(), e["reason"].as_str())).collect();
+    let heard = of_type(&items, "transcript").first().map(|e| e["text"].as_str().unwrap().to_lowercase()).unwrap_or_default();
+    eprintln!("cut short: heard {heard:?}; vad {vad:?}");
+    assert_eq!(vad, [("started", None), ("ended", Some("silence"))], "one utterance: {items:?}");
+    assert!(heard.replace(' ', "").contains("greenhouse") && heard.contains("roof"), "the whole question: {heard}");
+    assert_eq!(of_type(&items, "done")[0]["reason"], "answered");
+
+    // A finished question: speech at once, then silence at a microphone's pace.
+    let whole = piper_pcm(&gw, "When does the greenhouse open the roof vents?").await;
+    send(&mut ws, json!({"type": "start", "sample_rate": rate, "speak": false, "endpointing": "vad"})).await;
+    stream_pcm(&mut ws, &whole, rate).await;
+    let got = stream_in_real_time(&mut ws, &silence(4500, rate), rate).await;
+    let ended = got
+        .iter()
+        .find(|(_, i)| matches!(i, In::Event(e) if e["type"] == "vad" && e["speech"] == "ended" && e["turn"] == 2))
+        .map(|(at, _)| *at)
+        .unwrap_or_else(|| panic!("the finished question ended within the silence: {:?}", got.iter().map(|(_, i)| i).collect::<Vec<_>>()));
+    eprintln!("finished question ended {} ms into the silence", ended.as_millis());
+    assert!(ended < Duration::from_millis(3000), "answered at the normal pause, not at the 4 s cap: {ended:?}");
+}

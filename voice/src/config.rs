@@ -21,6 +21,12 @@ pub struct VoiceConfig {
     pub vad_threshold: f32,
     /// Silence after speech that ends the utterance, in ms.
     pub silence_ms: u32,
+    /// Hands-free: the longest pause, in ms, that a question cut short may take before it is
+    /// answered anyway. At a `silence_ms` pause the utterance so far is transcribed; a finished
+    /// question is answered at once, one that stops mid-clause ("... open the") waits for the
+    /// speaker to go on, up to this long. 0 (or anything up to `silence_ms`): every pause of
+    /// `silence_ms` ends the utterance.
+    pub max_pause_ms: u32,
     /// Speech needed before an utterance counts as started (clicks are shorter), in ms.
     pub min_speech_ms: u32,
     /// Longest utterance, in ms; the turn starts when it is reached.
@@ -45,6 +51,7 @@ impl Default for VoiceConfig {
             history_turns: 4,
             vad_threshold: vad.threshold,
             silence_ms: vad.silence_ms,
+            max_pause_ms: 2_000,
             min_speech_ms: vad.min_speech_ms,
             max_utterance_ms: vad.max_utterance_ms,
             no_speech_ms: vad.no_speech_ms,
@@ -63,6 +70,9 @@ impl VoiceConfig {
         }
         if self.silence_ms < 100 || self.silence_ms > 10_000 {
             return err("silence_ms", "must be between 100 and 10000");
+        }
+        if self.max_pause_ms > 10_000 {
+            return err("max_pause_ms", "must be at most 10000 (0 turns the wait for unfinished questions off)");
         }
         if self.max_utterance_ms < 1_000 || self.max_utterance_ms > 120_000 {
             return err("max_utterance_ms", "must be between 1000 and 120000");
@@ -90,6 +100,11 @@ impl VoiceConfig {
             max_utterance_ms: self.max_utterance_ms,
             no_speech_ms: self.no_speech_ms,
         }
+    }
+
+    /// Whether a hands-free pause waits for an unfinished question to go on.
+    pub fn holds_unfinished(&self) -> bool {
+        self.max_pause_ms > self.silence_ms
     }
 }
 

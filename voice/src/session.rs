@@ -13,12 +13,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use uag_core::metrics::VoiceTurnLabels;
 use uag_core::pipeline::Caller;
 use uag_core::types::{Message, Role};
-use uag_models::vad::{EndReason, Endpointer, VadEvent};
+use uag_models::vad::{EndReason, EndpointConfig, Endpointer, VadEvent};
 
+use crate::speech::Heard;
 use crate::turn::{Question, TurnDeps, TurnInput, TurnOutcome, VoiceDeps, VoiceEvent, VoiceOut, run_turn};
 
 /// Sample rates a client may send (browsers capture at 44.1 or 48 kHz; telephony at 8 kHz).
@@ -94,6 +95,73 @@ struct Recording {
     endpointer: Endpointer,
     samples: Vec<i16>,
     speech_reported: bool,
+    /// Hands-free, at a pause: is the question finished, or does the speaker go on?
+    pause: Option<Pause>,
+}
+
+/// A hands-free utterance at a pause of `silence_ms`. What was said so far is being
+/// transcribed: a finished question is answered as soon as the transcript is in; one cut short
+/// ("... open the") waits for the speaker to go on, up to `max_pause_ms` of silence.
+struct Pause {
+    /// Hears the speaker go on; ends (no speech) when the pause reaches `max_pause_ms`.
+    endpointer: Endpointer,
+    /// Audio up to the pause (what is being transcribed).
+    samples: usize,
+    ended_at: Instant,
+    /// The transcript up to the pause, once in, with ms from the end of speech to it.
+    heard: Option<(Heard, f64)>,
+    /// The transcription; dropped (aborted) when the speaker goes on or the recording ends.
+    _check: AbortOnDropHandle<()>,
+}
+
+/// What a pause established when the utterance ends there.
+struct AtPause {
+    ended_at: Instant,
+    /// Audio up to the pause.
+    samples: usize,
+    heard: Option<(Heard, f64)>,
+}
+
+impl Pause {
+    fn into_at_pause(self) -> AtPause {
+        AtPause { ended_at: self.ended_at, samples: self.samples, heard: self.heard }
+    }
+}
+
+/// The transcript of an utterance up to a pause.
+struct PauseCheck {
+    /// Which pause it is for (a later pause makes it stale).
+    generation: u64,
+    result: Result<Heard, uag_core::error::PublicError>,
+    at: Instant,
+}
+
+/// Words an English clause does not end on: a transcript ending in one was cut short.
+const CONTINUES: &[&str] = &[
+    "a", "an", "the", "and", "or", "but", "nor", "so", "because", "if", "when", "where", "while", "whether", "that", "which", "who",
+    "whose", "of", "to", "in", "on", "at", "by", "for", "from", "with", "without", "about", "into", "onto", "over", "under", "between",
+    "through", "after", "before", "during", "than", "as", "is", "are", "was", "were", "be", "am", "do", "does", "did", "can", "could",
+    "should", "would", "will", "my", "your", "our", "their", "his", "her", "its", "this", "these", "those", "um", "uh", "er", "erm",
+    "like", "how", "what", "why",
+];
+
+/// Whether a transcript reads like a question or request cut off mid-clause: it trails off
+/// ("...", a comma, a dash), or (English) its last word cannot end a clause. Other languages:
+/// only the trailing marks count.
+pub fn looks_unfinished(text: &str, language: &str) -> bool {
+    let text = text.trim();
+    if text.is_empty() {
+        return true;
+    }
+    if text.ends_with("...") || text.ends_with('…') || text.ends_with(',') || text.ends_with('-') || text.ends_with('—') {
+        return true;
+    }
+    if language != "en" {
+        return false;
+    }
+    let last =
+        text.trim_end_matches(|c: char| !c.is_alphanumeric()).rsplit(|c: char| !c.is_alphanumeric() && c != '\'').next().unwrap_or("");
+    CONTINUES.contains(&last.to_lowercase().as_str())
 }
 
 /// The turn being answered.
@@ -127,11 +195,16 @@ pub struct VoiceSession {
     /// The last utterance was ended by the client: audio after it is not listened to.
     push_to_talk: bool,
     history: VecDeque<(String, String)>,
+    checks_tx: mpsc::Sender<PauseCheck>,
+    checks_rx: mpsc::Receiver<PauseCheck>,
+    /// Counts pauses, so a transcript of an earlier one is recognised as stale.
+    pauses: u64,
 }
 
 impl VoiceSession {
     pub fn new(deps: VoiceDeps, caller: Caller, tasks: TaskTracker) -> Self {
         let (out_tx, out_rx) = mpsc::channel(64);
+        let (checks_tx, checks_rx) = mpsc::channel(4);
         deps.metrics.voice_sessions.inc();
         Self {
             deps,
@@ -145,6 +218,9 @@ impl VoiceSession {
             listener: None,
             push_to_talk: false,
             history: VecDeque::new(),
+            checks_tx,
+            checks_rx,
+            pauses: 0,
         }
     }
 
@@ -170,6 +246,7 @@ impl VoiceSession {
             tokio::select! {
                 // The session holds a sender, so the queue never closes.
                 Some(out) = self.out_rx.recv() => return out,
+                Some(check) = self.checks_rx.recv() => self.on_pause_check(check),
                 outcome = async {
                     match running {
                         Some(handle) => handle.await,
@@ -258,7 +335,10 @@ impl VoiceSession {
                 self.begin_recording(format, Vec::new());
             }
             Command::Stop => match self.recording.take() {
-                Some(recording) => self.finish_recording(recording, "stop"),
+                Some(mut recording) => {
+                    let at_pause = recording.pause.take().map(Pause::into_at_pause);
+                    self.finish_recording(recording, "stop", at_pause);
+                }
                 None => self.error("not_recording", "`stop` without a `start`: no utterance is being recorded"),
             },
             Command::Text { text, language, voice, speak } => {
@@ -289,7 +369,7 @@ impl VoiceSession {
         let _ = endpointer.push(&pre_roll);
         self.listener = None;
         self.reply(VoiceEvent::Status { turn: Some(self.turns), stage: "listening".into(), message: "Listening".into() });
-        self.recording = Some(Recording { format, endpointer, samples: pre_roll, speech_reported: false });
+        self.recording = Some(Recording { format, endpointer, samples: pre_roll, speech_reported: false, pause: None });
     }
 
     /// Audio as little-endian 16-bit mono PCM bytes (the `/v1/voice` binary frame).
@@ -307,6 +387,25 @@ impl VoiceSession {
             let max_samples = (u64::from(recording.format.sample_rate) * u64::from(self.deps.config.max_utterance_ms) / 1000) as usize;
             let room = max_samples.saturating_sub(recording.samples.len());
             recording.samples.extend_from_slice(&samples[..samples.len().min(room)]);
+            if let Some(pause) = &mut recording.pause {
+                let events = pause.endpointer.push(samples);
+                if events.contains(&VadEvent::SpeechStarted) {
+                    // The speaker goes on: the same utterance, ended by the next pause.
+                    if let Some(pause) = recording.pause.take() {
+                        recording.endpointer = pause.endpointer;
+                    }
+                    return;
+                }
+                let capped = events.iter().any(|e| matches!(e, VadEvent::Ended(_)));
+                if (capped || room == 0)
+                    && let Some(mut recording) = self.recording.take()
+                {
+                    let at_pause = recording.pause.take().map(Pause::into_at_pause);
+                    let reason = if capped { EndReason::Silence } else { EndReason::MaxLength };
+                    self.finish_recording(recording, reason.as_str(), at_pause);
+                }
+                return;
+            }
             let events = recording.endpointer.push(samples);
             let client_ends = recording.format.endpointing == Endpointing::Client;
             let turn = self.turns;
@@ -321,10 +420,13 @@ impl VoiceSession {
                 VadEvent::SpeechStarted => None,
             });
             let ended = ended.or((room == 0).then_some(EndReason::MaxLength));
+            if ended == Some(EndReason::Silence) && !client_ends && self.deps.config.holds_unfinished() && self.deps.models.is_some() {
+                return self.begin_pause();
+            }
             if let Some(reason) = ended
                 && let Some(recording) = self.recording.take()
             {
-                self.finish_recording(recording, reason.as_str());
+                self.finish_recording(recording, reason.as_str(), None);
             }
             return;
         }
@@ -359,9 +461,61 @@ impl VoiceSession {
         self.reply(VoiceEvent::Vad { turn: self.turns, speech: "started".into(), reason: None });
     }
 
-    fn finish_recording(&mut self, recording: Recording, reason: &str) {
+    /// A hands-free utterance reached a pause: transcribe it so far, and keep listening.
+    fn begin_pause(&mut self) {
+        let Some(recording) = &mut self.recording else { return };
+        let config = &self.deps.config;
+        let pcm = match to_16k(&recording.samples, recording.format.sample_rate) {
+            Ok(pcm) => pcm,
+            Err(e) => {
+                self.recording = None;
+                return self.error("invalid_audio", e);
+            }
+        };
+        self.pauses += 1;
+        let generation = self.pauses;
+        let (deps, checks, language) = (self.deps.clone(), self.checks_tx.clone(), recording.format.language.clone());
+        let check = tokio::spawn(async move {
+            let result = crate::speech::transcribe(&deps, pcm, language, None).await;
+            let _ = checks.send(PauseCheck { generation, result, at: Instant::now() }).await;
+        });
+        // Hears the speaker go on; "no speech" for the rest of `max_pause_ms` ends the wait.
+        let wait = EndpointConfig { no_speech_ms: config.max_pause_ms.saturating_sub(config.silence_ms).max(100), ..config.endpointing() };
+        recording.pause = Some(Pause {
+            endpointer: Endpointer::new(wait, recording.format.sample_rate),
+            samples: recording.samples.len(),
+            ended_at: Instant::now(),
+            heard: None,
+            _check: AbortOnDropHandle::new(check),
+        });
+    }
+
+    /// The transcript up to a pause: a finished question is answered now; one cut short waits.
+    fn on_pause_check(&mut self, check: PauseCheck) {
+        if check.generation != self.pauses {
+            return;
+        }
+        let Some(pause) = self.recording.as_mut().and_then(|r| r.pause.as_mut()) else { return };
+        let asr_ms = check.at.duration_since(pause.ended_at).as_secs_f64() * 1000.0;
+        let finished = match check.result {
+            Ok(heard) => {
+                let unfinished = looks_unfinished(&heard.text, &heard.language);
+                tracing::debug!(heard = %heard.text, unfinished, "hands-free pause");
+                pause.heard = Some((heard, asr_ms));
+                !unfinished
+            }
+            // The turn transcribes again and reports the failure in its own words.
+            Err(_) => true,
+        };
+        if finished && let Some(mut recording) = self.recording.take() {
+            let at_pause = recording.pause.take().map(Pause::into_at_pause);
+            self.finish_recording(recording, EndReason::Silence.as_str(), at_pause);
+        }
+    }
+
+    fn finish_recording(&mut self, recording: Recording, reason: &str, at_pause: Option<AtPause>) {
         let turn = self.turns;
-        let ended_at = Instant::now();
+        let ended_at = at_pause.as_ref().map_or_else(Instant::now, |p| p.ended_at);
         self.reply(VoiceEvent::Vad { turn, speech: "ended".into(), reason: Some(reason.to_owned()) });
         self.push_to_talk = recording.format.endpointing == Endpointing::Client;
         // Hands-free: audio that keeps coming is watched for the next utterance.
@@ -375,16 +529,18 @@ impl VoiceSession {
             self.deps.metrics.voice_turns.get_or_create(&VoiceTurnLabels { reason: "no_speech".into() }).inc();
             return;
         }
-        let pcm: Vec<f32> = recording.samples.iter().map(|s| f32::from(*s) / 32768.0).collect();
-        let pcm = if recording.format.sample_rate == 16_000 {
-            pcm
-        } else {
-            match uag_models::audio::resample_mono(&pcm, recording.format.sample_rate, 16_000) {
-                Ok(pcm) => pcm,
-                Err(e) => return self.error("invalid_audio", format!("cannot resample the audio: {e}")),
-            }
-        };
         let format = recording.format;
+        if let Some(AtPause { samples, heard: Some((heard, asr_ms)), .. }) = at_pause {
+            // What was said is what was transcribed: the audio up to the pause.
+            let audio_ms = samples as f64 * 1000.0 / f64::from(format.sample_rate);
+            let question = Question::Heard { text: heard.text, language: heard.language, audio_ms, asr_ms };
+            let (language, voice, speak) = (format.language, format.voice, format.speak);
+            return self.spawn_turn(TurnInput { turn, question, language, voice, speak, history: Vec::new(), ended_at });
+        }
+        let pcm = match to_16k(&recording.samples, format.sample_rate) {
+            Ok(pcm) => pcm,
+            Err(e) => return self.error("invalid_audio", e),
+        };
         self.spawn_turn(TurnInput {
             turn,
             question: Question::Audio(pcm),
@@ -422,10 +578,40 @@ impl VoiceSession {
     }
 }
 
+/// Mono 16 kHz samples for speech recognition.
+fn to_16k(samples: &[i16], sample_rate: u32) -> Result<Vec<f32>, String> {
+    let pcm: Vec<f32> = samples.iter().map(|s| f32::from(*s) / 32768.0).collect();
+    if sample_rate == 16_000 {
+        return Ok(pcm);
+    }
+    uag_models::audio::resample_mono(&pcm, sample_rate, 16_000).map_err(|e| format!("cannot resample the audio: {e}"))
+}
+
 impl Drop for VoiceSession {
     fn drop(&mut self) {
         // A session dropped without `close` still stops its turn.
         self.stop();
         self.deps.metrics.voice_sessions.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::looks_unfinished;
+
+    #[test]
+    fn a_clause_cut_short_looks_unfinished_and_a_question_does_not() {
+        for cut in
+            ["When does the greenhouse open the", "Where are the kiosk logs and", "How do I, um...", "I want to know,", "Where is the"]
+        {
+            assert!(looks_unfinished(cut, "en"), "{cut}");
+        }
+        for done in ["When does the greenhouse open the roof vents?", "Where are the kiosk logs?", "Reboot it.", "What is APT"] {
+            assert!(!looks_unfinished(done, "en"), "{done}");
+        }
+        // Other languages: only trailing marks count.
+        assert!(!looks_unfinished("Wann öffnet das Gewächshaus die", "de"));
+        assert!(looks_unfinished("Wann öffnet das Gewächshaus...", "de"));
+        assert!(looks_unfinished("  ", "en"), "nothing heard yet: wait");
     }
 }

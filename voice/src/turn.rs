@@ -154,6 +154,16 @@ pub enum Question {
     /// Mono samples at 16 kHz.
     Audio(Vec<f32>),
     Text(String),
+    /// Speech the session transcribed already (a hands-free pause, to tell a finished
+    /// question from one cut short): the turn does not transcribe it again.
+    Heard {
+        text: String,
+        language: String,
+        /// Length of the utterance.
+        audio_ms: f64,
+        /// End of speech -> transcript.
+        asr_ms: f64,
+    },
 }
 
 /// How a turn ended, for the conversation memory.
@@ -250,6 +260,15 @@ async fn answer(
     // 1. What was asked, in which language.
     let (question, language) = match input.question {
         Question::Text(text) => (text, input.language.clone().unwrap_or_else(|| "en".to_owned())),
+        Question::Heard { text, language, audio_ms, asr_ms } => {
+            timings.audio_ms = Some(audio_ms);
+            timings.asr_ms = Some(asr_ms);
+            // The same stages as every spoken turn, for clients that show them.
+            if !emit(out, status(turn, "transcribing", "Transcribed while listening")).await {
+                return "cancelled";
+            }
+            (text, language)
+        }
         Question::Audio(pcm) => {
             timings.audio_ms = Some(pcm.len() as f64 / 16.0);
             let Some(models) = voice.models.clone() else {
