@@ -143,6 +143,7 @@ pub(crate) fn run(config: &Config, command: ModelsCommand) -> Result<(), CliErro
                         FileOutcome::AlreadyPresent => "present, verified",
                         FileOutcome::Installed => "installed, verified",
                         FileOutcome::Converted => "converted, verified",
+                        FileOutcome::NotNeeded => "not needed (its converted file is installed)",
                     };
                     eprintln!("  {file}: {what}");
                 }

@@ -8,7 +8,9 @@
 //!   model its manifest entry (files of that architecture only) and every file's size and sha256;
 //! - `SHA256SUMS`: `<sha256>  <id>/<file>` for every model file (`sha256sum -c` format);
 //! - `LICENSES.txt`: each model's license and where it comes from;
-//! - `<id>/<file>`: the model files, the conversion outputs included, so a device never converts.
+//! - `<id>/<file>`: the files the runtime loads: a converted model's output and not its inputs
+//!   (whisper's CTranslate2 checkpoint, the Q4_1 GGUF), so a device never converts and no
+//!   model travels twice.
 //!
 //! Import trusts nothing in the bundle that it can check: each file must be one the importing
 //! uag's manifest lists for this architecture, with the manifest's pinned size and sha256 (a
@@ -95,9 +97,13 @@ pub struct ImportReport {
 
 /// The files of `entry` a device of `arch` needs, with the checksum each must have: the
 /// manifest's pin, else the one recorded when the file was installed (upstream-only files).
+/// A conversion's inputs stay behind: the device loads the converted file.
 fn expected_files(entry: &ModelEntry, arch: &str, recorded: &BTreeMap<String, String>) -> Vec<(String, u64, Option<String>)> {
-    let mut files: Vec<(String, u64, Option<String>)> =
-        entry.files_for_arch(arch).map(|f| (f.name.clone(), f.size, f.sha256.clone().or_else(|| recorded.get(&f.name).cloned()))).collect();
+    let mut files: Vec<(String, u64, Option<String>)> = entry
+        .files_for_arch(arch)
+        .filter(|f| !entry.is_conversion_input(&f.name))
+        .map(|f| (f.name.clone(), f.size, f.sha256.clone().or_else(|| recorded.get(&f.name).cloned())))
+        .collect();
     if let Some(c) = &entry.convert {
         files.push((c.output.clone(), c.size, Some(c.sha256.clone())));
     }
@@ -509,8 +515,11 @@ mod tests {
     use super::*;
 
     /// A manifest of two small models with pinned files, and those files installed in `dir`.
+    /// `alpha`: `a.bin` converted from `a.src` (the runtime loads `a.bin`) and `config.json`;
+    /// `runtime`: a native library per architecture.
     fn installed(dir: &Path) -> Manifest {
         let a = b"weights of model a".repeat(5000);
+        let src = b"source weights, before conversion".repeat(100);
         let b = b"{\"config\": true}".to_vec();
         let lib_this = b"native library for this machine".to_vec();
         let other = if std::env::consts::ARCH == "x86_64" { "aarch64" } else { "x86_64" };
@@ -523,11 +532,12 @@ kind = "llm"
 description = "a test model"
 license = "Apache-2.0"
 main = "a.bin"
+convert = {{ kind = "gguf-requantize-q80", input = "a.src", output = "a.bin", size = {}, sha256 = "{}" }}
 [[models.files]]
-name = "a.bin"
+name = "a.src"
 size = {}
 sha256 = "{}"
-url = "https://e.invalid/a.bin"
+url = "https://e.invalid/a.src"
 [[models.files]]
 name = "config.json"
 size = {}
@@ -555,6 +565,8 @@ url = "https://e.invalid/lib-other.so"
 "#,
             a.len(),
             sha(&a),
+            src.len(),
+            sha(&src),
             b.len(),
             sha(&b),
             std::env::consts::ARCH,
@@ -563,7 +575,8 @@ url = "https://e.invalid/lib-other.so"
             "cd".repeat(32),
         );
         let manifest = Manifest::parse(&text).expect("manifest");
-        for (model, name, bytes) in [("alpha", "a.bin", &a), ("alpha", "config.json", &b), ("runtime", "lib.so", &lib_this)] {
+        let files = [("alpha", "a.src", &src), ("alpha", "a.bin", &a), ("alpha", "config.json", &b), ("runtime", "lib.so", &lib_this)];
+        for (model, name, bytes) in files {
             fs::create_dir_all(dir.join(model)).expect("mkdir");
             fs::write(dir.join(model).join(name), bytes).expect("write");
         }
@@ -589,7 +602,8 @@ url = "https://e.invalid/lib-other.so"
         let mut archive = tar::Archive::new(File::open(&bundle).expect("open"));
         let names: Vec<String> =
             archive.entries().expect("entries").map(|e| e.expect("entry").path().expect("path").display().to_string()).collect();
-        assert_eq!(names, vec![INDEX_NAME, CHECKSUMS_FILE, LICENSES_NAME, "alpha/a.bin", "alpha/config.json", "runtime/lib.so"]);
+        // The conversion's input stays behind: the device loads `a.bin`.
+        assert_eq!(names, vec![INDEX_NAME, CHECKSUMS_FILE, LICENSES_NAME, "alpha/config.json", "alpha/a.bin", "runtime/lib.so"]);
 
         // Exporting again gives the same bytes.
         let again = tmp.path().join("again.tar");
@@ -610,6 +624,22 @@ url = "https://e.invalid/lib-other.so"
             assert!(crate::fetch::verify(entry, &target, false).expect("verify").iter().all(|(_, s)| s.is_sound()));
             assert!(target.join(&entry.id).join(CHECKSUMS_FILE).is_file());
         }
+        assert!(!target.join("alpha/a.src").exists());
+        // A fetch on the device finds the model complete: the input is not needed, nothing is
+        // downloaded (there is no python and no network here).
+        let mut options = crate::fetch::FetchOptions::new(&target);
+        options.show_progress = false;
+        options.python = "/nonexistent/python".into();
+        let alpha = manifest.require("alpha").expect("alpha");
+        let report = crate::fetch::fetch(alpha, &target, &options).expect("fetch finds it installed");
+        assert_eq!(
+            report.files,
+            vec![
+                ("a.src".to_string(), crate::fetch::FileOutcome::NotNeeded),
+                ("config.json".to_string(), crate::fetch::FileOutcome::AlreadyPresent),
+                ("a.bin".to_string(), crate::fetch::FileOutcome::AlreadyPresent),
+            ]
+        );
         // Only the models: no staging folder left.
         let left = listing(&target);
         assert_eq!(left.len(), 2, "{left:?}");

@@ -68,6 +68,8 @@ pub enum FileOutcome {
     AlreadyPresent,
     Installed,
     Converted,
+    /// A conversion input left out: the converted file is installed and verified.
+    NotNeeded,
 }
 
 #[derive(Debug, Clone)]
@@ -84,9 +86,19 @@ pub fn fetch(entry: &ModelEntry, models_dir: &Path, options: &FetchOptions) -> R
     fs::create_dir_all(&dir).map_err(|e| ModelError::io(&dir, e))?;
     let mut recorded = read_checksums(&dir);
     let mut report = FetchReport { model: entry.id.clone(), files: Vec::new(), seconds: 0.0 };
+    // A model installed from a bundle has its converted file and not the conversion's inputs:
+    // with the output verified, the inputs are not fetched again.
+    let converted = match &entry.convert {
+        Some(c) => file_matches(&dir.join(&c.output), c.size, &c.sha256, options.show_progress)?,
+        None => false,
+    };
 
     for file in entry.files_for_arch(&options.arch) {
         let dest = dir.join(&file.name);
+        if converted && entry.is_conversion_input(&file.name) && !dest.exists() {
+            report.files.push((file.name.clone(), FileOutcome::NotNeeded));
+            continue;
+        }
         let expected = file.sha256.clone().or_else(|| recorded.get(&file.name).cloned());
         if let Some(expected) = &expected
             && file_matches(&dest, file.size, expected, options.show_progress)?
@@ -130,8 +142,7 @@ pub fn fetch(entry: &ModelEntry, models_dir: &Path, options: &FetchOptions) -> R
     }
 
     if let Some(conversion) = &entry.convert {
-        let out = dir.join(&conversion.output);
-        if file_matches(&out, conversion.size, &conversion.sha256, options.show_progress)? {
+        if converted {
             report.files.push((conversion.output.clone(), FileOutcome::AlreadyPresent));
         } else {
             convert(entry, models_dir, options.show_progress)?;
@@ -211,8 +222,11 @@ impl std::fmt::Display for FileState {
 pub fn verify(entry: &ModelEntry, models_dir: &Path, show_progress: bool) -> Result<Vec<(String, FileState)>> {
     let dir = entry.dir(models_dir);
     let recorded = read_checksums(&dir);
+    // Conversion inputs that are absent beside their output are not needed (see `fetch`).
+    let output_there = entry.convert.as_ref().is_some_and(|c| dir.join(&c.output).exists());
     let mut wanted: Vec<(String, u64, Option<String>)> = entry
         .files_for_this_arch()
+        .filter(|f| !(output_there && entry.is_conversion_input(&f.name) && !dir.join(&f.name).exists()))
         .map(|f| (f.name.clone(), f.size, f.sha256.clone().or_else(|| recorded.get(&f.name).cloned())))
         .collect();
     if let Some(c) = &entry.convert {
@@ -247,7 +261,9 @@ pub fn is_installed(entry: &ModelEntry, models_dir: &Path) -> bool {
 pub fn is_installed_for(entry: &ModelEntry, models_dir: &Path, arch: &str) -> bool {
     let dir = entry.dir(models_dir);
     let sized = |name: &str, size: u64| fs::metadata(dir.join(name)).is_ok_and(|m| m.len() == size);
-    entry.files_for_arch(arch).all(|f| sized(&f.name, f.size)) && entry.convert.as_ref().is_none_or(|c| sized(&c.output, c.size))
+    // What the runtime loads: the conversion's output stands for its inputs.
+    entry.files_for_arch(arch).filter(|f| !entry.is_conversion_input(&f.name)).all(|f| sized(&f.name, f.size))
+        && entry.convert.as_ref().is_none_or(|c| sized(&c.output, c.size))
 }
 
 pub fn sha256_file(path: &Path, show_progress: bool, label: &str) -> Result<String> {

