@@ -136,13 +136,12 @@ struct PauseCheck {
     at: Instant,
 }
 
-/// Words an English clause does not end on: a transcript ending in one was cut short.
+/// Words an English question does not end on: articles, conjunctions, possessives, fillers,
+/// and "of"/"to". Verbs ("what does it do?"), prepositions ("which port is it on?") and
+/// demonstratives ("what is that?") end questions all the time, so they are not here.
 const CONTINUES: &[&str] = &[
-    "a", "an", "the", "and", "or", "but", "nor", "so", "because", "if", "when", "where", "while", "whether", "that", "which", "who",
-    "whose", "of", "to", "in", "on", "at", "by", "for", "from", "with", "without", "about", "into", "onto", "over", "under", "between",
-    "through", "after", "before", "during", "than", "as", "is", "are", "was", "were", "be", "am", "do", "does", "did", "can", "could",
-    "should", "would", "will", "my", "your", "our", "their", "his", "her", "its", "this", "these", "those", "um", "uh", "er", "erm",
-    "like", "how", "what", "why",
+    "a", "an", "the", "and", "or", "but", "nor", "because", "if", "whether", "although", "than", "of", "to", "my", "your", "our", "their",
+    "his", "its", "um", "uh", "er", "erm",
 ];
 
 /// Whether a transcript reads like a question or request cut off mid-clause: it trails off
@@ -606,7 +605,16 @@ mod tests {
         {
             assert!(looks_unfinished(cut, "en"), "{cut}");
         }
-        for done in ["When does the greenhouse open the roof vents?", "Where are the kiosk logs?", "Reboot it.", "What is APT"] {
+        let questions = [
+            "When does the greenhouse open the roof vents?",
+            "Where are the kiosk logs?",
+            "Reboot it.",
+            "What is APT",
+            "What does the idle timeout setting do?",
+            "Which port is it on?",
+            "What is that?",
+        ];
+        for done in questions {
             assert!(!looks_unfinished(done, "en"), "{done}");
         }
         // Other languages: only trailing marks count.
