@@ -49,6 +49,10 @@ pub enum ProviderError {
     /// A local component failed (the detail goes to the log only).
     #[error("internal error: {0}")]
     Internal(String),
+    /// The request asks for something this provider cannot do (a JSON schema of the local LLM);
+    /// refused, never answered without it.
+    #[error("`{param}` is not supported by provider `{provider}`: {hint}")]
+    Unsupported { provider: String, param: &'static str, hint: String },
 }
 
 impl ProviderError {
@@ -97,6 +101,7 @@ impl ProviderError {
             ProviderError::Busy { .. } => "model_busy",
             ProviderError::Cancelled => "cancelled",
             ProviderError::Internal(_) => "internal_error",
+            ProviderError::Unsupported { .. } => "unsupported_parameter",
         }
     }
 }
@@ -240,6 +245,9 @@ impl From<&ProviderError> for PublicError {
                 Self::internal()
             }
             ProviderError::Cancelled => Self::new(C::Cancelled, code, "the request was cancelled"),
+            ProviderError::Unsupported { param, .. } => {
+                Self { param: Some((*param).to_owned()), ..Self::new(C::InvalidRequest, code, err.to_string()) }
+            }
         }
     }
 }

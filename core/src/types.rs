@@ -43,6 +43,43 @@ pub struct Params {
     pub stop: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
+    /// Structured output: JSON, or JSON valid for a schema. Providers that can honour it get it
+    /// (OpenAI as is, Ollama as `format`); the others refuse the request rather than answer in
+    /// free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<ResponseFormat>,
+}
+
+/// What shape the answer must have, in OpenAI's wire form (`{"type": "json_schema",
+/// "json_schema": {"name", "schema", "strict"}}`), so OpenAI upstreams get it unchanged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ResponseFormat {
+    /// Any JSON object.
+    JsonObject,
+    /// JSON valid for `json_schema.schema`.
+    JsonSchema { json_schema: Box<JsonSchemaFormat> },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JsonSchemaFormat {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+}
+
+impl ResponseFormat {
+    /// Ollama's `format`: `"json"`, or the schema itself.
+    pub fn ollama_format(&self) -> serde_json::Value {
+        match self {
+            ResponseFormat::JsonObject => serde_json::Value::String("json".into()),
+            ResponseFormat::JsonSchema { json_schema } => json_schema.schema.clone().unwrap_or_else(|| "json".into()),
+        }
+    }
 }
 
 /// A request to `/v1/inference` (and, after translation, to every provider).

@@ -115,12 +115,10 @@ async fn unsupported_features_are_refused_by_name() {
     let (status, body) = gw.post_json("/v1/chat/completions", &tool).await;
     assert_eq!((status, body["error"]["param"].as_str()), (400, Some("messages[0].role")), "{body}");
 
-    // Fields that change what comes back are refused, not dropped: before, a json_schema
-    // response_format reached no upstream and the client got free text.
-    let schema = json!({"type": "json_schema", "json_schema": {"name": "city", "schema": {"type": "object"}}});
+    // Fields that change what comes back are refused, not dropped (response_format is carried
+    // to the providers that honour it: see structured_output_* below).
     for (field, value) in [
-        ("response_format", schema),
-        ("response_format", json!({"type": "json_object"})),
+        ("response_format", json!({"type": "xml"})),
         ("tool_choice", json!("required")),
         ("logprobs", json!(true)),
         ("modalities", json!(["text", "audio"])),
@@ -261,4 +259,43 @@ async fn responses_refuse_what_a_stateless_gateway_cannot_honour() {
     }
     let (status, body) = gw.post_json("/v1/responses", &responses_request("no/such-model", false)).await;
     assert_eq!((status, error_code(&body).as_str()), (404, "model_not_found"));
+}
+
+/// `response_format` reaches the providers that honour it, in their own shape (OpenAI and
+/// OpenAI-compatible: as sent; Ollama: `format`, "json" or the schema), and the others refuse
+/// the request by name with a 400 (Anthropic, the local models): never free text where the
+/// client asked for JSON.
+#[tokio::test]
+async fn structured_output_reaches_the_providers_that_honour_it_and_is_refused_by_the_others() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::with_mock(&mock, "").await;
+    let schema = json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]});
+    let json_schema = json!({"type": "json_schema", "json_schema": {"name": "city", "schema": schema, "strict": true}});
+    let ask = |model: &str, format: &Value| {
+        let mut req = sdk_request(model, false);
+        req["response_format"] = format.clone();
+        req
+    };
+    let last_body = |path: &str| mock.requests().into_iter().rev().find(|r| r.path == path).map(|r| r.body).unwrap();
+
+    for model in ["openai/gpt-4o-mini", "vllm/qwen2.5"] {
+        let (status, body) = gw.post_json("/v1/chat/completions", &ask(model, &json_schema)).await;
+        assert_eq!(status, 200, "{model}: {body}");
+        assert_eq!(last_body("/v1/chat/completions")["response_format"], json_schema, "{model}");
+    }
+    let (status, body) = gw.post_json("/v1/chat/completions", &ask("ollama/llama3.2", &json!({"type": "json_object"}))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(last_body("/api/chat")["format"], "json");
+    let (status, body) = gw.post_json("/v1/chat/completions", &ask("ollama/llama3.2", &json_schema)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(last_body("/api/chat")["format"], schema);
+
+    for model in ["anthropic/claude-3-5-haiku-20241022", "graphrag"] {
+        let (status, body) = gw.post_json("/v1/chat/completions", &ask(model, &json_schema)).await;
+        assert_eq!((status, body["error"]["param"].as_str()), (400, Some("response_format")), "{model}: {body}");
+        assert_eq!(error_code(&body), "unsupported_parameter", "{model}: {body}");
+    }
+    // Without it, the same request is not refused: the refusal is the format's.
+    let (status, body) = gw.post_json("/v1/chat/completions", &sdk_request("anthropic/claude-3-5-haiku-20241022", false)).await;
+    assert_eq!(status, 200, "{body}");
 }

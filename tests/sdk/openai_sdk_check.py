@@ -65,15 +65,19 @@ try:
     raise AssertionError("expected BadRequestError")
 except openai.BadRequestError as e:
     assert e.body["param"] == "messages", e.body
+city = {"type": "json_schema", "json_schema": {"name": "city", "schema": {"type": "object"}}}
+# Structured output goes to an OpenAI upstream as sent ...
+completion = client.chat.completions.create(
+    model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "x"}], response_format=city
+)
+assert completion.choices[0].message.content is not None
+# ... and a target that cannot honour it refuses by name instead of answering in free text.
 try:
-    client.chat.completions.create(
-        model="openai/gpt-4o-mini",
-        messages=[{"role": "user", "content": "x"}],
-        response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": {"type": "object"}}},
-    )
+    client.chat.completions.create(model="graphrag", messages=[{"role": "user", "content": "x"}], response_format=city)
     raise AssertionError("expected BadRequestError: structured output must not be dropped silently")
 except openai.BadRequestError as e:
     assert e.body["param"] == "response_format", e.body
+    assert e.body["code"] == "unsupported_parameter", e.body
 try:
     client.chat.completions.create(model="openai/error-429", messages=[{"role": "user", "content": "x"}])
     raise AssertionError("expected RateLimitError")

@@ -45,6 +45,20 @@ impl AnthropicProvider {
         builder.header("x-api-key", self.api_key.expose()).header("anthropic-version", &self.version)
     }
 
+    /// The Messages API has no JSON mode this gateway maps to: refused rather than answered
+    /// in free text.
+    fn refuse_response_format(&self, call: &ProviderCall) -> Result<(), ProviderError> {
+        match call.request.params.response_format {
+            None => Ok(()),
+            Some(_) => Err(ProviderError::Unsupported {
+                provider: self.name.clone(),
+                param: "response_format",
+                hint: "structured output is not mapped to Anthropic's Messages API; route the request to an OpenAI or Ollama provider"
+                    .into(),
+            }),
+        }
+    }
+
     fn body<'a>(&self, call: &'a ProviderCall, stream: bool) -> MessagesRequest<'a> {
         let p = &call.request.params;
         let conversation = call.request.conversation();
@@ -221,6 +235,7 @@ impl Provider for AnthropicProvider {
     }
 
     async fn infer(&self, call: ProviderCall) -> Result<InferenceResponse, ProviderError> {
+        self.refuse_response_format(&call)?;
         let url = format!("{}/v1/messages", self.base_url);
         let request = self.request(self.client.post(url)).json(&self.body(&call, false)).timeout(call.timeout);
         let response = upstream::send(request, call.timeout, &call.ctx.cancel, &call.model).await?;
@@ -239,6 +254,7 @@ impl Provider for AnthropicProvider {
     }
 
     async fn stream_infer(&self, call: ProviderCall) -> Result<EventStream, ProviderError> {
+        self.refuse_response_format(&call)?;
         let url = format!("{}/v1/messages", self.base_url);
         let request = self.request(self.client.post(url)).json(&self.body(&call, true));
         let response = upstream::send(request, call.timeout, &call.ctx.cancel, &call.model).await?;

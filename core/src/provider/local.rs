@@ -617,6 +617,14 @@ impl Provider for LocalProvider {
     }
 
     async fn stream_infer(&self, call: ProviderCall) -> Result<EventStream, ProviderError> {
+        if call.request.params.response_format.is_some() {
+            // Candle samples freely: the answer could not be promised to be JSON.
+            return Err(ProviderError::Unsupported {
+                provider: self.name.clone(),
+                param: "response_format",
+                hint: "the local models answer in free text; route the request to an OpenAI, OpenAI-compatible or Ollama provider".into(),
+            });
+        }
         if call.model == LOCAL_MODEL { self.rag_stream(call) } else { self.chat_stream(call) }
     }
 

@@ -53,6 +53,7 @@ impl OllamaProvider {
                 .map(|m| WireMessage { role: role_name(m.role), content: m.content })
                 .collect(),
             stream,
+            format: p.response_format.as_ref().map(crate::types::ResponseFormat::ollama_format),
             options: Options { num_predict: p.max_tokens, temperature: p.temperature, top_p: p.top_p, stop: &p.stop, seed: p.seed },
         };
         let mut builder = self.authorized(self.client.post(format!("{}/api/chat", self.base_url))).json(&body);
@@ -84,6 +85,9 @@ struct ChatRequest<'a> {
     model: &'a str,
     messages: Vec<WireMessage>,
     stream: bool,
+    /// Structured output: `"json"` or a JSON schema (Ollama 0.5+).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    format: Option<serde_json::Value>,
     options: Options<'a>,
 }
 

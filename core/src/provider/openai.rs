@@ -84,6 +84,7 @@ impl OpenAiProvider {
             top_p: p.top_p,
             stop: &p.stop,
             seed: p.seed,
+            response_format: p.response_format.as_ref(),
             stream,
             stream_options: stream.then_some(StreamOptions { include_usage: true }),
             user: call.ctx.identity.as_ref().filter(|_| self.forward_identity).map(|i| i.subject.as_str()),
@@ -138,6 +139,9 @@ struct ChatRequest<'a> {
     stop: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     seed: Option<u64>,
+    /// Structured output, as the client sent it (OpenAI and compatible servers read it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<&'a crate::types::ResponseFormat>,
     stream: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     stream_options: Option<StreamOptions>,

@@ -210,6 +210,8 @@ impl MessagesRequest {
                 top_p: self.top_p,
                 stop: self.stop_sequences.unwrap_or_default(),
                 seed: None,
+                // Structured output is refused by name above; nothing to carry.
+                response_format: None,
             },
             stream: self.stream,
             metadata,

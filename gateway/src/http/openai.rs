@@ -3,9 +3,11 @@
 //! `stream_options.include_usage`) and `GET /v1/models`.
 //!
 //! Requests are translated to [`InferenceRequest`] and answers back; fields the SDKs send that
-//! uag does not use are ignored, fields it cannot honour (`n > 1`, tools, images,
-//! `response_format` other than text, logprobs, audio output, penalties) are refused with a 400
-//! naming them, never dropped silently. Status events travel as SSE comments, which SDKs skip.
+//! uag does not use are ignored, fields it cannot honour (`n > 1`, tools, images, logprobs,
+//! audio output, penalties) are refused with a 400 naming them, never dropped silently.
+//! `response_format` JSON and JSON schemas go to the provider, which honours them (OpenAI and
+//! compatible servers as sent, Ollama as `format`) or refuses the request by name (Anthropic,
+//! the local models). Status events travel as SSE comments, which SDKs skip.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -25,7 +27,7 @@ use super::inference::sse_response;
 use crate::error::ApiError;
 use crate::error::into_event;
 use crate::pipeline::Answer;
-use crate::types::{Event, FinishReason, InferenceRequest, Message, Params, Role, Source, Usage};
+use crate::types::{Event, FinishReason, InferenceRequest, Message, Params, ResponseFormat, Role, Source, Usage};
 use crate::unix_now;
 
 /// Models discovery waits this long for any one upstream.
@@ -124,13 +126,6 @@ impl ChatCompletionRequest {
     /// `reasoning_effort`, `prompt_cache_key`) and their neutral values (`"text"`, `0`,
     /// `tool_choice: "none"`) pass.
     fn refuse_what_would_be_dropped(&self) -> Result<(), ApiError> {
-        let format = self.response_format.as_ref().and_then(|f| f.get("type")).and_then(Value::as_str);
-        if self.response_format.as_ref().is_some_and(|f| !f.is_null()) && format != Some("text") {
-            return Err(ApiError::invalid_field(
-                "response_format",
-                format!("response_format `{}` (structured output) is not supported by this gateway yet", format.unwrap_or("?")),
-            ));
-        }
         if self.tool_choice.as_ref().is_some_and(|c| !c.is_null() && c.as_str() != Some("none")) {
             return Err(ApiError::invalid_field("tool_choice", "tool calling is not supported by this gateway"));
         }
@@ -209,6 +204,15 @@ impl ChatCompletionRequest {
             metadata.insert("user".into(), Value::String(user));
         }
         let include_usage = self.stream_options.is_some_and(|o| o.include_usage);
+        // `text` asks for nothing; JSON and JSON schemas go to the provider, which honours or
+        // refuses them (never dropped).
+        let response_format = match self.response_format {
+            None | Some(Value::Null) => None,
+            Some(f) if f.get("type").and_then(Value::as_str) == Some("text") => None,
+            Some(f) => Some(serde_json::from_value::<ResponseFormat>(f).map_err(|e| {
+                ApiError::invalid_field("response_format", format!("response_format must be text, json_object or json_schema: {e}"))
+            })?),
+        };
         let request = InferenceRequest {
             id: None,
             provider: None,
@@ -221,6 +225,7 @@ impl ChatCompletionRequest {
                 top_p: self.top_p,
                 stop,
                 seed: self.seed,
+                response_format,
             },
             stream: self.stream,
             metadata,

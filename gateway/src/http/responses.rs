@@ -218,6 +218,8 @@ impl ResponsesRequest {
                 top_p: self.top_p,
                 stop: Vec::new(),
                 seed: None,
+                // Structured output is refused by name above; nothing to carry.
+                response_format: None,
             },
             stream: self.stream,
             metadata,

@@ -33,7 +33,7 @@ const ROUTE: Route = Route { path: "/v1/inference/stream", method: "GET" };
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 enum ClientMessage {
-    Request { request: InferenceRequest },
+    Request { request: Box<InferenceRequest> },
     Cancel { id: String },
     Ping {},
 }
@@ -134,7 +134,7 @@ impl SocketSession for Session {
                 Some(token) => token.cancel(),
                 None => self.reply(error_message(Some(&id), "unknown_request", "no request with this id is in flight")),
             },
-            ClientMessage::Request { request } => self.start(request),
+            ClientMessage::Request { request } => self.start(*request),
         }
         Flow::Continue
     }
