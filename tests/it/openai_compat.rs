@@ -250,7 +250,7 @@ async fn responses_refuse_what_a_stateless_gateway_cannot_honour() {
     for (field, value, param) in [
         ("previous_response_id", json!("resp_123"), "previous_response_id"),
         ("tools", json!([{"type": "function", "name": "get_weather", "parameters": {}}]), "tools"),
-        ("text", json!({"format": {"type": "json_schema", "name": "city", "schema": {"type": "object"}}}), "text.format"),
+        ("text", json!({"format": {"type": "xml"}}), "text.format"),
     ] {
         let mut req = responses_request("openai/gpt-4o-mini", false);
         req[field] = value;
@@ -295,6 +295,15 @@ async fn structured_output_reaches_the_providers_that_honour_it_and_is_refused_b
         assert_eq!((status, body["error"]["param"].as_str()), (400, Some("response_format")), "{model}: {body}");
         assert_eq!(error_code(&body), "unsupported_parameter", "{model}: {body}");
     }
+    // The Responses API's flat `text.format` is the same request to the provider.
+    let mut flat = responses_request("openai/gpt-4o-mini", false);
+    flat["text"] = json!({"format": {"type": "json_schema", "name": "city", "schema": schema, "strict": true}});
+    let (status, body) = gw.post_json("/v1/responses", &flat).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(last_body("/v1/chat/completions")["response_format"], json_schema);
+    flat["model"] = json!("graphrag");
+    let (status, body) = gw.post_json("/v1/responses", &flat).await;
+    assert_eq!((status, error_code(&body).as_str()), (400, "unsupported_parameter"), "{body}");
     // Without it, the same request is not refused: the refusal is the format's.
     let (status, body) = gw.post_json("/v1/chat/completions", &sdk_request("anthropic/claude-3-5-haiku-20241022", false)).await;
     assert_eq!(status, 200, "{body}");

@@ -7,8 +7,9 @@
 //!   `temperature`, `top_p`, `stream`, `metadata`, `user`/`safety_identifier`.
 //! - Nothing is stored: `store` is accepted and ignored, and what needs a stored response
 //!   (`previous_response_id`, `conversation`, `prompt`, `background`) is refused with a 400
-//!   naming it. So are tools, non-text input parts, `text.format` other than text and logprobs:
-//!   never dropped silently. Hints (`reasoning`, `service_tier`, `truncation`, `prompt_cache_*`,
+//!   naming it. So are tools, non-text input parts and logprobs: never dropped silently.
+//!   `text.format` `json_object`/`json_schema` goes to the provider as structured output
+//!   (honoured by OpenAI-style and Ollama upstreams, refused by name by the others). Hints (`reasoning`, `service_tier`, `truncation`, `prompt_cache_*`,
 //!   `parallel_tool_calls`) are accepted and ignored.
 //! - Response: a `response` object with one `message` output item; with `stream`, the events
 //!   the SDK reads (`response.created`, `response.in_progress`, `response.output_item.added`,
@@ -33,7 +34,7 @@ use super::inference::sse_response;
 use crate::error::ApiError;
 use crate::error::into_event;
 use crate::pipeline::Answer;
-use crate::types::{Event, FinishReason, InferenceRequest, Message, Params, Role, Source, Usage};
+use crate::types::{Event, FinishReason, InferenceRequest, JsonSchemaFormat, Message, Params, ResponseFormat, Role, Source, Usage};
 use crate::unix_now;
 
 #[derive(Debug, Deserialize)]
@@ -115,6 +116,34 @@ pub struct TextConfig {
     pub format: Option<Value>,
 }
 
+/// `text.format` as structured output: the Responses API's flat shape (`{"type":
+/// "json_schema", "name", "schema", "strict"}`) in the typed form every provider reads.
+fn text_format(format: Option<&Value>) -> Result<Option<ResponseFormat>, ApiError> {
+    let Some(format) = format.filter(|f| !f.is_null()) else { return Ok(None) };
+    let field = |key: &str| format.get(key).filter(|v| !v.is_null());
+    match format.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(ResponseFormat::JsonObject)),
+        Some("json_schema") => {
+            let Some(name) = field("name").and_then(Value::as_str) else {
+                return Err(ApiError::invalid_field("text.format.name", "a json_schema format needs a `name`"));
+            };
+            Ok(Some(ResponseFormat::JsonSchema {
+                json_schema: Box::new(JsonSchemaFormat {
+                    name: name.to_owned(),
+                    description: field("description").and_then(Value::as_str).map(str::to_owned),
+                    schema: field("schema").cloned(),
+                    strict: field("strict").and_then(Value::as_bool),
+                }),
+            }))
+        }
+        other => Err(ApiError::invalid_field(
+            "text.format",
+            format!("text.format `{}` is not supported; use text, json_object or json_schema", other.unwrap_or("?")),
+        )),
+    }
+}
+
 fn refuse(field: &str, message: &str) -> Result<(), ApiError> {
     Err(ApiError::invalid_field(field, message))
 }
@@ -139,10 +168,6 @@ impl ResponsesRequest {
         }
         if self.tool_choice.as_ref().is_some_and(|c| !c.is_null() && !matches!(c.as_str(), Some("none" | "auto"))) {
             refuse("tool_choice", "tool calling is not supported by this gateway")?;
-        }
-        let format = self.text.as_ref().and_then(|t| t.format.as_ref()).filter(|f| !f.is_null());
-        if format.is_some_and(|f| f.get("type").and_then(Value::as_str) != Some("text")) {
-            refuse("text.format", "structured output is not supported by this gateway yet")?;
         }
         if self.top_logprobs.is_some_and(|n| n > 0) {
             refuse("top_logprobs", "log probabilities are not supported by this gateway")?;
@@ -206,6 +231,7 @@ impl ResponsesRequest {
         if let Some(user) = self.safety_identifier.or(self.user) {
             metadata.insert("user".into(), Value::String(user));
         }
+        let response_format = text_format(self.text.as_ref().and_then(|t| t.format.as_ref()))?;
         Ok(InferenceRequest {
             id: None,
             provider: None,
@@ -218,8 +244,7 @@ impl ResponsesRequest {
                 top_p: self.top_p,
                 stop: Vec::new(),
                 seed: None,
-                // Structured output is refused by name above; nothing to carry.
-                response_format: None,
+                response_format,
             },
             stream: self.stream,
             metadata,
@@ -435,7 +460,9 @@ mod tests {
         assert_eq!(with("conversation", json!("conv_1")), Some((400, "conversation".into())));
         assert_eq!(with("background", json!(true)), Some((400, "background".into())));
         assert_eq!(with("tools", json!([{"type": "function", "name": "f"}])), Some((400, "tools".into())));
-        assert_eq!(with("text", json!({"format": {"type": "json_schema", "name": "x", "schema": {}}})), Some((400, "text.format".into())));
+        assert_eq!(with("text", json!({"format": {"type": "xml"}})), Some((400, "text.format".into())));
+        assert_eq!(with("text", json!({"format": {"type": "json_schema", "schema": {}}})), Some((400, "text.format.name".into())));
+        assert!(with("text", json!({"format": {"type": "json_schema", "name": "x", "schema": {}}})).is_none(), "carried, not refused");
         assert_eq!(with("top_logprobs", json!(3)), Some((400, "top_logprobs".into())));
         assert_eq!(
             with("input", json!([{"type": "function_call_output", "call_id": "c", "output": "{}"}])),
