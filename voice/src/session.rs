@@ -464,18 +464,15 @@ impl VoiceSession {
     fn begin_pause(&mut self) {
         let Some(recording) = &mut self.recording else { return };
         let config = &self.deps.config;
-        let pcm = match to_16k(&recording.samples, recording.format.sample_rate) {
-            Ok(pcm) => pcm,
-            Err(e) => {
-                self.recording = None;
-                return self.error("invalid_audio", e);
-            }
-        };
         self.pauses += 1;
         let generation = self.pauses;
         let (deps, checks, language) = (self.deps.clone(), self.checks_tx.clone(), recording.format.language.clone());
+        let (samples, rate) = (recording.samples.clone(), recording.format.sample_rate);
         let check = tokio::spawn(async move {
-            let result = crate::speech::transcribe(&deps, pcm, language, None).await;
+            let result = match to_16k_off_worker(samples, rate).await {
+                Ok(pcm) => crate::speech::transcribe(&deps, pcm, language, None).await,
+                Err(e) => Err(uag_core::error::PublicError::new(uag_core::error::ErrorClass::InvalidRequest, "invalid_audio", e)),
+            };
             let _ = checks.send(PauseCheck { generation, result, at: Instant::now() }).await;
         });
         // Hears the speaker go on; "no speech" for the rest of `max_pause_ms` ends the wait.
@@ -536,13 +533,9 @@ impl VoiceSession {
             let (language, voice, speak) = (format.language, format.voice, format.speak);
             return self.spawn_turn(TurnInput { turn, question, language, voice, speak, history: Vec::new(), ended_at });
         }
-        let pcm = match to_16k(&recording.samples, format.sample_rate) {
-            Ok(pcm) => pcm,
-            Err(e) => return self.error("invalid_audio", e),
-        };
         self.spawn_turn(TurnInput {
             turn,
-            question: Question::Audio(pcm),
+            question: Question::Audio { samples: recording.samples, sample_rate: format.sample_rate },
             language: format.language,
             voice: format.voice,
             speak: format.speak,
@@ -577,13 +570,17 @@ impl VoiceSession {
     }
 }
 
-/// Mono 16 kHz samples for speech recognition.
-fn to_16k(samples: &[i16], sample_rate: u32) -> Result<Vec<f32>, String> {
-    let pcm: Vec<f32> = samples.iter().map(|s| f32::from(*s) / 32768.0).collect();
-    if sample_rate == 16_000 {
-        return Ok(pcm);
-    }
-    uag_models::audio::resample_mono(&pcm, sample_rate, 16_000).map_err(|e| format!("cannot resample the audio: {e}"))
+/// Mono 16 kHz samples for speech recognition. The resampling (an FFT resampler over up to
+/// `max_utterance_ms` of audio) runs on the blocking pool, never on a tokio worker.
+pub(crate) async fn to_16k_off_worker(samples: Vec<i16>, sample_rate: u32) -> Result<Vec<f32>, String> {
+    let convert = move || {
+        let pcm: Vec<f32> = samples.iter().map(|s| f32::from(*s) / 32768.0).collect();
+        if sample_rate == 16_000 {
+            return Ok(pcm);
+        }
+        uag_models::audio::resample_mono(&pcm, sample_rate, 16_000).map_err(|e| format!("cannot resample the audio: {e}"))
+    };
+    tokio::task::spawn_blocking(convert).await.map_err(|e| format!("resampling failed: {e}"))?
 }
 
 impl Drop for VoiceSession {

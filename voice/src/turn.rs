@@ -151,8 +151,11 @@ pub struct TurnInput {
 
 #[derive(Debug)]
 pub enum Question {
-    /// Mono samples at 16 kHz.
-    Audio(Vec<f32>),
+    /// Mono 16-bit samples at `sample_rate` (resampled to 16 kHz on the blocking pool).
+    Audio {
+        samples: Vec<i16>,
+        sample_rate: u32,
+    },
     Text(String),
     /// Speech the session transcribed already (a hands-free pause, to tell a finished
     /// question from one cut short): the turn does not transcribe it again.
@@ -269,7 +272,14 @@ async fn answer(
             }
             (text, language)
         }
-        Question::Audio(pcm) => {
+        Question::Audio { samples, sample_rate } => {
+            let pcm = match crate::session::to_16k_off_worker(samples, sample_rate).await {
+                Ok(pcm) => pcm,
+                Err(message) => {
+                    emit(out, error(turn, "invalid_audio", message)).await;
+                    return "error";
+                }
+            };
             timings.audio_ms = Some(pcm.len() as f64 / 16.0);
             let Some(models) = voice.models.clone() else {
                 emit(out, error(turn, "model_not_installed", "speech recognition is not available in this process")).await;
