@@ -388,14 +388,10 @@ impl Connection {
 
     async fn transcribe(&mut self) -> Vec<WyEvent> {
         let Some(audio) = self.audio.take() else { return vec![error("no_audio", "`audio-stop` without audio")] };
-        let pcm: Vec<f32> = audio.samples.iter().map(|s| f32::from(*s) / 32768.0).collect();
-        let pcm = if audio.rate == 16_000 {
-            pcm
-        } else {
-            match uag_models::audio::resample_mono(&pcm, audio.rate, 16_000) {
-                Ok(pcm) => pcm,
-                Err(e) => return vec![error("unsupported_audio_format", &format!("cannot resample the audio: {e}"))],
-            }
+        // Up to `max_audio_seconds` of audio: resampled on the blocking pool, not this worker.
+        let pcm = match speech::to_16k_off_worker(audio.samples, audio.rate).await {
+            Ok(pcm) => pcm,
+            Err(e) => return vec![error("unsupported_audio_format", &e)],
         };
         let language = self.language.take();
         match speech::transcribe(&self.voice, pcm, language, self.asr_model.as_deref()).await {

@@ -469,7 +469,7 @@ impl VoiceSession {
         let (deps, checks, language) = (self.deps.clone(), self.checks_tx.clone(), recording.format.language.clone());
         let (samples, rate) = (recording.samples.clone(), recording.format.sample_rate);
         let check = tokio::spawn(async move {
-            let result = match to_16k_off_worker(samples, rate).await {
+            let result = match crate::speech::to_16k_off_worker(samples, rate).await {
                 Ok(pcm) => crate::speech::transcribe(&deps, pcm, language, None).await,
                 Err(e) => Err(uag_core::error::PublicError::new(uag_core::error::ErrorClass::InvalidRequest, "invalid_audio", e)),
             };
@@ -568,19 +568,6 @@ impl VoiceSession {
             });
         }
     }
-}
-
-/// Mono 16 kHz samples for speech recognition. The resampling (an FFT resampler over up to
-/// `max_utterance_ms` of audio) runs on the blocking pool, never on a tokio worker.
-pub(crate) async fn to_16k_off_worker(samples: Vec<i16>, sample_rate: u32) -> Result<Vec<f32>, String> {
-    let convert = move || {
-        let pcm: Vec<f32> = samples.iter().map(|s| f32::from(*s) / 32768.0).collect();
-        if sample_rate == 16_000 {
-            return Ok(pcm);
-        }
-        uag_models::audio::resample_mono(&pcm, sample_rate, 16_000).map_err(|e| format!("cannot resample the audio: {e}"))
-    };
-    tokio::task::spawn_blocking(convert).await.map_err(|e| format!("resampling failed: {e}"))?
 }
 
 impl Drop for VoiceSession {

@@ -157,3 +157,16 @@ pub fn asr_languages(model_id: &str) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// Mono 16 kHz samples for speech recognition. The resampling (an FFT resampler over up to
+/// `max_utterance_ms` of audio) runs on the blocking pool, never on a tokio worker.
+pub async fn to_16k_off_worker(samples: Vec<i16>, sample_rate: u32) -> Result<Vec<f32>, String> {
+    let convert = move || {
+        let pcm: Vec<f32> = samples.iter().map(|s| f32::from(*s) / 32768.0).collect();
+        if sample_rate == 16_000 {
+            return Ok(pcm);
+        }
+        uag_models::audio::resample_mono(&pcm, sample_rate, 16_000).map_err(|e| format!("cannot resample the audio: {e}"))
+    };
+    tokio::task::spawn_blocking(convert).await.map_err(|e| format!("resampling failed: {e}"))?
+}

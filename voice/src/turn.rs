@@ -273,7 +273,7 @@ async fn answer(
             (text, language)
         }
         Question::Audio { samples, sample_rate } => {
-            let pcm = match crate::session::to_16k_off_worker(samples, sample_rate).await {
+            let pcm = match crate::speech::to_16k_off_worker(samples, sample_rate).await {
                 Ok(pcm) => pcm,
                 Err(message) => {
                     emit(out, error(turn, "invalid_audio", message)).await;
