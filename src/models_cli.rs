@@ -115,8 +115,9 @@ pub(crate) fn run(config: &Config, command: ModelsCommand) -> Result<(), CliErro
         }
         ModelsCommand::Fetch(args) => {
             let dir = args.dir.clone().unwrap_or(models_dir);
+            let arch = arch_arg(args.arch.as_deref())?;
             let entries: Vec<&ModelEntry> = if args.all {
-                manifest.models.iter().filter(|m| m.files_for_arch(&options_arch(&args)).all(|f| !f.registry.is_empty())).collect()
+                manifest.models.iter().filter(|m| m.files_for_arch(&arch).all(|f| !f.registry.is_empty())).collect()
             } else if args.ids.is_empty() {
                 manifest.defaults().collect()
             } else {
@@ -129,9 +130,7 @@ pub(crate) fn run(config: &Config, command: ModelsCommand) -> Result<(), CliErro
                 SourceArg::Upstream => Source::Upstream,
             };
             options.allow_unpinned = args.allow_unpinned;
-            if let Some(arch) = &args.arch {
-                options.arch = known_arch(arch)?;
-            }
+            options.arch = arch;
             options.show_progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
             // Conversion needs the runtime's dependencies in order (ONNX Runtime before voices
             // does not matter, but a model's sources before its conversion does: fetch handles it).
@@ -201,10 +200,7 @@ pub(crate) fn run(config: &Config, command: ModelsCommand) -> Result<(), CliErro
         }
         ModelsCommand::Export(args) => {
             let dir = args.dir.clone().unwrap_or(models_dir);
-            let arch = match &args.arch {
-                Some(arch) => known_arch(arch)?,
-                None => std::env::consts::ARCH.to_string(),
-            };
+            let arch = arch_arg(args.arch.as_deref())?;
             let entries: Vec<&ModelEntry> = if args.ids.is_empty() {
                 manifest.models.iter().filter(|m| fetch::is_installed_for(m, &dir, &arch)).collect()
             } else {
@@ -242,8 +238,10 @@ pub(crate) fn run(config: &Config, command: ModelsCommand) -> Result<(), CliErro
     }
 }
 
-/// The architecture an argument names, or a usage error listing the known ones.
-fn known_arch(arch: &str) -> Result<String, CliError> {
+/// The architecture `--arch` names (this machine's without it), or a usage error listing the
+/// known ones.
+fn arch_arg(arch: Option<&str>) -> Result<String, CliError> {
+    let Some(arch) = arch else { return Ok(std::env::consts::ARCH.to_string()) };
     let arch = if arch == "arm64" {
         "aarch64"
     } else if arch == "amd64" {
@@ -256,10 +254,6 @@ fn known_arch(arch: &str) -> Result<String, CliError> {
     } else {
         Err(CliError::Usage(format!("unknown architecture `{arch}`; use one of {}", KNOWN_ARCHES.join(", "))))
     }
-}
-
-fn options_arch(args: &FetchArgs) -> String {
-    args.arch.as_deref().and_then(|a| known_arch(a).ok()).unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }
 
 fn human_size(bytes: u64) -> String {

@@ -95,19 +95,10 @@ pub struct ImportReport {
     pub seconds: f64,
 }
 
-/// The files of `entry` a device of `arch` needs, with the checksum each must have: the
-/// manifest's pin, else the one recorded when the file was installed (upstream-only files).
-/// A conversion's inputs stay behind: the device loads the converted file.
-fn expected_files(entry: &ModelEntry, arch: &str, recorded: &BTreeMap<String, String>) -> Vec<(String, u64, Option<String>)> {
-    let mut files: Vec<(String, u64, Option<String>)> = entry
-        .files_for_arch(arch)
-        .filter(|f| !entry.is_conversion_input(&f.name))
-        .map(|f| (f.name.clone(), f.size, f.sha256.clone().or_else(|| recorded.get(&f.name).cloned())))
-        .collect();
-    if let Some(c) = &entry.convert {
-        files.push((c.output.clone(), c.size, Some(c.sha256.clone())));
-    }
-    files
+/// The files of `entry` a device of `arch` needs (see [`crate::fetch::expected_files`]): a
+/// conversion's inputs stay behind, the device loads the converted file.
+fn bundled_files(entry: &ModelEntry, arch: &str, recorded: &BTreeMap<String, String>) -> Vec<(String, u64, Option<String>)> {
+    crate::fetch::expected_files(entry, arch, recorded, |name| !entry.is_conversion_input(name))
 }
 
 /// Writes `entries` (installed in `models_dir`, for `arch`) into the bundle `out`. Every file is
@@ -132,7 +123,7 @@ pub fn export(entries: &[&ModelEntry], models_dir: &Path, arch: &str, out: &Path
         let dir = entry.dir(models_dir);
         let recorded = read_checksums(&dir);
         let mut files = Vec::new();
-        for (name, size, sha) in expected_files(entry, arch, &recorded) {
+        for (name, size, sha) in bundled_files(entry, arch, &recorded) {
             let path = dir.join(&name);
             let fix = if arch == std::env::consts::ARCH {
                 format!("uag models fetch {}", entry.id)
@@ -428,7 +419,7 @@ fn plan_import(manifest: &Manifest, index: &BundleIndex) -> Result<BTreeMap<Stri
         if bundled.len() != model.files.len() {
             return Err(refuse(format!("{} lists a file twice", model.id)));
         }
-        let wanted = expected_files(entry, arch, &BTreeMap::new());
+        let wanted = bundled_files(entry, arch, &BTreeMap::new());
         for (name, size, pinned) in &wanted {
             let file = bundled.get(name.as_str()).ok_or_else(|| refuse(format!("{} lacks {name}", model.id)))?;
             if file.size != *size {
@@ -443,7 +434,7 @@ fn plan_import(manifest: &Manifest, index: &BundleIndex) -> Result<BTreeMap<Stri
                 }
                 Some(pin) => pin.clone(),
                 // Upstream-only files: the checksum recorded where the bundle was made.
-                None if file.sha256.len() == 64 && file.sha256.bytes().all(|b| b.is_ascii_hexdigit()) => file.sha256.to_ascii_lowercase(),
+                None if crate::manifest::is_sha256(&file.sha256) => file.sha256.clone(),
                 None => return Err(refuse(format!("{}/{name} has no valid sha256 in the index", model.id))),
             };
             expected.insert(format!("{}/{name}", model.id), Expected { size: *size, sha256: sha, seen: false });

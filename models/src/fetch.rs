@@ -224,14 +224,9 @@ pub fn verify(entry: &ModelEntry, models_dir: &Path, show_progress: bool) -> Res
     let recorded = read_checksums(&dir);
     // Conversion inputs that are absent beside their output are not needed (see `fetch`).
     let output_there = entry.convert.as_ref().is_some_and(|c| dir.join(&c.output).exists());
-    let mut wanted: Vec<(String, u64, Option<String>)> = entry
-        .files_for_this_arch()
-        .filter(|f| !(output_there && entry.is_conversion_input(&f.name) && !dir.join(&f.name).exists()))
-        .map(|f| (f.name.clone(), f.size, f.sha256.clone().or_else(|| recorded.get(&f.name).cloned())))
-        .collect();
-    if let Some(c) = &entry.convert {
-        wanted.push((c.output.clone(), c.size, Some(c.sha256.clone())));
-    }
+    let wanted = expected_files(entry, std::env::consts::ARCH, &recorded, |name| {
+        !(output_there && entry.is_conversion_input(name) && !dir.join(name).exists())
+    });
     let mut states = Vec::new();
     for (name, size, sha) in wanted {
         let path = dir.join(&name);
@@ -250,6 +245,26 @@ pub fn verify(entry: &ModelEntry, models_dir: &Path, show_progress: bool) -> Res
         states.push((name, state));
     }
     Ok(states)
+}
+
+/// The files of `entry` for `arch` that `keep` keeps, then the conversion's output, each with
+/// its size and the checksum it must have: the manifest's pin, else the one recorded when the
+/// file was installed (upstream-only files).
+pub(crate) fn expected_files(
+    entry: &ModelEntry,
+    arch: &str,
+    recorded: &std::collections::BTreeMap<String, String>,
+    keep: impl Fn(&str) -> bool,
+) -> Vec<(String, u64, Option<String>)> {
+    let mut files: Vec<(String, u64, Option<String>)> = entry
+        .files_for_arch(arch)
+        .filter(|f| keep(&f.name))
+        .map(|f| (f.name.clone(), f.size, f.sha256.clone().or_else(|| recorded.get(&f.name).cloned())))
+        .collect();
+    if let Some(c) = &entry.convert {
+        files.push((c.output.clone(), c.size, Some(c.sha256.clone())));
+    }
+    files
 }
 
 /// Cheap installed check (existence and sizes, no hashing) for listings and readiness.

@@ -217,11 +217,6 @@ impl ModelEntry {
         self.convert.as_ref().is_some_and(|c| c.input.as_deref().is_none_or(|input| input == name))
     }
 
-    /// Whether any file of this model is for `arch` alone (a native library, say).
-    pub fn has_arch_specific_files(&self) -> bool {
-        self.files.iter().any(|f| f.arch.is_some())
-    }
-
     pub fn dir(&self, models_dir: &Path) -> PathBuf {
         models_dir.join(&self.id)
     }
@@ -255,7 +250,7 @@ fn is_safe_name(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
-fn is_sha256(s: &str) -> bool {
+pub(crate) fn is_sha256(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 

@@ -114,20 +114,6 @@ struct Pause {
     _check: AbortOnDropHandle<()>,
 }
 
-/// What a pause established when the utterance ends there.
-struct AtPause {
-    ended_at: Instant,
-    /// Audio up to the pause.
-    samples: usize,
-    heard: Option<(Heard, f64)>,
-}
-
-impl Pause {
-    fn into_at_pause(self) -> AtPause {
-        AtPause { ended_at: self.ended_at, samples: self.samples, heard: self.heard }
-    }
-}
-
 /// The transcript of an utterance up to a pause.
 struct PauseCheck {
     /// Which pause it is for (a later pause makes it stale).
@@ -334,10 +320,7 @@ impl VoiceSession {
                 self.begin_recording(format, Vec::new());
             }
             Command::Stop => match self.recording.take() {
-                Some(mut recording) => {
-                    let at_pause = recording.pause.take().map(Pause::into_at_pause);
-                    self.finish_recording(recording, "stop", at_pause);
-                }
+                Some(recording) => self.finish_recording(recording, "stop"),
                 None => self.error("not_recording", "`stop` without a `start`: no utterance is being recorded"),
             },
             Command::Text { text, language, voice, speak } => {
@@ -397,11 +380,10 @@ impl VoiceSession {
                 }
                 let capped = events.iter().any(|e| matches!(e, VadEvent::Ended(_)));
                 if (capped || room == 0)
-                    && let Some(mut recording) = self.recording.take()
+                    && let Some(recording) = self.recording.take()
                 {
-                    let at_pause = recording.pause.take().map(Pause::into_at_pause);
                     let reason = if capped { EndReason::Silence } else { EndReason::MaxLength };
-                    self.finish_recording(recording, reason.as_str(), at_pause);
+                    self.finish_recording(recording, reason.as_str());
                 }
                 return;
             }
@@ -425,7 +407,7 @@ impl VoiceSession {
             if let Some(reason) = ended
                 && let Some(recording) = self.recording.take()
             {
-                self.finish_recording(recording, reason.as_str(), None);
+                self.finish_recording(recording, reason.as_str());
             }
             return;
         }
@@ -503,15 +485,17 @@ impl VoiceSession {
             // The turn transcribes again and reports the failure in its own words.
             Err(_) => true,
         };
-        if finished && let Some(mut recording) = self.recording.take() {
-            let at_pause = recording.pause.take().map(Pause::into_at_pause);
-            self.finish_recording(recording, EndReason::Silence.as_str(), at_pause);
+        if finished && let Some(recording) = self.recording.take() {
+            self.finish_recording(recording, EndReason::Silence.as_str());
         }
     }
 
-    fn finish_recording(&mut self, recording: Recording, reason: &str, at_pause: Option<AtPause>) {
+    /// Ends the utterance and starts its turn. One that ends at a hands-free pause starts from
+    /// the pause: its end of speech, and its transcript when that is in.
+    fn finish_recording(&mut self, mut recording: Recording, reason: &str) {
         let turn = self.turns;
-        let ended_at = at_pause.as_ref().map_or_else(Instant::now, |p| p.ended_at);
+        let pause = recording.pause.take();
+        let ended_at = pause.as_ref().map_or_else(Instant::now, |p| p.ended_at);
         self.reply(VoiceEvent::Vad { turn, speech: "ended".into(), reason: Some(reason.to_owned()) });
         self.push_to_talk = recording.format.endpointing == Endpointing::Client;
         // Hands-free: audio that keeps coming is watched for the next utterance.
@@ -526,7 +510,7 @@ impl VoiceSession {
             return;
         }
         let format = recording.format;
-        if let Some(AtPause { samples, heard: Some((heard, asr_ms)), .. }) = at_pause {
+        if let Some(Pause { samples, heard: Some((heard, asr_ms)), .. }) = pause {
             // What was said is what was transcribed: the audio up to the pause.
             let audio_ms = samples as f64 * 1000.0 / f64::from(format.sample_rate);
             let question = Question::Heard { text: heard.text, language: heard.language, audio_ms, asr_ms };

@@ -421,6 +421,16 @@ impl RealtimeSocket {
         self.turns.entry(turn).or_default()
     }
 
+    /// The id of `turn`'s user audio item, made when first needed.
+    fn user_item(&mut self, turn: u32) -> String {
+        if let Some(id) = &self.turn(turn).user_item {
+            return id.clone();
+        }
+        let id = self.id("item");
+        self.turn(turn).user_item = Some(id.clone());
+        id
+    }
+
     /// Opens the response of `turn` (its first output): `response.created`, the assistant item
     /// and its content part.
     fn begin_response(&mut self, turn: u32) {
@@ -445,8 +455,8 @@ impl RealtimeSocket {
         self.turn(turn).response = Some(ResponseState { id, item_id, text: String::new(), speak });
     }
 
-    fn end_response(&mut self, turn: u32, reason: &str) {
-        let Some(response) = self.turns.remove(&turn).and_then(|t| t.response) else { return };
+    /// Closes a response: the `.done` events and `response.done` with the turn's outcome.
+    fn end_response(&mut self, response: ResponseState, reason: &str) {
         let ResponseState { id, item_id, text, speak } = response;
         let at = json!({"response_id": id, "item_id": item_id, "output_index": 0, "content_index": 0});
         let with = |mut v: Value, key: &str, value: Value| {
@@ -481,20 +491,12 @@ impl RealtimeSocket {
         match event {
             VoiceEvent::Vad { turn, speech, reason } => match (speech.as_str(), reason.as_deref()) {
                 ("started", _) => {
-                    let item_id = self.id("item");
-                    self.turn(turn).user_item = Some(item_id.clone());
+                    let item_id = self.user_item(turn);
                     self.emit("input_audio_buffer.speech_started", json!({"audio_start_ms": self.audio_ms, "item_id": item_id}));
                 }
                 (_, Some("no_speech")) => {}
                 (_, reason) => {
-                    let item_id = match self.turn(turn).user_item.clone() {
-                        Some(id) => id,
-                        None => {
-                            let id = self.id("item");
-                            self.turn(turn).user_item = Some(id.clone());
-                            id
-                        }
-                    };
+                    let item_id = self.user_item(turn);
                     if reason != Some("stop") {
                         self.emit("input_audio_buffer.speech_stopped", json!({"audio_end_ms": self.audio_ms, "item_id": item_id}));
                     }
@@ -532,8 +534,9 @@ impl RealtimeSocket {
                 if reason == "answered" {
                     self.begin_response(turn);
                 }
-                self.end_response(turn, &reason);
-                self.turns.remove(&turn);
+                if let Some(response) = self.turns.remove(&turn).and_then(|t| t.response) {
+                    self.end_response(response, &reason);
+                }
             }
             VoiceEvent::Error { code, message, .. } => self.error(&code, message),
             VoiceEvent::Status { .. } | VoiceEvent::Sources { .. } | VoiceEvent::Ready { .. } | VoiceEvent::Pong {} => {}
