@@ -2,8 +2,13 @@
 # Release tarballs: dist/uag-VERSION-ARCH-linux-gnu.tar.gz with the stripped binary, default
 # config, systemd units, an installer, docs, and the licenses of every linked crate.
 #
-#   scripts/release.sh --arch aarch64 [--profile release|dist] [--no-build] [--with-models]
+#   scripts/release.sh --arch aarch64 [--profile dist|release] [--no-build] [--with-models]
 #   scripts/release.sh --arch x86_64
+#
+# Release binaries are built with the `dist` profile (Cargo.toml: size-optimised, fat LTO, the
+# inference crates at full speed). An aarch64 `dist` binary above 20 MiB fails the release
+# (issue 19: it must fit a small SD-card image and page in quickly); `--profile release` makes a
+# tarball of the faster-to-build `release` binary, whose size is reported, not gated.
 #
 # --with-models adds the default local models (whisper, SmolLM2, MiniLM, the Piper voice and
 # the ONNX Runtime library, all for ARCH) as one verified bundle, models.tar: install.sh imports
@@ -15,7 +20,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 export PATH="$HOME/.cargo/bin:$PATH"
 arch=aarch64
-profile=release
+profile=dist
 build=1
 with_models=0
 while [ $# -gt 0 ]; do
@@ -72,11 +77,12 @@ mkdir -p dist
 tar -C dist -czf "dist/$name.tar.gz" "$name"
 size=$(stat -c %s "$stage/usr/bin/uag")
 echo "release: dist/$name.tar.gz ($(du -h "dist/$name.tar.gz" | cut -f1)); binary $((size / 1024 / 1024)) MiB stripped ($size bytes)"
-# The 30 MB goal is the appliance's (aarch64). x86_64 builds are larger by design: x86-64-v3
-# multiversioned kernels in candle/gemm/whisper.cpp; their size is reported, not gated.
-# Gate at 32 MiB: the build measured 30.4 MiB on 2026-12-02 (release profile, unchanged since
-# the last landed run); the size work (20 MiB) is issue 19's, and this gate still stops growth.
-if [ "$arch" = aarch64 ] && [ "$size" -gt $((32 * 1024 * 1024)) ]; then
-  echo "release: the aarch64 binary is over the 32 MiB gate (goal: 20 MiB, issue 19)" >&2
+# The 20 MiB goal is the appliance's (aarch64). x86_64 builds are larger by design (x86-64-v3
+# kernels in candle/gemm/whisper.cpp); their size is reported, not gated. Measured sizes, per
+# crate: docs/BENCHMARKS.md, "Binary size".
+limit=$((20 * 1024 * 1024))
+if [ "$arch" = aarch64 ] && [ "$profile" = dist ] && [ "$size" -gt "$limit" ]; then
+  echo "release: the aarch64 binary is $size bytes, over the 20 MiB limit ($limit bytes)." >&2
+  echo "release: find what grew with 'cargo bloat --profile dist --target $target --bin uag --crates' (docs/BENCHMARKS.md, \"Binary size\")" >&2
   exit 1
 fi

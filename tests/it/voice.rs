@@ -577,10 +577,13 @@ async fn stream_in_real_time(ws: &mut Ws, pcm: &[u8], sample_rate: usize) -> Vec
 
 /// Hands-free endpointing: a question with a 1.1 s pause mid-clause ("... stays black because",
 /// pause, "the display service crashed. How do I restart it?") is heard whole, as one turn; a finished question followed by silence is
-/// answered after the normal pause (700 ms plus its transcription), not after the 4 s cap.
+/// answered after the normal pause (700 ms plus its transcription), not after the 8 s cap. The
+/// cap is far above the normal pause so that a transcription slowed by a loaded machine (the
+/// suite runs whisper in several tests at once on two cores) still ends well before it: ending
+/// at the cap means the question was judged unfinished, not that the machine was busy.
 #[tokio::test]
 async fn hands_free_waits_for_a_question_cut_short_and_answers_a_finished_one_at_once() {
-    let (_mock, gw) = gateway(SPEECH_MODELS, "\n[voice]\nmax_pause_ms = 4000\n").await;
+    let (_mock, gw) = gateway(SPEECH_MODELS, "\n[voice]\nmax_pause_ms = 8000\n").await;
     let rate = 22_050;
     // Piper without its sampling noise: the same audio every run, so whisper hears the same.
     let models = gw.state.models.clone().unwrap();
@@ -613,15 +616,19 @@ async fn hands_free_waits_for_a_question_cut_short_and_answers_a_finished_one_at
     assert_eq!(of_type(&items, "done")[0]["reason"], "answered");
 
     // A finished question: speech at once, then silence at a microphone's pace.
-    let whole = piper_pcm(&gw, "When does the greenhouse open the roof vents?").await;
+    let whole = steady("When does the greenhouse open the roof vents?").await;
     send(&mut ws, json!({"type": "start", "sample_rate": rate, "speak": false, "endpointing": "vad"})).await;
     stream_pcm(&mut ws, &whole, rate).await;
-    let got = stream_in_real_time(&mut ws, &silence(4500, rate), rate).await;
+    let got = stream_in_real_time(&mut ws, &silence(8500, rate), rate).await;
     let ended = got
         .iter()
         .find(|(_, i)| matches!(i, In::Event(e) if e["type"] == "vad" && e["speech"] == "ended" && e["turn"] == 2))
         .map(|(at, _)| *at)
         .unwrap_or_else(|| panic!("the finished question ended within the silence: {:?}", got.iter().map(|(_, i)| i).collect::<Vec<_>>()));
-    eprintln!("finished question ended {} ms into the silence", ended.as_millis());
-    assert!(ended < Duration::from_millis(3000), "answered at the normal pause, not at the 4 s cap: {ended:?}");
+    let heard = got.iter().find_map(|(_, i)| match i {
+        In::Event(e) if e["type"] == "transcript" && e["turn"] == 2 => e["text"].as_str().map(str::to_owned),
+        _ => None,
+    });
+    eprintln!("finished question ended {} ms into the silence; heard {heard:?}", ended.as_millis());
+    assert!(ended < Duration::from_millis(6000), "answered at the normal pause, not at the 8 s cap: {ended:?}, heard {heard:?}");
 }
