@@ -2,15 +2,22 @@
 # Smoke test of the aarch64 `uag` binary under qemu-user: start it, upload a small document
 # over HTTP, ask a question about it, check the cited answer, stop it with SIGTERM (exit 0).
 # Then, with the installed models (arch-independent files), the aarch64 build of candle: embed
-# and chat with the local LLM. Last, it listens: whisper.cpp's aarch64 (NEON) build transcribes
-# a sentence spoken by the host's espeak-ng. Under qemu's instruction emulation that one short
-# clip takes about 4 minutes (whisper always encodes a 30 s window), so it runs once, here.
-# Piper is not run: its phonemes come from libespeak-ng, whose arm64 package pulls in
-# PulseAudio's library chain, which this x86 build host does not have for arm64 (and installing
-# it through multiarch upgrades the host's own systemd and libc packages).
+# and chat with the local LLM. Last, it speaks and listens: Piper synthesises a sentence through
+# the aarch64 ONNX Runtime library, and whisper.cpp's aarch64 (NEON) build transcribes that
+# speech back. Under qemu's instruction emulation each takes about 4 minutes (whisper always
+# encodes a 30 s window), so one short sentence makes the round trip, once.
+# What that server needs, beyond the models:
+# - ONNX Runtime for aarch64, fetched by the host's uag (pinned sha256) into a cache;
+# - libespeak-ng (Piper's phonemes) for arm64: Debian's libespeak-ng1 and libsonic0 packages,
+#   downloaded by pinned URL and sha256 into a cache, plus cross/pcaudio-stub.c in place of
+#   libpcaudio (sound-card playback, never used; the real one pulls in PulseAudio); the host's
+#   espeak-ng-data (the same files on every little-endian arch);
+# - an arm64 /proc/cpuinfo: ONNX Runtime reads it to pick its kernels and crashes on the x86
+#   one qemu-user passes through, so the server runs in a private mount namespace with
+#   cross/cpuinfo-cortex-a76 (a Raspberry Pi 5's) bind-mounted over /proc/cpuinfo.
 #
 #   scripts/smoke-aarch64.sh [path/to/aarch64/uag]   (default: the release cross build)
-#   SMOKE_SPEECH=0 scripts/smoke-aarch64.sh           # skip the whisper part
+#   SMOKE_SPEECH=0 scripts/smoke-aarch64.sh           # skip the speech part
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -88,22 +95,60 @@ wait "$pid"
 echo "smoke: aarch64 embeddings and LLM answered; uag exited cleanly"
 
 [ "${SMOKE_SPEECH:-1}" = 1 ] || exit 0
-if [ ! -f "$models/whisper-tiny.en/ggml-model.bin" ]; then
-  echo "smoke: whisper-tiny.en is missing in $models: run scripts/fetch-models.sh" >&2
-  exit 1
-fi
-command -v espeak-ng >/dev/null || { echo "smoke: espeak-ng is missing (scripts/setup.sh installs it)" >&2; exit 1; }
-espeak-ng -v en-us -w "$work/speech.wav" "The pump needs a new filter."
-# Only whisper-tiny.en in its models folder: the request cannot fall back on another model.
-mkdir -p "$work/models"
+for m in piper-en_US-joe-medium whisper-tiny.en; do
+  [ -d "$models/$m" ] || { echo "smoke: $m is missing in $models: run scripts/fetch-models.sh" >&2; exit 1; }
+done
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/uag/aarch64"
+mkdir -p "$cache/debs" "$work/models" "$work/lib"
+
+# ONNX Runtime for aarch64, with this machine's uag (any build: fetching is arch-independent).
+host_uag="${UAG_HOST_BIN:-}"
+for candidate in target/release/uag target/debug/uag; do
+  [ -z "$host_uag" ] && [ -x "$candidate" ] && host_uag="$candidate"
+done
+[ -n "$host_uag" ] || { echo "smoke: no host uag to fetch ONNX Runtime for aarch64 with (cargo build --bin uag, or set UAG_HOST_BIN)" >&2; exit 1; }
+"$host_uag" models fetch --arch aarch64 --dir "$cache/models" onnxruntime >"$work/fetch.log" 2>&1 \
+  || { cat "$work/fetch.log" >&2; echo "smoke: could not fetch ONNX Runtime for aarch64" >&2; exit 1; }
+ln -s "$cache/models/onnxruntime" "$work/models/onnxruntime"
+ln -s "$models/piper-en_US-joe-medium" "$work/models/piper-en_US-joe-medium"
 ln -s "$models/whisper-tiny.en" "$work/models/whisper-tiny.en"
+
+# libespeak-ng for arm64, from Debian 12's pool (the versions of this machine's amd64 packages).
+debs=(
+  "e/espeak-ng/libespeak-ng1_1.51+dfsg-10+deb12u2_arm64.deb 5f3d28e7b025c79bda18f5de2394a2722d611b1e3c45f0b52de51337789150a6"
+  "s/sonic/libsonic0_0.2.0-12_arm64.deb 15987e29ab068f204178067df837a5b62025bc8927f308f6ae1bf27242473353"
+)
+for entry in "${debs[@]}"; do
+  path="${entry% *}"; sha="${entry#* }"; file="$cache/debs/$(basename "$path")"
+  if ! echo "$sha  $file" | sha256sum -c --status 2>/dev/null; then
+    curl -fsSL --retry 3 -o "$file.part" "http://deb.debian.org/debian/pool/main/$path" \
+      || { echo "smoke: could not download $path from deb.debian.org (a Debian point release may have replaced it: pin the new version and its sha256 here)" >&2; exit 1; }
+    echo "$sha  $file.part" | sha256sum -c --status || { echo "smoke: $path does not match its pinned sha256" >&2; rm -f "$file.part"; exit 1; }
+    mv "$file.part" "$file"
+  fi
+  dpkg-deb -x "$file" "$work/deb"
+done
+cp -a "$work/deb/usr/lib/aarch64-linux-gnu/." "$work/lib/"
+aarch64-linux-gnu-gcc -shared -fPIC -O2 -Wl,-soname,libpcaudio.so.0 -o "$work/lib/libpcaudio.so.0" cross/pcaudio-stub.c
+espeak_data=/usr/lib/x86_64-linux-gnu
+[ -f "$espeak_data/espeak-ng-data/phontab" ] || { echo "smoke: $espeak_data/espeak-ng-data is missing (scripts/setup.sh installs espeak-ng-data)" >&2; exit 1; }
+
+# A private mount namespace needs root (CI) or unprivileged user namespaces.
+ns=(unshare -m)
+[ "$(id -u)" = 0 ] || ns=(unshare -r -m)
 UAG__SERVER__LISTEN="127.0.0.1:$port" UAG__STORAGE__DATA_DIR="$work/data3" UAG__GRAPHRAG__SAMPLE_KB="" \
   UAG__MODELS__DIR="$work/models" \
-  qemu-aarch64 -L /usr/aarch64-linux-gnu "$bin" serve >"$work/uag3.log" 2>&1 &
+  "${ns[@]}" sh -c 'mount --bind "$1" /proc/cpuinfo && shift && exec "$@"' sh "$root/cross/cpuinfo-cortex-a76" \
+  qemu-aarch64 -L /usr/aarch64-linux-gnu -E "LD_LIBRARY_PATH=$work/lib" -E "ESPEAK_DATA_PATH=$espeak_data" \
+  "$bin" serve >"$work/uag3.log" 2>&1 &
 pid=$!
-if ! python3 - "$port" "$work/speech.wav" <<'PY'
+if ! python3 - "$port" <<'PY'
 import json, sys, time, urllib.request, uuid
 base = f"http://127.0.0.1:{sys.argv[1]}"
+def post(path, body, ctype):
+    req = urllib.request.Request(base + path, data=body, method="POST", headers={"content-type": ctype})
+    with urllib.request.urlopen(req, timeout=900) as r:
+        return r.read()
 for _ in range(300):
     try:
         with urllib.request.urlopen(base + "/readyz", timeout=5) as r:
@@ -113,25 +158,26 @@ for _ in range(300):
         time.sleep(0.2)
 else:
     sys.exit("smoke: uag (aarch64, qemu) did not become ready")
-wav = open(sys.argv[2], "rb").read()
+start = time.monotonic()
+wav = post("/v1/audio/speech", json.dumps({"model": "tts-1", "input": "The pump needs a new filter.",
+           "response_format": "wav"}).encode(), "application/json")
+assert wav[:4] == b"RIFF" and len(wav) > 22050, len(wav)
+print(f"smoke: aarch64 Piper spoke {len(wav)} bytes of WAV in {time.monotonic() - start:.0f} s (emulated)")
 boundary = uuid.uuid4().hex
 form = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-tiny.en\r\n"
         f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"speech.wav\"\r\n"
         f"Content-Type: audio/wav\r\n\r\n").encode() + wav + f"\r\n--{boundary}--\r\n".encode()
-req = urllib.request.Request(base + "/v1/audio/transcriptions", data=form, method="POST",
-                             headers={"content-type": f"multipart/form-data; boundary={boundary}"})
 start = time.monotonic()
-with urllib.request.urlopen(req, timeout=900) as r:
-    text = json.loads(r.read())["text"]
+text = json.loads(post("/v1/audio/transcriptions", form, f"multipart/form-data; boundary={boundary}"))["text"]
 words = text.lower()
 assert "pump" in words and "filter" in words, text
 print(f"smoke: aarch64 whisper heard {text.strip()!r} in {time.monotonic() - start:.0f} s (emulated)")
 PY
 then
-  echo "smoke: the whisper server's log:" >&2
+  echo "smoke: the speech server's log:" >&2
   tail -20 "$work/uag3.log" >&2
   exit 1
 fi
 kill -TERM "$pid"
 wait "$pid"
-echo "smoke: aarch64 whisper.cpp transcribed speech; uag exited cleanly"
+echo "smoke: aarch64 Piper (aarch64 ONNX Runtime) spoke and whisper.cpp heard it; uag exited cleanly"
