@@ -54,7 +54,9 @@ log() { printf 'setup: %s\n' "$*"; }
 # Piper voices (loaded at run time); python3-pip and curl: model downloads.
 packages=(ca-certificates pkg-config gcc g++ cmake clang libclang-dev python3 python3-venv python3-pip curl procps
   espeak-ng espeak-ng-data debian-handbook debian-faq)
-if [ "$want_cross" = 1 ]; then packages+=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user file); fi
+# Cross: the aarch64 toolchain and qemu; util-linux and mount: unshare and the bind mount of an
+# arm64 cpuinfo that the aarch64 smoke test runs ONNX Runtime under (scripts/smoke-aarch64.sh).
+if [ "$want_cross" = 1 ]; then packages+=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user file util-linux mount); fi
 # prometheus: promtool checks the Prometheus config and alert rules in deploy/.
 if [ "$want_deploy" = 1 ]; then packages+=(nginx docker-compose openssl systemd prometheus); fi
 # redis-server: the shared rate-limit backend tests start their own instance on a free port.

@@ -27,25 +27,30 @@ port="${SMOKE_PORT:-18097}"
 work="$(mktemp -d)"
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 
+# Waits for the server started as $pid to answer /readyz; fails early if it exits, with its log.
+wait_ready() {
+  local log="$1" i
+  for i in $(seq 300); do
+    curl -sf -o /dev/null "http://127.0.0.1:$port/readyz" && return 0
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.2
+  done
+  echo "smoke: uag (aarch64, qemu) did not become ready; its log:" >&2
+  tail -20 "$log" >&2
+  exit 1
+}
+
 UAG__SERVER__LISTEN="127.0.0.1:$port" UAG__STORAGE__DATA_DIR="$work/data" UAG__GRAPHRAG__SAMPLE_KB="" \
   qemu-aarch64 -L /usr/aarch64-linux-gnu "$bin" serve >"$work/uag.log" 2>&1 &
 pid=$!
-
+wait_ready "$work/uag.log"
 python3 - "$port" <<'PY'
-import json, sys, time, urllib.request
+import json, sys, urllib.request
 base = f"http://127.0.0.1:{sys.argv[1]}"
 def call(method, path, body=None, headers=None):
     req = urllib.request.Request(base + path, data=body, method=method, headers=headers or {})
     with urllib.request.urlopen(req, timeout=30) as r:
         return r.status, json.loads(r.read())
-for _ in range(300):
-    try:
-        if call("GET", "/readyz")[0] == 200:
-            break
-    except Exception:
-        time.sleep(0.2)
-else:
-    sys.exit("smoke: uag (aarch64, qemu) did not become ready")
 doc = b"# Pump station\n\n## Power\n\nThe Delta Pump needs a 48 V supply and draws 2 A at full speed.\n"
 status, body = call("POST", "/v1/documents?name=pump.md", doc, {"content-type": "text/markdown"})
 assert status == 201, body
@@ -66,22 +71,14 @@ UAG__SERVER__LISTEN="127.0.0.1:$port" UAG__STORAGE__DATA_DIR="$work/data2" UAG__
   UAG__MODELS__DIR="$models" \
   qemu-aarch64 -L /usr/aarch64-linux-gnu "$bin" serve >"$work/uag2.log" 2>&1 &
 pid=$!
+wait_ready "$work/uag2.log"
 python3 - "$port" <<'PY'
-import json, sys, time, urllib.request
+import json, sys, urllib.request
 base = f"http://127.0.0.1:{sys.argv[1]}"
 def call(path, body, ctype="application/json"):
     req = urllib.request.Request(base + path, data=body, method="POST", headers={"content-type": ctype})
     with urllib.request.urlopen(req, timeout=300) as r:
         return json.loads(r.read())
-for _ in range(300):
-    try:
-        with urllib.request.urlopen(base + "/readyz", timeout=5) as r:
-            if r.status == 200:
-                break
-    except Exception:
-        time.sleep(0.2)
-else:
-    sys.exit("smoke: uag (aarch64, qemu) did not become ready")
 emb = call("/v1/embeddings", json.dumps({"input": "kitchen lights"}).encode())
 assert len(emb["data"][0]["embedding"]) == 384, emb
 print("smoke: aarch64 embeddings: 384 dimensions")
@@ -142,6 +139,7 @@ UAG__SERVER__LISTEN="127.0.0.1:$port" UAG__STORAGE__DATA_DIR="$work/data3" UAG__
   qemu-aarch64 -L /usr/aarch64-linux-gnu -E "LD_LIBRARY_PATH=$work/lib" -E "ESPEAK_DATA_PATH=$espeak_data" \
   "$bin" serve >"$work/uag3.log" 2>&1 &
 pid=$!
+wait_ready "$work/uag3.log"
 if ! python3 - "$port" <<'PY'
 import json, sys, time, urllib.request, uuid
 base = f"http://127.0.0.1:{sys.argv[1]}"
@@ -149,15 +147,6 @@ def post(path, body, ctype):
     req = urllib.request.Request(base + path, data=body, method="POST", headers={"content-type": ctype})
     with urllib.request.urlopen(req, timeout=900) as r:
         return r.read()
-for _ in range(300):
-    try:
-        with urllib.request.urlopen(base + "/readyz", timeout=5) as r:
-            if r.status == 200:
-                break
-    except Exception:
-        time.sleep(0.2)
-else:
-    sys.exit("smoke: uag (aarch64, qemu) did not become ready")
 start = time.monotonic()
 wav = post("/v1/audio/speech", json.dumps({"model": "tts-1", "input": "The pump needs a new filter.",
            "response_format": "wav"}).encode(), "application/json")
