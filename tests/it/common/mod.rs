@@ -7,6 +7,7 @@ pub mod mock_upstream;
 pub mod redis;
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 pub use mock_upstream::MockUpstream;
@@ -63,6 +64,50 @@ pub struct Gateway {
     shutdown: CancellationToken,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     pub dir: tempfile::TempDir,
+    /// Held while a gateway with local models runs, so a [`quiet`] test runs without them.
+    _models_running: Option<Arc<tokio::sync::RwLockReadGuard<'static, ()>>>,
+}
+
+/// Gateways with local models hold this shared; a test that asserts how long the server takes
+/// holds it alone ([`quiet`]). whisper.cpp's threads spin while they wait for each other, so two
+/// transcriptions in two tests on a two-core machine each take several times as long: a bound
+/// on latency would then measure the suite, not the server.
+static MODELS_RUNNING: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+thread_local! {
+    /// This test thread holds [`MODELS_RUNNING`] alone: its own gateways take no shared guard.
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The shared guard this test thread's gateways hold: a test's second gateway reuses it
+    /// (asking again could wait behind a queued [`quiet`] that waits for the first: deadlock).
+    static SHARED: std::cell::RefCell<Weak<tokio::sync::RwLockReadGuard<'static, ()>>> = const { std::cell::RefCell::new(Weak::new()) };
+}
+
+async fn models_running() -> Arc<tokio::sync::RwLockReadGuard<'static, ()>> {
+    if let Some(held) = SHARED.with(|s| s.borrow().upgrade()) {
+        return held;
+    }
+    let held = Arc::new(MODELS_RUNNING.read().await);
+    SHARED.with(|s| *s.borrow_mut() = Arc::downgrade(&held));
+    held
+}
+
+/// Holds the machine for one latency test: waits for running tests with local models to end,
+/// and keeps new ones from starting until the guard drops. Call it first in the test (a
+/// `#[tokio::test]` runs on its own thread, where gateways started later find the flag).
+pub async fn quiet() -> Quiet {
+    let guard = MODELS_RUNNING.write().await;
+    QUIET.with(|q| q.set(true));
+    Quiet { _guard: guard }
+}
+
+pub struct Quiet {
+    _guard: tokio::sync::RwLockWriteGuard<'static, ()>,
+}
+
+impl Drop for Quiet {
+    fn drop(&mut self) {
+        QUIET.with(|q| q.set(false));
+    }
 }
 
 impl Gateway {
@@ -109,8 +154,9 @@ impl Gateway {
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let signal = shutdown.clone();
+        let _models_running = if state.models.is_some() && !QUIET.with(std::cell::Cell::get) { Some(models_running().await) } else { None };
         let server = tokio::spawn(serve(listener, state.clone(), async move { signal.cancelled().await }));
-        Self { addr, state, shutdown, server, dir }
+        Self { addr, state, shutdown, server, dir, _models_running }
     }
 
     pub fn url(&self, path: &str) -> String {
