@@ -253,6 +253,8 @@ async fn answer_one(provider: &LocalProvider, engine: &Arc<Engine>, config: &Con
         params: Default::default(),
         stream: true,
         metadata: Default::default(),
+        tools: Vec::new(),
+        tool_choice: None,
     };
     let ctx = RequestContext::new(format!("eval-{id}"), Duration::from_secs(600));
     let call = ProviderCall { model: LOCAL_MODEL.into(), request, ctx, timeout: Duration::from_secs(600) };

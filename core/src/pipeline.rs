@@ -75,7 +75,13 @@ impl Answer {
         match self {
             Answer::Stream(events) => events,
             Answer::Whole(r) => {
-                let mut events = vec![Event::delta(r.output)];
+                let mut events = Vec::new();
+                if !r.output.is_empty() || r.tool_calls.is_empty() {
+                    events.push(Event::delta(r.output));
+                }
+                for (index, call) in (0u32..).zip(r.tool_calls) {
+                    events.extend(Event::tool_call(index, call));
+                }
                 if !r.sources.is_empty() {
                     events.push(Event::Sources { sources: r.sources });
                 }
@@ -204,7 +210,9 @@ impl Pipeline {
         let options = req.options();
 
         // 2. The cache: a stored answer is replayed only when the policy lets this caller have it.
-        let cache_use = if options.use_cache { cache_use } else { CacheUse::Bypass };
+        // Tool calls are actions the client takes next: a stored call replayed to another
+        // conversation would act on a stale decision. Requests with tools are not cached.
+        let cache_use = if options.use_cache && !req.uses_tools() { cache_use } else { CacheUse::Bypass };
         let (slot, status) = self.lookup(&req, caller, cache_use).await;
         if let Some(slot) = &slot
             && let Some(stored) = slot.answer()

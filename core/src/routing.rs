@@ -335,7 +335,7 @@ impl FallbackRouter {
                         return;
                     }
                     Ok(event) => {
-                        if matches!(event, Event::Delta { .. }) && first_token.is_none() {
+                        if matches!(event, Event::Delta { .. } | Event::ToolCallStart { .. }) && first_token.is_none() {
                             first_token = Some(started.elapsed());
                             router.metrics.observe_first_token(&current.target.provider, started.elapsed());
                         }
@@ -455,6 +455,7 @@ mod tests {
                 provider: self.name.into(),
                 model: model.into(),
                 output: text.into(),
+                tool_calls: Vec::new(),
                 sources: Vec::new(),
                 finish_reason: FinishReason::Stop,
                 usage: Usage::default(),

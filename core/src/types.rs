@@ -12,6 +12,8 @@ pub enum Role {
     System,
     User,
     Assistant,
+    /// The result of a tool call, sent back by the client (`tool_call_id` names the call).
+    Tool,
 }
 
 /// One chat message.
@@ -19,12 +21,81 @@ pub enum Role {
 #[serde(deny_unknown_fields)]
 pub struct Message {
     pub role: Role,
+    #[serde(default)]
     pub content: String,
+    /// An assistant turn's calls of the client's tools (its `content` may then be empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// A `tool` message: the id of the call whose result `content` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 impl Message {
     pub fn new(role: Role, content: impl Into<String>) -> Self {
-        Self { role, content: content.into() }
+        Self { role, content: content.into(), tool_calls: Vec::new(), tool_call_id: None }
+    }
+
+    /// The result of the tool call `call_id`.
+    pub fn tool_result(call_id: impl Into<String>, content: impl Into<String>) -> Self {
+        Self { role: Role::Tool, content: content.into(), tool_calls: Vec::new(), tool_call_id: Some(call_id.into()) }
+    }
+}
+
+/// A tool the client offers the model: a function with a JSON-schema for its arguments.
+/// The model may answer with [`ToolCall`]s instead of (or after) text; the client runs them and
+/// sends the results back as `tool` messages. uag never runs a tool itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tool {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// JSON schema of the arguments object; `None`: no arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<serde_json::Value>,
+}
+
+impl Tool {
+    /// The arguments' schema, or the schema of an empty object (what Anthropic requires).
+    pub fn parameters_or_empty(&self) -> serde_json::Value {
+        self.parameters.clone().unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}}))
+    }
+}
+
+/// Whether and which tool the model must call (OpenAI's `tool_choice`, Anthropic's
+/// `auto`/`any`/`tool`/`none`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ToolChoice {
+    /// The model decides (the default when tools are given).
+    Auto,
+    /// No tool call.
+    None,
+    /// At least one tool call.
+    Required,
+    /// A call of this tool.
+    Tool { name: String },
+}
+
+/// A call of one of the client's tools, as the model wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    /// The arguments as JSON text (an object), as OpenAI carries them.
+    pub arguments: String,
+}
+
+impl ToolCall {
+    /// The arguments as a JSON object (Anthropic's `input`, Ollama's `arguments`); empty text is
+    /// an empty object. `None` when the text is not a JSON object.
+    pub fn arguments_object(&self) -> Option<serde_json::Value> {
+        if self.arguments.trim().is_empty() {
+            return Some(serde_json::json!({}));
+        }
+        serde_json::from_str::<serde_json::Value>(&self.arguments).ok().filter(serde_json::Value::is_object)
     }
 }
 
@@ -106,6 +177,11 @@ pub struct InferenceRequest {
     pub stream: bool,
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// The client's tools the model may call.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<Tool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<ToolChoice>,
 }
 
 /// Which kind of client the answer is for; `metadata.channel`.
@@ -231,11 +307,65 @@ impl InferenceRequest {
         if self.params.stop.len() > 4 {
             return invalid("params.stop", "at most 4 stop sequences are allowed");
         }
+        self.validate_tools()?;
         // Metadata travels through logs, policy input and cache keys: keep it small.
         if self.metadata.len() > MAX_METADATA_KEYS || serde_json::to_vec(&self.metadata).map_or(true, |v| v.len() > MAX_METADATA_BYTES) {
             return invalid("metadata", "`metadata` may hold at most 64 keys and 16 KiB");
         }
         RequestOptions::parse(&self.metadata).map(drop)
+    }
+
+    /// Tools: names every provider accepts, each once; a `tool_choice` that names one of them;
+    /// tool calls only in assistant turns, with JSON-object arguments; tool results that say
+    /// which call they answer.
+    fn validate_tools(&self) -> Result<(), InvalidRequest> {
+        const MAX_TOOLS: usize = 128;
+        let invalid = |field: &'static str, message: String| Err(InvalidRequest { field, message });
+        if self.tools.len() > MAX_TOOLS {
+            return invalid("tools", format!("at most {MAX_TOOLS} tools are allowed"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for tool in &self.tools {
+            let valid = (1..=64).contains(&tool.name.len()) && tool.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !valid {
+                return invalid("tools", format!("tool name `{}` must be 1 to 64 letters, digits, `_` or `-`", tool.name.escape_debug()));
+            }
+            if !seen.insert(tool.name.as_str()) {
+                return invalid("tools", format!("tool `{}` is given twice", tool.name));
+            }
+            if tool.parameters.as_ref().is_some_and(|p| !p.is_object()) {
+                return invalid("tools", format!("the parameters of tool `{}` must be a JSON schema object", tool.name));
+            }
+        }
+        match &self.tool_choice {
+            Some(ToolChoice::Tool { name }) if !seen.contains(name.as_str()) => {
+                return invalid("tool_choice", format!("tool_choice names `{name}`, which is not among `tools`"));
+            }
+            Some(ToolChoice::Required) if self.tools.is_empty() => {
+                return invalid("tool_choice", "tool_choice `required` needs `tools`".to_owned());
+            }
+            _ => {}
+        }
+        for m in &self.messages {
+            if !m.tool_calls.is_empty() && m.role != Role::Assistant {
+                return invalid("messages", "only assistant messages carry `tool_calls`".to_owned());
+            }
+            if let Some(call) = m.tool_calls.iter().find(|c| c.arguments_object().is_none()) {
+                return invalid("messages", format!("the arguments of tool call `{}` must be a JSON object", call.id));
+            }
+            match (m.role, &m.tool_call_id) {
+                (Role::Tool, None) => return invalid("messages", "a `tool` message needs the `tool_call_id` it answers".to_owned()),
+                (Role::Tool, Some(_)) | (_, None) => {}
+                (_, Some(_)) => return invalid("messages", "only `tool` messages carry `tool_call_id`".to_owned()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the request offers tools or carries a tool conversation (such answers are
+    /// actions the client takes: never cached, never answered by a provider that cannot call).
+    pub fn uses_tools(&self) -> bool {
+        !self.tools.is_empty() || self.messages.iter().any(|m| m.role == Role::Tool || !m.tool_calls.is_empty())
     }
 
     /// The options uag reads from `metadata`, typed. A well-known key of the wrong shape (which
@@ -314,6 +444,8 @@ pub enum FinishReason {
     Stop,
     Length,
     ContentFilter,
+    /// The model called tools; the client runs them and asks again with their results.
+    ToolCalls,
     Other,
 }
 
@@ -324,6 +456,9 @@ pub struct InferenceResponse {
     pub provider: String,
     pub model: String,
     pub output: String,
+    /// Calls of the client's tools (`finish_reason` is then `tool_calls`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<Source>,
     pub finish_reason: FinishReason,
@@ -341,6 +476,11 @@ pub enum Event {
     Status { stage: String, message: String },
     /// The next piece of output text.
     Delta { text: String },
+    /// The model starts call number `index` (0, 1, ... within the answer) of the client's tool
+    /// `name`; its arguments follow as [`Event::ToolCallDelta`]s.
+    ToolCallStart { index: u32, id: String, name: String },
+    /// The next piece of the JSON text of call `index`'s arguments.
+    ToolCallDelta { index: u32, arguments: String },
     /// Passages the answer cites.
     Sources { sources: Vec<Source> },
     /// The answer is complete.
@@ -366,11 +506,18 @@ impl Event {
         Event::Delta { text: text.into() }
     }
 
+    /// A whole tool call as events: its start, then its arguments in one piece.
+    pub fn tool_call(index: u32, call: ToolCall) -> [Self; 2] {
+        [Event::ToolCallStart { index, id: call.id, name: call.name }, Event::ToolCallDelta { index, arguments: call.arguments }]
+    }
+
     /// The `type` tag, also used as the SSE `event:` name.
     pub fn kind(&self) -> &'static str {
         match self {
             Event::Status { .. } => "status",
             Event::Delta { .. } => "delta",
+            Event::ToolCallStart { .. } => "tool_call_start",
+            Event::ToolCallDelta { .. } => "tool_call_delta",
             Event::Sources { .. } => "sources",
             Event::Done { .. } => "done",
             Event::Error { .. } => "error",
@@ -456,6 +603,39 @@ mod tests {
         built.set_language("pt-br");
         built.validate().unwrap();
         assert_eq!((built.options().channel, built.options().language.as_deref()), (Channel::Voice, Some("pt-br")));
+    }
+
+    #[test]
+    fn tool_requests_are_checked_and_calls_become_events() {
+        let ok = r#"{"messages":[
+            {"role":"user","content":"weather?"},
+            {"role":"assistant","tool_calls":[{"id":"c1","name":"get_weather","arguments":"{\"city\":\"Paris\"}"}]},
+            {"role":"tool","tool_call_id":"c1","content":"18"}],
+            "tools":[{"name":"get_weather","parameters":{"type":"object"}}],"tool_choice":{"tool":{"name":"get_weather"}}}"#;
+        let r = req(ok);
+        r.validate().unwrap();
+        assert!(r.uses_tools());
+        assert_eq!(r.messages[1].tool_calls[0].arguments_object(), Some(serde_json::json!({"city": "Paris"})));
+        assert!(!req(r#"{"input":"q"}"#).uses_tools());
+        for (json, field) in [
+            (r#"{"input":"q","tools":[{"name":"a b"}]}"#, "tools"),
+            (r#"{"input":"q","tools":[{"name":"a"},{"name":"a"}]}"#, "tools"),
+            (r#"{"input":"q","tools":[{"name":"a","parameters":[]}]}"#, "tools"),
+            (r#"{"input":"q","tools":[{"name":"a"}],"tool_choice":{"tool":{"name":"b"}}}"#, "tool_choice"),
+            (r#"{"input":"q","tool_choice":"required"}"#, "tool_choice"),
+            (r#"{"messages":[{"role":"user","content":"q"},{"role":"tool","content":"18"}]}"#, "messages"),
+            (r#"{"messages":[{"role":"user","content":"q","tool_call_id":"c"}]}"#, "messages"),
+            (r#"{"messages":[{"role":"user","content":"q","tool_calls":[{"id":"c","name":"a","arguments":"{}"}]}]}"#, "messages"),
+            (
+                r#"{"messages":[{"role":"user","content":"q"},{"role":"assistant","tool_calls":[{"id":"c","name":"a","arguments":"7"}]}]}"#,
+                "messages",
+            ),
+        ] {
+            assert_eq!(req(json).validate().unwrap_err().field, field, "{json}");
+        }
+        assert_eq!(ToolCall { id: "c".into(), name: "a".into(), arguments: " ".into() }.arguments_object(), Some(serde_json::json!({})));
+        let events = Event::tool_call(1, ToolCall { id: "c".into(), name: "a".into(), arguments: "{}".into() });
+        assert_eq!(serde_json::to_value(&events[0]).unwrap(), serde_json::json!({"type":"tool_call_start","index":1,"id":"c","name":"a"}));
     }
 
     #[test]

@@ -29,6 +29,7 @@ mod rate_limits;
 mod routing;
 mod secrets_in_logs;
 mod tls;
+mod tool_calls;
 mod voice;
 mod websocket;
 mod wyoming;

@@ -335,6 +335,8 @@ async fn answer(
         params: Params { max_tokens: Some(voice_config.max_answer_tokens), ..Params::default() },
         stream: true,
         metadata: serde_json::Map::new(),
+        tools: Vec::new(),
+        tool_choice: None,
     };
     // A spoken answer is short: the local provider caps it at two sentences.
     request.set_channel(Channel::Voice);
@@ -384,6 +386,8 @@ async fn answer(
                 VoiceEvent::Delta { turn, text }
             }
             Event::Sources { sources } => VoiceEvent::Sources { turn, sources },
+            // A voice turn offers no tools, so no provider calls one.
+            Event::ToolCallStart { .. } | Event::ToolCallDelta { .. } => continue,
             Event::Done { .. } => break,
             Event::Error { code, message } => {
                 reason = "error";

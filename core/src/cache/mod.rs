@@ -712,6 +712,7 @@ impl CacheSlot {
             provider: a.provider.clone(),
             model: a.model.clone(),
             output: a.output.clone(),
+            tool_calls: Vec::new(),
             sources: a.sources.clone(),
             finish_reason: a.finish_reason,
             usage: a.usage,
@@ -739,7 +740,8 @@ impl CacheSlot {
 
     /// Stores a complete JSON answer (on a miss).
     pub fn fill(&self, response: &InferenceResponse) {
-        if self.0.hit.is_some() {
+        // Tool calls are never stored (the pipeline does not cache tool requests at all).
+        if self.0.hit.is_some() || !response.tool_calls.is_empty() {
             return;
         }
         let answer = CachedAnswer {
@@ -782,7 +784,7 @@ impl CacheSlot {
                         };
                         slot.0.cache.store(&slot.0, answer);
                     }
-                    Ok(Event::Error { .. }) | Err(_) => failed = true,
+                    Ok(Event::Error { .. } | Event::ToolCallStart { .. }) | Err(_) => failed = true,
                     Ok(_) => {}
                 }
                 yield item;

@@ -11,7 +11,7 @@ use super::upstream::{self, Discovery};
 use super::{Capabilities, EventStream, Health, Provider, ProviderCall};
 use crate::config::{ProviderKind, RemoteProviderConfig, SecretString};
 use crate::error::ProviderError;
-use crate::types::{Event, InferenceResponse, Role, Timings, Usage};
+use crate::types::{Event, InferenceResponse, Message, Role, Timings, ToolCall, ToolChoice, Usage};
 
 const DEFAULT_VERSION: &str = "2023-06-01";
 /// Anthropic requires `max_tokens`; used when neither the request nor the config gives one.
@@ -64,13 +64,29 @@ impl AnthropicProvider {
         let conversation = call.request.conversation();
         // The Messages API takes the system prompt as a field, not as a message.
         let system: Vec<String> = conversation.iter().filter(|m| m.role == Role::System).map(|m| m.content.clone()).collect();
-        let messages = conversation
-            .into_iter()
-            .filter(|m| m.role != Role::System)
-            .map(|m| WireMessage { role: if m.role == Role::Assistant { "assistant" } else { "user" }, content: m.content })
+        let messages = wire_messages(conversation.into_iter().filter(|m| m.role != Role::System));
+        let tools = call
+            .request
+            .tools
+            .iter()
+            .map(|t| {
+                let mut tool = serde_json::json!({"name": t.name, "input_schema": t.parameters_or_empty()});
+                if let Some(d) = &t.description {
+                    tool["description"] = d.clone().into();
+                }
+                tool
+            })
             .collect();
+        let tool_choice = call.request.tool_choice.as_ref().map(|c| match c {
+            ToolChoice::Auto => serde_json::json!({"type": "auto"}),
+            ToolChoice::None => serde_json::json!({"type": "none"}),
+            ToolChoice::Required => serde_json::json!({"type": "any"}),
+            ToolChoice::Tool { name } => serde_json::json!({"type": "tool", "name": name}),
+        });
         MessagesRequest {
             model: &call.model,
+            tools,
+            tool_choice,
             max_tokens: p.max_tokens.unwrap_or(self.default_max_tokens),
             system: (!system.is_empty()).then(|| system.join("\n\n")),
             messages,
@@ -97,9 +113,54 @@ impl AnthropicProvider {
     }
 }
 
+/// The conversation as Messages API turns: tool calls become `tool_use` blocks of the assistant
+/// turn, tool results `tool_result` blocks of one user turn (consecutive results together, as
+/// the API requires turns to alternate).
+fn wire_messages(conversation: impl Iterator<Item = Message>) -> Vec<WireMessage> {
+    let mut out: Vec<WireMessage> = Vec::new();
+    for m in conversation {
+        match m.role {
+            Role::Tool => {
+                let block = serde_json::json!({
+                    "type": "tool_result",
+                    "tool_use_id": m.tool_call_id.unwrap_or_default(),
+                    "content": m.content,
+                });
+                match out.last_mut() {
+                    Some(WireMessage { role: "user", content: WireContent::Blocks(blocks) })
+                        if blocks.iter().all(|b| b["type"] == "tool_result") =>
+                    {
+                        blocks.push(block);
+                    }
+                    _ => out.push(WireMessage { role: "user", content: WireContent::Blocks(vec![block]) }),
+                }
+            }
+            Role::Assistant if !m.tool_calls.is_empty() => {
+                let mut blocks = Vec::new();
+                if !m.content.is_empty() {
+                    blocks.push(serde_json::json!({"type": "text", "text": m.content}));
+                }
+                for c in m.tool_calls {
+                    // Validation made sure the arguments are a JSON object.
+                    let input = c.arguments_object().unwrap_or_else(|| serde_json::json!({}));
+                    blocks.push(serde_json::json!({"type": "tool_use", "id": c.id, "name": c.name, "input": input}));
+                }
+                out.push(WireMessage { role: "assistant", content: WireContent::Blocks(blocks) });
+            }
+            Role::Assistant => out.push(WireMessage { role: "assistant", content: WireContent::Text(m.content) }),
+            Role::User | Role::System => out.push(WireMessage { role: "user", content: WireContent::Text(m.content) }),
+        }
+    }
+    out
+}
+
 #[derive(Serialize)]
 struct MessagesRequest<'a> {
     model: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<serde_json::Value>,
     max_tokens: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     system: Option<String>,
@@ -123,7 +184,14 @@ struct Metadata<'a> {
 #[derive(Serialize)]
 struct WireMessage {
     role: &'static str,
-    content: String,
+    content: WireContent,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum WireContent {
+    Text(String),
+    Blocks(Vec<serde_json::Value>),
 }
 
 #[derive(Deserialize)]
@@ -144,6 +212,13 @@ struct ContentBlock {
     kind: String,
     #[serde(default)]
     text: Option<String>,
+    /// `tool_use` blocks: the call's id, tool and arguments.
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    input: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize, Default, Clone, Copy)]
@@ -161,8 +236,14 @@ enum StreamEvent {
     MessageStart {
         message: StartMessage,
     },
-    ContentBlockStart {},
+    ContentBlockStart {
+        #[serde(default)]
+        index: u32,
+        content_block: ContentBlock,
+    },
     ContentBlockDelta {
+        #[serde(default)]
+        index: u32,
         delta: BlockDelta,
     },
     ContentBlockStop {},
@@ -190,6 +271,9 @@ struct StartMessage {
 struct BlockDelta {
     #[serde(default)]
     text: Option<String>,
+    /// `input_json_delta`: the next piece of a tool call's arguments.
+    #[serde(default)]
+    partial_json: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -241,11 +325,23 @@ impl Provider for AnthropicProvider {
         let response = upstream::send(request, call.timeout, &call.ctx.cancel, &call.model).await?;
         let body: MessagesResponse = upstream::read_json(response, &call.ctx.cancel).await?;
         let output: String = body.content.iter().filter(|b| b.kind == "text").filter_map(|b| b.text.as_deref()).collect();
+        let tool_calls = body
+            .content
+            .into_iter()
+            .filter(|b| b.kind == "tool_use")
+            .enumerate()
+            .map(|(i, b)| ToolCall {
+                id: b.id.unwrap_or_else(|| format!("toolu_{i}")),
+                name: b.name.unwrap_or_default(),
+                arguments: b.input.map_or_else(|| "{}".to_owned(), |v| v.to_string()),
+            })
+            .collect();
         Ok(InferenceResponse {
             id: call.ctx.request_id.clone(),
             provider: self.name.clone(),
             model: body.model.unwrap_or(call.model),
             output,
+            tool_calls,
             sources: Vec::new(),
             finish_reason: body.stop_reason.as_deref().map(finish_reason).unwrap_or_default(),
             usage: Usage { input_tokens: body.usage.input_tokens.unwrap_or(0), output_tokens: body.usage.output_tokens.unwrap_or(0) },
@@ -264,6 +360,8 @@ impl Provider for AnthropicProvider {
             let mut events = std::pin::pin!(upstream::sse_events(response));
             let mut usage = Usage::default();
             let mut finish = None;
+            // Content-block index -> tool call number, for the `tool_use` blocks.
+            let mut calls: Vec<u32> = Vec::new();
             while let Some(item) = events.next().await {
                 let sse = match item {
                     Ok(sse) => sse,
@@ -278,9 +376,23 @@ impl Provider for AnthropicProvider {
                         usage.input_tokens = message.usage.input_tokens.unwrap_or(0);
                         usage.output_tokens = message.usage.output_tokens.unwrap_or(0);
                     }
-                    StreamEvent::ContentBlockDelta { delta } => {
+                    StreamEvent::ContentBlockStart { index, content_block } if content_block.kind == "tool_use" => {
+                        calls.push(index);
+                        let n = (calls.len() - 1) as u32;
+                        yield Ok(Event::ToolCallStart {
+                            index: n,
+                            id: content_block.id.unwrap_or_else(|| format!("toolu_{n}")),
+                            name: content_block.name.unwrap_or_default(),
+                        });
+                    }
+                    StreamEvent::ContentBlockDelta { index, delta } => {
                         if let Some(text) = delta.text.filter(|t| !t.is_empty()) {
                             yield Ok(Event::delta(text));
+                        }
+                        if let Some(arguments) = delta.partial_json.filter(|t| !t.is_empty())
+                            && let Some(n) = calls.iter().position(|i| *i == index)
+                        {
+                            yield Ok(Event::ToolCallDelta { index: n as u32, arguments });
                         }
                     }
                     StreamEvent::MessageDelta { delta, usage: u } => {
@@ -304,7 +416,7 @@ impl Provider for AnthropicProvider {
                         yield Err(ProviderError::Upstream { status, detail: format!("{}: {}", error.kind, error.message) });
                         return;
                     }
-                    StreamEvent::ContentBlockStart {} | StreamEvent::ContentBlockStop {} | StreamEvent::Ping {} | StreamEvent::Unknown => {}
+                    StreamEvent::ContentBlockStart { .. } | StreamEvent::ContentBlockStop {} | StreamEvent::Ping {} | StreamEvent::Unknown => {}
                 }
             }
             yield Err(ProviderError::StreamInterrupted("the stream ended before `message_stop`".into()));

@@ -510,7 +510,8 @@ fn history(request: &InferenceRequest) -> Vec<ChatMessage> {
 fn llm_role(role: Role) -> LlmRole {
     match role {
         Role::System => LlmRole::System,
-        Role::User => LlmRole::User,
+        // Requests with tool results are refused before a prompt is built (`stream_infer`).
+        Role::User | Role::Tool => LlmRole::User,
         Role::Assistant => LlmRole::Assistant,
     }
 }
@@ -596,6 +597,7 @@ impl Provider for LocalProvider {
             provider: self.name.clone(),
             model,
             output: String::new(),
+            tool_calls: Vec::new(),
             sources: Vec::new(),
             finish_reason: FinishReason::Stop,
             usage: Usage::default(),
@@ -623,6 +625,15 @@ impl Provider for LocalProvider {
                 provider: self.name.clone(),
                 param: "response_format",
                 hint: "the local models answer in free text; route the request to an OpenAI, OpenAI-compatible or Ollama provider".into(),
+            });
+        }
+        if call.request.uses_tools() {
+            // The local models have no tool-calling template wired in: refused, never answered
+            // as if the tools were not there.
+            return Err(ProviderError::Unsupported {
+                provider: self.name.clone(),
+                param: "tools",
+                hint: "the local models do not call tools; route the request to an OpenAI, OpenAI-compatible, Anthropic or Ollama provider (their models are listed by GET /v1/models)".into(),
             });
         }
         if call.model == LOCAL_MODEL { self.rag_stream(call) } else { self.chat_stream(call) }

@@ -5,12 +5,12 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::openai::{PROBE_TIMEOUT, finish_reason, role_name};
+use super::openai::{PROBE_TIMEOUT, finish_reason, role_name, wire_tools};
 use super::upstream::{self, Discovery};
 use super::{Capabilities, EventStream, Health, Provider, ProviderCall};
 use crate::config::{ProviderKind, RemoteProviderConfig, SecretString};
 use crate::error::ProviderError;
-use crate::types::{Event, FinishReason, InferenceResponse, Timings, Usage};
+use crate::types::{Event, FinishReason, InferenceResponse, Message, Timings, ToolCall, ToolChoice, Usage};
 
 #[derive(Debug)]
 pub struct OllamaProvider {
@@ -42,16 +42,30 @@ impl OllamaProvider {
         }
     }
 
+    /// Ollama has no `tool_choice`: the model always decides. A request that needs a call is
+    /// refused rather than answered without one.
+    fn refuse_tool_choice(&self, call: &ProviderCall) -> Result<(), ProviderError> {
+        match call.request.tool_choice {
+            Some(ToolChoice::Required | ToolChoice::Tool { .. }) => Err(ProviderError::Unsupported {
+                provider: self.name.clone(),
+                param: "tool_choice",
+                hint: "Ollama lets the model decide whether to call a tool; use `auto`, or route the request to an OpenAI or Anthropic provider".into(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     fn chat(&self, call: &ProviderCall, stream: bool) -> reqwest::RequestBuilder {
         let p = &call.request.params;
+        let conversation = call.request.conversation();
+        // Ollama names the tool of a result (`tool_name`), not the call: found by the call's id.
+        let tool_of = |id: &str| conversation.iter().flat_map(|m| &m.tool_calls).find(|c| c.id == id).map(|c| c.name.clone());
+        let messages = conversation.iter().map(|m| WireMessage::new(m, &tool_of)).collect();
+        let offers_tools = call.request.tool_choice != Some(ToolChoice::None);
         let body = ChatRequest {
             model: &call.model,
-            messages: call
-                .request
-                .conversation()
-                .into_iter()
-                .map(|m| WireMessage { role: role_name(m.role), content: m.content })
-                .collect(),
+            messages,
+            tools: if offers_tools { wire_tools(&call.request.tools) } else { Vec::new() },
             stream,
             format: p.response_format.as_ref().map(crate::types::ResponseFormat::ollama_format),
             options: Options { num_predict: p.max_tokens, temperature: p.temperature, top_p: p.top_p, stop: &p.stop, seed: p.seed },
@@ -84,6 +98,8 @@ impl OllamaProvider {
 struct ChatRequest<'a> {
     model: &'a str,
     messages: Vec<WireMessage>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<serde_json::Value>,
     stream: bool,
     /// Structured output: `"json"` or a JSON schema (Ollama 0.5+).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -95,6 +111,30 @@ struct ChatRequest<'a> {
 struct WireMessage {
     role: &'static str,
     content: String,
+    /// Ollama's arguments are an object, not JSON text.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_name: Option<String>,
+}
+
+impl WireMessage {
+    fn new(m: &Message, tool_of: &dyn Fn(&str) -> Option<String>) -> Self {
+        let tool_calls = m
+            .tool_calls
+            .iter()
+            .map(|c| {
+                let arguments = c.arguments_object().unwrap_or_else(|| serde_json::json!({}));
+                serde_json::json!({"function": {"name": c.name, "arguments": arguments}})
+            })
+            .collect();
+        WireMessage {
+            role: role_name(m.role),
+            content: m.content.clone(),
+            tool_calls,
+            tool_name: m.tool_call_id.as_deref().and_then(tool_of),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -143,6 +183,36 @@ impl ChatChunk {
 struct ChunkMessage {
     #[serde(default)]
     content: String,
+    /// Whole calls (Ollama streams a call in one line, never in pieces).
+    #[serde(default)]
+    tool_calls: Vec<WireToolCallIn>,
+}
+
+#[derive(Deserialize)]
+struct WireToolCallIn {
+    #[serde(default)]
+    id: Option<String>,
+    function: WireFunctionIn,
+}
+
+#[derive(Deserialize)]
+struct WireFunctionIn {
+    name: String,
+    #[serde(default)]
+    arguments: serde_json::Value,
+}
+
+impl WireToolCallIn {
+    /// Older Ollama versions give no call id: one is made from the request id and the call's
+    /// number, so the client can match its result to the call.
+    fn into_call(self, request_id: &str, n: usize) -> ToolCall {
+        let arguments = match self.function.arguments {
+            serde_json::Value::Null => "{}".to_owned(),
+            serde_json::Value::String(s) => s,
+            other => other.to_string(),
+        };
+        ToolCall { id: self.id.unwrap_or_else(|| format!("call_{request_id}_{n}")), name: self.function.name, arguments }
+    }
 }
 
 #[derive(Deserialize)]
@@ -175,31 +245,49 @@ impl Provider for OllamaProvider {
     }
 
     async fn infer(&self, call: ProviderCall) -> Result<InferenceResponse, ProviderError> {
+        self.refuse_tool_choice(&call)?;
         let request = self.chat(&call, false).timeout(call.timeout);
         let response = upstream::send(request, call.timeout, &call.ctx.cancel, &call.model).await?;
         let body: ChatChunk = upstream::read_json(response, &call.ctx.cancel).await?;
+        let (usage, mut finish_reason) = (body.usage(), body.finish());
         if let Some(error) = body.error {
             return Err(ProviderError::Upstream { status: 500, detail: error });
+        }
+        let (output, tool_calls) = match body.message {
+            Some(m) => {
+                let calls: Vec<ToolCall> =
+                    m.tool_calls.into_iter().enumerate().map(|(n, c)| c.into_call(&call.ctx.request_id, n)).collect();
+                (m.content, calls)
+            }
+            None => (String::new(), Vec::new()),
+        };
+        // Ollama says `stop` after a tool call.
+        if !tool_calls.is_empty() && finish_reason == FinishReason::Stop {
+            finish_reason = FinishReason::ToolCalls;
         }
         Ok(InferenceResponse {
             id: call.ctx.request_id.clone(),
             provider: self.name.clone(),
-            usage: body.usage(),
-            finish_reason: body.finish(),
+            usage,
+            finish_reason,
             model: body.model.unwrap_or(call.model),
-            output: body.message.map(|m| m.content).unwrap_or_default(),
+            output,
+            tool_calls,
             sources: Vec::new(),
             timings: Timings::default(),
         })
     }
 
     async fn stream_infer(&self, call: ProviderCall) -> Result<EventStream, ProviderError> {
+        self.refuse_tool_choice(&call)?;
         let request = self.chat(&call, true);
         let response = upstream::send(request, call.timeout, &call.ctx.cancel, &call.model).await?;
         let name = self.name.clone();
+        let request_id = call.ctx.request_id.clone();
         Ok(Box::pin(async_stream::stream! {
             yield Ok(Event::status("generating", format!("{name} is answering")));
             let mut lines = std::pin::pin!(upstream::ndjson_lines(response));
+            let mut calls = 0u32;
             while let Some(line) = lines.next().await {
                 let line = match line {
                     Ok(l) => l,
@@ -209,17 +297,26 @@ impl Provider for OllamaProvider {
                     Ok(c) => c,
                     Err(e) => { yield Err(e); return; }
                 };
+                let (usage, finish) = (chunk.usage(), chunk.finish());
                 if let Some(error) = chunk.error {
                     yield Err(ProviderError::Upstream { status: 500, detail: error });
                     return;
                 }
-                if let Some(text) = chunk.message.as_ref().map(|m| m.content.as_str()).filter(|t| !t.is_empty()) {
-                    yield Ok(Event::delta(text));
+                if let Some(message) = chunk.message {
+                    if !message.content.is_empty() {
+                        yield Ok(Event::delta(message.content));
+                    }
+                    for wire in message.tool_calls {
+                        for event in Event::tool_call(calls, wire.into_call(&request_id, calls as usize)) {
+                            yield Ok(event);
+                        }
+                        calls += 1;
+                    }
                 }
                 if chunk.done {
                     yield Ok(Event::Done {
-                        finish_reason: chunk.finish(),
-                        usage: chunk.usage(),
+                        finish_reason: if calls > 0 && finish == FinishReason::Stop { FinishReason::ToolCalls } else { finish },
+                        usage,
                         timings: Timings::default(),
                         provider: None,
                         model: None,

@@ -11,7 +11,7 @@ use super::upstream::{self, Discovery};
 use super::{Capabilities, EventStream, Health, Provider, ProviderCall};
 use crate::config::{ProviderKind, RemoteProviderConfig, SecretString};
 use crate::error::ProviderError;
-use crate::types::{Event, FinishReason, InferenceResponse, Role, Timings, Usage};
+use crate::types::{Event, FinishReason, InferenceResponse, Message, Role, Timings, Tool, ToolCall, ToolChoice, Usage};
 
 /// Model listings double as health probes: they must be quick.
 pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -72,12 +72,9 @@ impl OpenAiProvider {
         };
         ChatRequest {
             model: &call.model,
-            messages: call
-                .request
-                .conversation()
-                .into_iter()
-                .map(|m| WireMessage { role: role_name(m.role), content: m.content })
-                .collect(),
+            messages: call.request.conversation().into_iter().map(WireMessage::from).collect(),
+            tools: wire_tools(&call.request.tools),
+            tool_choice: call.request.tool_choice.as_ref().map(wire_tool_choice),
             max_tokens,
             max_completion_tokens,
             temperature: p.temperature,
@@ -111,6 +108,7 @@ pub(crate) fn role_name(role: Role) -> &'static str {
         Role::System => "system",
         Role::User => "user",
         Role::Assistant => "assistant",
+        Role::Tool => "tool",
     }
 }
 
@@ -119,14 +117,57 @@ pub(crate) fn finish_reason(reason: &str) -> FinishReason {
         "stop" | "end_turn" | "stop_sequence" => FinishReason::Stop,
         "length" | "max_tokens" => FinishReason::Length,
         "content_filter" => FinishReason::ContentFilter,
+        "tool_calls" | "tool_use" => FinishReason::ToolCalls,
         _ => FinishReason::Other,
     }
+}
+
+/// Tools in OpenAI's wire form (`{"type": "function", "function": {...}}`), which Ollama reads too.
+pub(crate) fn wire_tools(tools: &[Tool]) -> Vec<serde_json::Value> {
+    tools
+        .iter()
+        .map(|t| {
+            let mut function = serde_json::json!({"name": t.name, "parameters": t.parameters_or_empty()});
+            if let Some(d) = &t.description {
+                function["description"] = d.clone().into();
+            }
+            serde_json::json!({"type": "function", "function": function})
+        })
+        .collect()
+}
+
+fn wire_tool_choice(choice: &ToolChoice) -> serde_json::Value {
+    match choice {
+        ToolChoice::Auto => "auto".into(),
+        ToolChoice::None => "none".into(),
+        ToolChoice::Required => "required".into(),
+        ToolChoice::Tool { name } => serde_json::json!({"type": "function", "function": {"name": name}}),
+    }
+}
+
+/// Tool calls made whole by `finish`: id, name and arguments as the upstream sent them.
+fn calls_of(wire: Vec<WireToolCallIn>) -> Vec<ToolCall> {
+    wire.into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let function = c.function.unwrap_or_default();
+            ToolCall {
+                id: c.id.unwrap_or_else(|| format!("call_{i}")),
+                name: function.name.unwrap_or_default(),
+                arguments: function.arguments.unwrap_or_default(),
+            }
+        })
+        .collect()
 }
 
 #[derive(Serialize)]
 struct ChatRequest<'a> {
     model: &'a str,
     messages: Vec<WireMessage>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_tokens: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -152,7 +193,44 @@ struct ChatRequest<'a> {
 #[derive(Serialize)]
 struct WireMessage {
     role: &'static str,
-    content: String,
+    /// `null` for an assistant turn that only calls tools.
+    content: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_call_id: Option<String>,
+}
+
+impl From<Message> for WireMessage {
+    fn from(m: Message) -> Self {
+        let tool_calls: Vec<serde_json::Value> = m
+            .tool_calls
+            .into_iter()
+            .map(|c| serde_json::json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
+            .collect();
+        let content = (tool_calls.is_empty() || !m.content.is_empty()).then_some(m.content);
+        WireMessage { role: role_name(m.role), content, tool_calls, tool_call_id: m.tool_call_id }
+    }
+}
+
+/// A tool call in a response (`message.tool_calls[]`) or a fragment of one in a stream
+/// (`delta.tool_calls[]`: `index`, then `id` and name first, argument text after).
+#[derive(Deserialize)]
+struct WireToolCallIn {
+    #[serde(default)]
+    index: Option<u32>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    function: Option<WireFunctionIn>,
+}
+
+#[derive(Deserialize, Default)]
+struct WireFunctionIn {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -184,6 +262,8 @@ struct Choice {
 struct ChoiceContent {
     #[serde(default)]
     content: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<WireToolCallIn>>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -243,11 +323,16 @@ impl Provider for OpenAiProvider {
         let response = upstream::send(request, call.timeout, &call.ctx.cancel, &call.model).await?;
         let body: ChatResponse = upstream::read_json(response, &call.ctx.cancel).await?;
         let choice = body.choices.into_iter().next().ok_or_else(|| ProviderError::InvalidResponse("no choices in the response".into()))?;
+        let (output, tool_calls) = match choice.message {
+            Some(m) => (m.content.unwrap_or_default(), calls_of(m.tool_calls.unwrap_or_default())),
+            None => (String::new(), Vec::new()),
+        };
         Ok(InferenceResponse {
             id: call.ctx.request_id.clone(),
             provider: self.name.clone(),
             model: body.model.unwrap_or(call.model),
-            output: choice.message.and_then(|m| m.content).unwrap_or_default(),
+            output,
+            tool_calls,
             sources: Vec::new(),
             finish_reason: choice.finish_reason.as_deref().map(finish_reason).unwrap_or_default(),
             usage: body.usage.map(Usage::from).unwrap_or_default(),
@@ -265,6 +350,8 @@ impl Provider for OpenAiProvider {
             let mut finish = None;
             let mut usage = Usage::default();
             let mut saw_done = false;
+            // Tool calls by the upstream's index: started ones, in order of appearance.
+            let mut calls: Vec<u32> = Vec::new();
             while let Some(item) = events.next().await {
                 let sse = match item {
                     Ok(sse) => sse,
@@ -284,8 +371,29 @@ impl Provider for OpenAiProvider {
                     return;
                 }
                 for choice in chunk.choices {
-                    if let Some(text) = choice.delta.and_then(|d| d.content).filter(|t| !t.is_empty()) {
+                    let Some(delta) = choice.delta else {
+                        if let Some(reason) = choice.finish_reason { finish = Some(finish_reason(&reason)); }
+                        continue;
+                    };
+                    if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
                         yield Ok(Event::delta(text));
+                    }
+                    for (n, fragment) in delta.tool_calls.unwrap_or_default().into_iter().enumerate() {
+                        let upstream_index = fragment.index.unwrap_or(n as u32);
+                        let function = fragment.function.unwrap_or_default();
+                        let index = match calls.iter().position(|i| *i == upstream_index) {
+                            Some(i) => i as u32,
+                            None => {
+                                calls.push(upstream_index);
+                                let index = (calls.len() - 1) as u32;
+                                let id = fragment.id.unwrap_or_else(|| format!("call_{index}"));
+                                yield Ok(Event::ToolCallStart { index, id, name: function.name.unwrap_or_default() });
+                                index
+                            }
+                        };
+                        if let Some(arguments) = function.arguments.filter(|a| !a.is_empty()) {
+                            yield Ok(Event::ToolCallDelta { index, arguments });
+                        }
                     }
                     if let Some(reason) = choice.finish_reason {
                         finish = Some(finish_reason(&reason));

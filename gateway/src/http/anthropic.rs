@@ -4,14 +4,18 @@
 //!
 //! - Request: `model`, `max_tokens` (required, as upstream), `system` (a string or text
 //!   blocks), `messages` (a string or text blocks each), `stop_sequences`, `temperature`,
-//!   `top_p` (older clients), `stream`, `metadata.user_id`. Blocks other than text (images,
-//!   tool use and results, documents), `tools`, `tool_choice`, `top_k`, `thinking` (unless
-//!   disabled), `output_config.format` and `container` are refused with a 400 naming them:
-//!   never dropped silently. Hints that change no answer here (`cache_control`,
+//!   `top_p` (older clients), `stream`, `metadata.user_id`, client `tools` (`name`,
+//!   `description`, `input_schema`) with `tool_choice` (`auto`, `any`, `tool`, `none`), and
+//!   `tool_use` / `tool_result` blocks, which become the native tool calls and results, so an
+//!   Anthropic client can use tools on an OpenAI or Ollama upstream. Other blocks (images,
+//!   documents), server tools (`web_search_...`), `top_k`, `thinking` (unless disabled),
+//!   `output_config.format` and `container` are refused with a 400 naming them: never dropped
+//!   silently. Hints that change no answer here (`cache_control`,
 //!   `output_config.effort`, `service_tier`, `speed`, `inference_geo`, `diagnostics`,
 //!   `workspace_id`, `user_profile_id`) are accepted and ignored.
-//! - Response: a `message` object, or with `stream` the documented event sequence
-//!   (`message_start`, `content_block_start`, `ping`, `content_block_delta`,
+//! - Response: a `message` object (text, then `tool_use` blocks; `stop_reason: "tool_use"`), or
+//!   with `stream` the documented event sequence (`message_start`, `content_block_start`,
+//!   `ping`, `content_block_delta` with `text_delta` or `input_json_delta`,
 //!   `content_block_stop`, `message_delta`, `message_stop`; `error` mid-stream). Status events
 //!   travel as SSE comments, which the SDKs skip.
 //! - Errors, the gateway's own included (authentication, rate limits, policy, bad JSON), in
@@ -36,7 +40,7 @@ use super::inference::sse_response;
 use crate::error::ApiError;
 use crate::error::into_event;
 use crate::pipeline::Answer;
-use crate::types::{Event, FinishReason, InferenceRequest, Message, Params, Role, Source, Usage};
+use crate::types::{Event, FinishReason, InferenceRequest, Message, Params, Role, Source, Tool, ToolCall, ToolChoice, Usage};
 
 #[derive(Debug, Deserialize)]
 pub struct MessagesRequest {
@@ -99,14 +103,127 @@ pub enum MessageContent {
     Blocks(Vec<Block>),
 }
 
-/// A content block; only `text` is read (the type decides, extra keys like `cache_control`
-/// are hints).
+/// A content block: `text`, `tool_use` or `tool_result` are read (the type decides, extra keys
+/// like `cache_control` are hints).
 #[derive(Debug, Deserialize)]
 pub struct Block {
     #[serde(rename = "type")]
     pub kind: String,
     #[serde(default)]
     pub text: Option<String>,
+    /// `tool_use`: the call's id, tool and arguments.
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub input: Option<Value>,
+    /// `tool_result`: the call it answers, its content (a string or text blocks), and whether
+    /// the tool failed.
+    #[serde(default)]
+    pub tool_use_id: Option<String>,
+    #[serde(default)]
+    pub content: Option<MessageContent>,
+    #[serde(default)]
+    pub is_error: Option<bool>,
+}
+
+/// `tools[]`: client tools (`name`, `description`, `input_schema`); server tools, which carry a
+/// versioned `type` (`web_search_20250305`), are Anthropic's to run and refused here.
+fn tools_of(tools: Vec<Value>) -> Result<Vec<Tool>, ApiError> {
+    tools
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let field = format!("tools[{i}]");
+            match t.get("type").and_then(Value::as_str) {
+                None | Some("custom") => {}
+                Some(kind) => {
+                    return Err(ApiError::invalid_field(field, format!("server tool `{kind}` is not supported; send client tools")));
+                }
+            }
+            let name =
+                t.get("name").and_then(Value::as_str).ok_or_else(|| ApiError::invalid_field(field.clone(), "a tool needs `name`"))?;
+            Ok(Tool {
+                name: name.to_owned(),
+                description: t.get("description").and_then(Value::as_str).map(str::to_owned),
+                parameters: t.get("input_schema").filter(|p| !p.is_null()).cloned(),
+            })
+        })
+        .collect()
+}
+
+/// `tool_choice`: `{"type": "auto" | "any" | "none"}` or `{"type": "tool", "name"}`.
+fn tool_choice_of(choice: &Value) -> Result<ToolChoice, ApiError> {
+    let bad = || ApiError::invalid_field("tool_choice", "tool_choice.type must be auto, any, tool (with `name`) or none");
+    match choice.get("type").and_then(Value::as_str) {
+        Some("auto") => Ok(ToolChoice::Auto),
+        Some("any") => Ok(ToolChoice::Required),
+        Some("none") => Ok(ToolChoice::None),
+        Some("tool") => {
+            let name = choice.get("name").and_then(Value::as_str).ok_or_else(bad)?;
+            Ok(ToolChoice::Tool { name: name.to_owned() })
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// One input message as native messages: a user turn's `tool_result` blocks become `tool`
+/// messages (first, as they answer the previous turn's calls), its text a user message; an
+/// assistant turn's `tool_use` blocks become its tool calls.
+fn messages_of(role: Role, blocks: Vec<Block>, field: &str, out: &mut Vec<Message>) -> Result<(), ApiError> {
+    let mut text_blocks = Vec::new();
+    let mut calls = Vec::new();
+    for (j, block) in blocks.into_iter().enumerate() {
+        match (role, block.kind.as_str()) {
+            (Role::Assistant, "tool_use") => {
+                let (Some(id), Some(name)) = (block.id, block.name) else {
+                    return Err(ApiError::invalid_field(format!("{field}[{j}]"), "a tool_use block needs `id` and `name`"));
+                };
+                let arguments = block.input.unwrap_or_else(|| json!({})).to_string();
+                calls.push(ToolCall { id, name, arguments });
+            }
+            (Role::User, "tool_result") => {
+                let Some(id) = block.tool_use_id else {
+                    return Err(ApiError::invalid_field(format!("{field}[{j}]"), "a tool_result block needs `tool_use_id`"));
+                };
+                let mut content = match block.content {
+                    None => String::new(),
+                    Some(MessageContent::Text(t)) => t,
+                    Some(MessageContent::Blocks(inner)) => text_of(inner, &format!("{field}[{j}].content"))?,
+                };
+                if block.is_error == Some(true) {
+                    content = format!("Error: {content}");
+                }
+                out.push(Message::tool_result(id, content));
+            }
+            _ => text_blocks.push((j, block)),
+        }
+    }
+    let mut text = String::new();
+    for (j, block) in text_blocks {
+        match (block.kind.as_str(), block.text) {
+            ("text", Some(t)) => {
+                if !text.is_empty() {
+                    text.push('\n');
+                }
+                text.push_str(&t);
+            }
+            ("text", None) => return Err(ApiError::invalid_field(format!("{field}[{j}].text"), "a text block needs `text`")),
+            (kind, _) => {
+                return Err(ApiError::invalid_field(
+                    format!("{field}[{j}]"),
+                    format!(
+                        "content block `{kind}` is not supported by this gateway here; send text, tool_use (assistant) or tool_result (user) blocks"
+                    ),
+                ));
+            }
+        }
+    }
+    if !calls.is_empty() || !text.is_empty() || out.last().is_none_or(|m| m.role != Role::Tool) {
+        out.push(Message { role, content: text, tool_calls: calls, tool_call_id: None });
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize)]
@@ -147,10 +264,8 @@ impl MessagesRequest {
         let Some(max_tokens) = self.max_tokens else {
             return Err(ApiError::invalid_field("max_tokens", "`max_tokens` is required"));
         };
-        if self.tools.as_ref().is_some_and(|t| !t.is_empty()) || self.tool_choice.is_some() {
-            let field = if self.tools.as_ref().is_some_and(|t| !t.is_empty()) { "tools" } else { "tool_choice" };
-            return Err(ApiError::invalid_field(field, "tool use is not supported by this gateway"));
-        }
+        let tools = tools_of(self.tools.unwrap_or_default())?;
+        let tool_choice = self.tool_choice.as_ref().filter(|c| !c.is_null()).map(tool_choice_of).transpose()?;
         if self.top_k.is_some() {
             return Err(ApiError::invalid_field("top_k", "top_k is not supported; use temperature or top_p"));
         }
@@ -168,11 +283,11 @@ impl MessagesRequest {
         }
         let mut messages = Vec::with_capacity(self.messages.len() + 1);
         match self.system {
-            Some(SystemField::Text(t)) if !t.trim().is_empty() => messages.push(Message { role: Role::System, content: t }),
+            Some(SystemField::Text(t)) if !t.trim().is_empty() => messages.push(Message::new(Role::System, t)),
             Some(SystemField::Blocks(blocks)) => {
                 let t = text_of(blocks, "system")?;
                 if !t.trim().is_empty() {
-                    messages.push(Message { role: Role::System, content: t });
+                    messages.push(Message::new(Role::System, t));
                 }
             }
             _ => {}
@@ -188,11 +303,10 @@ impl MessagesRequest {
                     ));
                 }
             };
-            let content = match m.content {
-                MessageContent::Text(t) => t,
-                MessageContent::Blocks(blocks) => text_of(blocks, &format!("messages[{i}].content"))?,
-            };
-            messages.push(Message { role, content });
+            match m.content {
+                MessageContent::Text(t) => messages.push(Message::new(role, t)),
+                MessageContent::Blocks(blocks) => messages_of(role, blocks, &format!("messages[{i}].content"), &mut messages)?,
+            }
         }
         let mut metadata = serde_json::Map::new();
         if let Some(user) = self.metadata.and_then(|m| m.user_id) {
@@ -215,6 +329,8 @@ impl MessagesRequest {
             },
             stream: self.stream,
             metadata,
+            tools,
+            tool_choice,
         })
     }
 }
@@ -224,7 +340,14 @@ fn stop_reason(reason: FinishReason) -> &'static str {
         FinishReason::Stop | FinishReason::Other => "end_turn",
         FinishReason::Length => "max_tokens",
         FinishReason::ContentFilter => "refusal",
+        FinishReason::ToolCalls => "tool_use",
     }
+}
+
+/// A `tool_use` content block (its `input` is the arguments object).
+fn tool_use_block(call: &ToolCall) -> Value {
+    let input = call.arguments_object().unwrap_or_else(|| json!({}));
+    json!({"type": "tool_use", "id": call.id, "name": call.name, "input": input})
 }
 
 fn usage_json(u: Usage) -> Value {
@@ -255,7 +378,7 @@ pub async fn messages(
                 "type": "message",
                 "role": "assistant",
                 "model": answer.model,
-                "content": [{"type": "text", "text": answer.output}],
+                "content": content_blocks(&answer.output, &answer.tool_calls),
                 "stop_reason": stop_reason(answer.finish_reason),
                 "stop_sequence": null,
                 "usage": usage_json(answer.usage),
@@ -279,15 +402,58 @@ pub async fn messages(
         }));
         yield event("content_block_start", &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}));
         yield event("ping", &json!({"type": "ping"}));
+        // The open content block (index, and whether it is text); blocks are sent one after
+        // another, so a tool call closes the text before it, and text after a call opens a
+        // new block. `blocks_of_calls[n]`: the block of tool call `n`.
+        let mut open: Option<(u32, bool)> = Some((0, true));
+        let mut next_block = 1u32;
+        let mut blocks_of_calls: Vec<(u32, u32)> = Vec::new();
         while let Some(item) = events.next().await {
             match into_event(item) {
                 Event::Status { stage, message } => yield Ok(sse::Event::default().comment(format!("status {stage}: {message}"))),
-                Event::Delta { text } => yield event("content_block_delta", &json!({
-                    "type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text},
-                })),
+                Event::Delta { text } => {
+                    let index = match open {
+                        Some((index, true)) => index,
+                        other => {
+                            if let Some((index, _)) = other {
+                                yield event("content_block_stop", &json!({"type": "content_block_stop", "index": index}));
+                            }
+                            let index = next_block;
+                            next_block += 1;
+                            open = Some((index, true));
+                            yield event("content_block_start", &json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}));
+                            index
+                        }
+                    };
+                    yield event("content_block_delta", &json!({
+                        "type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text},
+                    }));
+                }
+                Event::ToolCallStart { index: call, id, name } => {
+                    if let Some((index, _)) = open.take() {
+                        yield event("content_block_stop", &json!({"type": "content_block_stop", "index": index}));
+                    }
+                    let index = next_block;
+                    next_block += 1;
+                    open = Some((index, false));
+                    blocks_of_calls.push((call, index));
+                    yield event("content_block_start", &json!({
+                        "type": "content_block_start", "index": index,
+                        "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}},
+                    }));
+                }
+                Event::ToolCallDelta { index: call, arguments } => {
+                    if let Some((_, index)) = blocks_of_calls.iter().find(|(c, _)| *c == call) {
+                        yield event("content_block_delta", &json!({
+                            "type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": arguments},
+                        }));
+                    }
+                }
                 Event::Sources { sources: s } => sources = s,
                 Event::Done { finish_reason: reason, usage, provider, .. } => {
-                    yield event("content_block_stop", &json!({"type": "content_block_stop", "index": 0}));
+                    if let Some((index, _)) = open.take() {
+                        yield event("content_block_stop", &json!({"type": "content_block_stop", "index": index}));
+                    }
                     yield event("message_delta", &json!({
                         "type": "message_delta",
                         "delta": {"stop_reason": stop_reason(reason), "stop_sequence": null},
@@ -306,6 +472,17 @@ pub async fn messages(
         }
     };
     Ok(super::with_cache_header(sse_response(frames), cache_status))
+}
+
+/// A whole answer's content: its text (left out when the answer is only tool calls), then a
+/// `tool_use` block per call.
+fn content_blocks(output: &str, calls: &[ToolCall]) -> Value {
+    let mut blocks = Vec::new();
+    if !output.is_empty() || calls.is_empty() {
+        blocks.push(json!({"type": "text", "text": output}));
+    }
+    blocks.extend(calls.iter().map(tool_use_block));
+    Value::Array(blocks)
 }
 
 fn event(name: &'static str, data: &Value) -> Result<sse::Event, Infallible> {
@@ -397,8 +574,9 @@ mod tests {
             b[key] = value;
             request(b).err().map(|e| (e.status.as_u16(), e.param.unwrap_or_default()))
         };
-        assert_eq!(with("tools", json!([{"name": "t", "input_schema": {}}])), Some((400, "tools".into())));
-        assert_eq!(with("tool_choice", json!({"type": "auto"})), Some((400, "tool_choice".into())));
+        assert!(with("tools", json!([{"name": "t", "input_schema": {"type": "object"}}])).is_none(), "client tools pass");
+        assert_eq!(with("tools", json!([{"type": "web_search_20250305", "name": "web_search"}])), Some((400, "tools[0]".into())));
+        assert_eq!(with("tool_choice", json!({"type": "sometimes"})), Some((400, "tool_choice".into())));
         assert_eq!(with("top_k", json!(5)), Some((400, "top_k".into())));
         assert_eq!(with("thinking", json!({"type": "enabled", "budget_tokens": 1024})), Some((400, "thinking".into())));
         assert!(with("thinking", json!({"type": "disabled"})).is_none());

@@ -3,8 +3,11 @@
 //! `stream_options.include_usage`) and `GET /v1/models`.
 //!
 //! Requests are translated to [`InferenceRequest`] and answers back; fields the SDKs send that
-//! uag does not use are ignored, fields it cannot honour (`n > 1`, tools, images, logprobs,
-//! audio output, penalties) are refused with a 400 naming them, never dropped silently.
+//! uag does not use are ignored, fields it cannot honour (`n > 1`, legacy `functions`, images,
+//! logprobs, audio output, penalties) are refused with a 400 naming them, never dropped silently.
+//! Tools (`tools`, `tool_choice`, assistant `tool_calls`, `tool` results) go to the provider in
+//! its own form; calls come back as `message.tool_calls`, or streamed as `tool_calls` deltas
+//! (`index`, then `id` and name, then argument fragments) with `finish_reason: "tool_calls"`.
 //! `response_format` JSON and JSON schemas go to the provider, which honours them (OpenAI and
 //! compatible servers as sent, Ollama as `format`) or refuses the request by name (Anthropic,
 //! the local models). Status events travel as SSE comments, which SDKs skip.
@@ -27,7 +30,9 @@ use super::inference::sse_response;
 use crate::error::ApiError;
 use crate::error::into_event;
 use crate::pipeline::Answer;
-use crate::types::{Event, FinishReason, InferenceRequest, Message, Params, ResponseFormat, Role, Source, Usage};
+use crate::types::{
+    Event, FinishReason, InferenceRequest, Message, Params, ResponseFormat, Role, Source, Tool, ToolCall, ToolChoice, Usage,
+};
 use crate::unix_now;
 
 /// Models discovery waits this long for any one upstream.
@@ -102,6 +107,81 @@ pub struct ChatMessage {
     pub role: String,
     #[serde(default)]
     pub content: Option<Content>,
+    /// An assistant turn's calls.
+    #[serde(default)]
+    pub tool_calls: Option<Vec<WireToolCall>>,
+    /// A `tool` message: the call it answers.
+    #[serde(default)]
+    pub tool_call_id: Option<String>,
+}
+
+/// `{"id", "type": "function", "function": {"name", "arguments"}}`.
+#[derive(Debug, Deserialize)]
+pub struct WireToolCall {
+    pub id: String,
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    pub function: WireFunction,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WireFunction {
+    pub name: String,
+    #[serde(default)]
+    pub arguments: String,
+}
+
+/// The wire form of a call: `message.tool_calls[]`.
+pub(crate) fn tool_call_json(call: &ToolCall) -> Value {
+    json!({"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}})
+}
+
+/// `tools[]`: `{"type": "function", "function": {"name", "description", "parameters", "strict"}}`.
+fn tools_of(tools: Vec<Value>) -> Result<Vec<Tool>, ApiError> {
+    tools
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let field = format!("tools[{i}]");
+            if t.get("type").and_then(Value::as_str) != Some("function") {
+                return Err(ApiError::invalid_field(field, "only tools of type `function` are supported"));
+            }
+            let f = t.get("function").ok_or_else(|| ApiError::invalid_field(field.clone(), "a function tool needs `function`"))?;
+            let name = f
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ApiError::invalid_field(field.clone(), "`function.name` is required"))?;
+            Ok(Tool {
+                name: name.to_owned(),
+                description: f.get("description").and_then(Value::as_str).map(str::to_owned),
+                parameters: f.get("parameters").filter(|p| !p.is_null()).cloned(),
+            })
+        })
+        .collect()
+}
+
+/// `tool_choice`: `"none" | "auto" | "required" | {"type": "function", "function": {"name"}}`.
+fn tool_choice_of(choice: Value) -> Result<Option<ToolChoice>, ApiError> {
+    let bad = || {
+        ApiError::invalid_field(
+            "tool_choice",
+            "tool_choice must be none, auto, required or {\"type\": \"function\", \"function\": {\"name\": ...}}",
+        )
+    };
+    Ok(Some(match &choice {
+        Value::Null => return Ok(None),
+        Value::String(s) => match s.as_str() {
+            "none" => ToolChoice::None,
+            "auto" => ToolChoice::Auto,
+            "required" => ToolChoice::Required,
+            _ => return Err(bad()),
+        },
+        Value::Object(o) => {
+            let name = o.get("function").and_then(|f| f.get("name")).and_then(Value::as_str).ok_or_else(bad)?;
+            ToolChoice::Tool { name: name.to_owned() }
+        }
+        _ => return Err(bad()),
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -126,11 +206,8 @@ impl ChatCompletionRequest {
     /// `reasoning_effort`, `prompt_cache_key`) and their neutral values (`"text"`, `0`,
     /// `tool_choice: "none"`) pass.
     fn refuse_what_would_be_dropped(&self) -> Result<(), ApiError> {
-        if self.tool_choice.as_ref().is_some_and(|c| !c.is_null() && c.as_str() != Some("none")) {
-            return Err(ApiError::invalid_field("tool_choice", "tool calling is not supported by this gateway"));
-        }
         if self.functions.as_ref().is_some_and(|f| !f.is_empty()) {
-            return Err(ApiError::invalid_field("functions", "function calling is not supported by this gateway"));
+            return Err(ApiError::invalid_field("functions", "the legacy `functions` field is not supported; send `tools`"));
         }
         if self.logprobs == Some(true) || self.top_logprobs.is_some_and(|n| n > 0) {
             let field = if self.logprobs == Some(true) { "logprobs" } else { "top_logprobs" };
@@ -156,23 +233,32 @@ impl ChatCompletionRequest {
         if self.n.is_some_and(|n| n != 1) {
             return Err(ApiError::invalid_field("n", "only n = 1 is supported"));
         }
-        if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-            return Err(ApiError::invalid_field("tools", "tool calling is not supported by this gateway"));
-        }
         self.refuse_what_would_be_dropped()?;
+        let tools = tools_of(self.tools.unwrap_or_default())?;
+        let tool_choice = match self.tool_choice {
+            Some(choice) => tool_choice_of(choice)?,
+            None => None,
+        };
         let mut messages = Vec::with_capacity(self.messages.len());
         for (i, m) in self.messages.into_iter().enumerate() {
             let role = match m.role.as_str() {
                 "system" | "developer" => Role::System,
                 "user" => Role::User,
                 "assistant" => Role::Assistant,
+                "tool" => Role::Tool,
                 other => {
                     return Err(ApiError::invalid_field(
                         format!("messages[{i}].role"),
-                        format!("role `{other}` is not supported (use system, developer, user or assistant)"),
+                        format!("role `{other}` is not supported (use system, developer, user, assistant or tool)"),
                     ));
                 }
             };
+            let tool_calls: Vec<ToolCall> = m
+                .tool_calls
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| ToolCall { id: c.id, name: c.function.name, arguments: c.function.arguments })
+                .collect();
             let content = match m.content {
                 Some(Content::Text(t)) => t,
                 Some(Content::Parts(parts)) => {
@@ -190,9 +276,11 @@ impl ChatCompletionRequest {
                     }
                     text
                 }
+                // An assistant turn that only calls tools has no content.
+                None if !tool_calls.is_empty() => String::new(),
                 None => return Err(ApiError::invalid_field(format!("messages[{i}].content"), "content is required")),
             };
-            messages.push(Message { role, content });
+            messages.push(Message { role, content, tool_calls, tool_call_id: m.tool_call_id });
         }
         let stop = match self.stop {
             None => Vec::new(),
@@ -229,6 +317,8 @@ impl ChatCompletionRequest {
             },
             stream: self.stream,
             metadata,
+            tools,
+            tool_choice,
         };
         Ok((request, include_usage))
     }
@@ -239,6 +329,7 @@ fn finish_reason(reason: FinishReason) -> &'static str {
         FinishReason::Stop | FinishReason::Other => "stop",
         FinishReason::Length => "length",
         FinishReason::ContentFilter => "content_filter",
+        FinishReason::ToolCalls => "tool_calls",
     }
 }
 
@@ -273,7 +364,7 @@ pub async fn chat_completions(
                 "model": answer.model,
                 "choices": [{
                     "index": 0,
-                    "message": {"role": "assistant", "content": answer.output, "refusal": null},
+                    "message": message_json(&answer.output, &answer.tool_calls),
                     "logprobs": null,
                     "finish_reason": finish_reason(answer.finish_reason),
                 }],
@@ -312,6 +403,14 @@ pub async fn chat_completions(
             match into_event(item) {
                 Event::Status { stage, message } => yield Ok(sse::Event::default().comment(format!("status {stage}: {message}"))),
                 Event::Delta { text } => yield data(&chunk(&requested_model, json!({"content": text}), None, None)),
+                Event::ToolCallStart { index, id, name } => {
+                    let call = json!({"index": index, "id": id, "type": "function", "function": {"name": name, "arguments": ""}});
+                    yield data(&chunk(&requested_model, json!({"tool_calls": [call]}), None, None));
+                }
+                Event::ToolCallDelta { index, arguments } => {
+                    let call = json!({"index": index, "function": {"arguments": arguments}});
+                    yield data(&chunk(&requested_model, json!({"tool_calls": [call]}), None, None));
+                }
                 Event::Sources { sources: s } => sources = s,
                 Event::Done { finish_reason: reason, usage, provider, model, .. } => {
                     let model = model.unwrap_or_else(|| requested_model.clone());
@@ -335,6 +434,18 @@ pub async fn chat_completions(
         }
     };
     Ok(super::with_cache_header(sse_response(frames), cache_status))
+}
+
+/// `choices[0].message`: the text (`null` when the answer is only tool calls) and the calls.
+fn message_json(output: &str, calls: &[ToolCall]) -> Value {
+    let mut message = json!({"role": "assistant", "content": output, "refusal": null});
+    if !calls.is_empty() {
+        if output.is_empty() {
+            message["content"] = Value::Null;
+        }
+        message["tool_calls"] = calls.iter().map(tool_call_json).collect();
+    }
+    message
 }
 
 fn data(value: &Value) -> Result<sse::Event, Infallible> {

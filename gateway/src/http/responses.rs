@@ -3,19 +3,23 @@
 //! knowledge base included, through the one inference path like every other front door.
 //!
 //! - Request: `model`, `input` (a string, or message items whose content is a string or
-//!   `input_text`/`output_text` parts), `instructions` (the system prompt), `max_output_tokens`,
-//!   `temperature`, `top_p`, `stream`, `metadata`, `user`/`safety_identifier`.
+//!   `input_text`/`output_text` parts, and `function_call` / `function_call_output` items),
+//!   `instructions` (the system prompt), `max_output_tokens`, `temperature`, `top_p`, `stream`,
+//!   `metadata`, `user`/`safety_identifier`, function `tools` and `tool_choice`.
 //! - Nothing is stored: `store` is accepted and ignored, and what needs a stored response
 //!   (`previous_response_id`, `conversation`, `prompt`, `background`) is refused with a 400
-//!   naming it. So are tools, non-text input parts and logprobs: never dropped silently.
+//!   naming it. So are hosted tools (`web_search`, `file_search`, ...), non-text input parts
+//!   and logprobs: never dropped silently.
 //!   `text.format` `json_object`/`json_schema` goes to the provider as structured output
 //!   (honoured by OpenAI-style and Ollama upstreams, refused by name by the others). Hints (`reasoning`, `service_tier`, `truncation`, `prompt_cache_*`,
 //!   `parallel_tool_calls`) are accepted and ignored.
-//! - Response: a `response` object with one `message` output item; with `stream`, the events
-//!   the SDK reads (`response.created`, `response.in_progress`, `response.output_item.added`,
-//!   `response.content_part.added`, `response.output_text.delta`, `response.output_text.done`,
-//!   `response.content_part.done`, `response.output_item.done`, `response.completed`; a failure
-//!   mid-stream is `response.failed`), each with its `sequence_number`.
+//! - Response: a `response` object with a `message` output item and a `function_call` item per
+//!   tool call; with `stream`, the events the SDK reads (`response.created`,
+//!   `response.in_progress`, `response.output_item.added`, `response.content_part.added`,
+//!   `response.output_text.delta`, `response.output_text.done`, `response.content_part.done`,
+//!   `response.function_call_arguments.delta` / `.done`, `response.output_item.done`,
+//!   `response.completed`; a failure mid-stream is `response.failed`), each with its
+//!   `sequence_number`.
 
 use std::convert::Infallible;
 
@@ -34,7 +38,10 @@ use super::inference::sse_response;
 use crate::error::ApiError;
 use crate::error::into_event;
 use crate::pipeline::Answer;
-use crate::types::{Event, FinishReason, InferenceRequest, JsonSchemaFormat, Message, Params, ResponseFormat, Role, Source, Usage};
+use crate::types::{
+    Event, FinishReason, InferenceRequest, JsonSchemaFormat, Message, Params, ResponseFormat, Role, Source, Tool, ToolCall, ToolChoice,
+    Usage,
+};
 use crate::unix_now;
 
 #[derive(Debug, Deserialize)]
@@ -84,7 +91,9 @@ pub enum Input {
     Items(Vec<InputItem>),
 }
 
-/// A message item (`{"role": "user", "content": ...}`, with or without `"type": "message"`).
+/// A message item (`{"role": "user", "content": ...}`, with or without `"type": "message"`),
+/// a `function_call` item (a call the model made: `call_id`, `name`, `arguments`) or a
+/// `function_call_output` item (its result: `call_id`, `output`).
 #[derive(Debug, Deserialize)]
 pub struct InputItem {
     #[serde(rename = "type", default)]
@@ -93,6 +102,85 @@ pub struct InputItem {
     pub role: Option<String>,
     #[serde(default)]
     pub content: Option<ItemContent>,
+    #[serde(default)]
+    pub call_id: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub arguments: Option<String>,
+    #[serde(default)]
+    pub output: Option<ItemContent>,
+}
+
+/// `tools[]`: `{"type": "function", "name", "description", "parameters", "strict"}`; hosted
+/// tools run by OpenAI (`web_search`, `file_search`, `computer_use`, ...) are refused.
+fn tools_of(tools: Vec<Value>) -> Result<Vec<Tool>, ApiError> {
+    tools
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let field = format!("tools[{i}]");
+            match t.get("type").and_then(Value::as_str) {
+                Some("function") => {}
+                other => {
+                    return Err(ApiError::invalid_field(
+                        field,
+                        format!("tool type `{}` is not supported; send function tools", other.unwrap_or("?")),
+                    ));
+                }
+            }
+            let name = t
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ApiError::invalid_field(field.clone(), "a function tool needs `name`"))?;
+            Ok(Tool {
+                name: name.to_owned(),
+                description: t.get("description").and_then(Value::as_str).map(str::to_owned),
+                parameters: t.get("parameters").filter(|p| !p.is_null()).cloned(),
+            })
+        })
+        .collect()
+}
+
+/// `tool_choice`: `"none" | "auto" | "required" | {"type": "function", "name"}`.
+fn tool_choice_of(choice: &Value) -> Result<Option<ToolChoice>, ApiError> {
+    let bad =
+        || ApiError::invalid_field("tool_choice", "tool_choice must be none, auto, required or {\"type\": \"function\", \"name\": ...}");
+    Ok(Some(match choice {
+        Value::Null => return Ok(None),
+        Value::String(s) => match s.as_str() {
+            "none" => ToolChoice::None,
+            "auto" => ToolChoice::Auto,
+            "required" => ToolChoice::Required,
+            _ => return Err(bad()),
+        },
+        Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("function") => {
+            ToolChoice::Tool { name: o.get("name").and_then(Value::as_str).ok_or_else(bad)?.to_owned() }
+        }
+        _ => return Err(bad()),
+    }))
+}
+
+/// The text of a message item's content or a call's output.
+fn item_text(content: ItemContent, field: &str) -> Result<String, ApiError> {
+    match content {
+        ItemContent::Text(t) => Ok(t),
+        ItemContent::Parts(parts) => {
+            let mut text = String::new();
+            for (j, part) in parts.into_iter().enumerate() {
+                match (part.kind.as_str(), part.text) {
+                    ("input_text" | "output_text" | "text", Some(t)) => text.push_str(&t),
+                    (kind, _) => {
+                        return Err(ApiError::invalid_field(
+                            format!("{field}[{j}]"),
+                            format!("content part `{kind}` is not supported by this gateway; send input_text"),
+                        ));
+                    }
+                }
+            }
+            Ok(text)
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -163,12 +251,6 @@ impl ResponsesRequest {
         if self.background == Some(true) {
             refuse("background", "background responses are not supported by this gateway")?;
         }
-        if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-            refuse("tools", "tool calling is not supported by this gateway")?;
-        }
-        if self.tool_choice.as_ref().is_some_and(|c| !c.is_null() && !matches!(c.as_str(), Some("none" | "auto"))) {
-            refuse("tool_choice", "tool calling is not supported by this gateway")?;
-        }
         if self.top_logprobs.is_some_and(|n| n > 0) {
             refuse("top_logprobs", "log probabilities are not supported by this gateway")?;
         }
@@ -178,20 +260,61 @@ impl ResponsesRequest {
     /// The native request, or a 400 naming the field uag cannot honour.
     pub fn into_inference(self) -> Result<InferenceRequest, ApiError> {
         self.refuse_what_needs_state_or_would_be_dropped()?;
+        let tools = tools_of(self.tools.unwrap_or_default())?;
+        let tool_choice = match &self.tool_choice {
+            Some(choice) => tool_choice_of(choice)?,
+            None => None,
+        };
         let mut messages = Vec::new();
         if let Some(instructions) = self.instructions.filter(|i| !i.trim().is_empty()) {
-            messages.push(Message { role: Role::System, content: instructions });
+            messages.push(Message::new(Role::System, instructions));
         }
         match self.input {
             None => return Err(ApiError::invalid_field("input", "`input` is required")),
-            Some(Input::Text(text)) => messages.push(Message { role: Role::User, content: text }),
+            Some(Input::Text(text)) => messages.push(Message::new(Role::User, text)),
             Some(Input::Items(items)) => {
                 for (i, item) in items.into_iter().enumerate() {
-                    if let Some(kind) = item.kind.as_deref().filter(|k| *k != "message") {
-                        return Err(ApiError::invalid_field(
-                            format!("input[{i}]"),
-                            format!("input item `{kind}` is not supported by this gateway; send message items"),
-                        ));
+                    match item.kind.as_deref() {
+                        None | Some("message") => {}
+                        Some("function_call") => {
+                            let (Some(call_id), Some(name)) = (item.call_id, item.name) else {
+                                return Err(ApiError::invalid_field(
+                                    format!("input[{i}]"),
+                                    "a function_call item needs `call_id` and `name`",
+                                ));
+                            };
+                            let call = ToolCall { id: call_id, name, arguments: item.arguments.unwrap_or_default() };
+                            // Parallel calls are consecutive items: one assistant turn.
+                            match messages.last_mut() {
+                                Some(m) if m.role == Role::Assistant => m.tool_calls.push(call),
+                                _ => messages.push(Message {
+                                    role: Role::Assistant,
+                                    content: String::new(),
+                                    tool_calls: vec![call],
+                                    tool_call_id: None,
+                                }),
+                            }
+                            continue;
+                        }
+                        Some("function_call_output") => {
+                            let Some(call_id) = item.call_id else {
+                                return Err(ApiError::invalid_field(format!("input[{i}]"), "a function_call_output item needs `call_id`"));
+                            };
+                            let output = match item.output {
+                                Some(o) => item_text(o, &format!("input[{i}].output"))?,
+                                None => String::new(),
+                            };
+                            messages.push(Message::tool_result(call_id, output));
+                            continue;
+                        }
+                        Some(kind) => {
+                            return Err(ApiError::invalid_field(
+                                format!("input[{i}]"),
+                                format!(
+                                    "input item `{kind}` is not supported by this gateway; send message, function_call or function_call_output items"
+                                ),
+                            ));
+                        }
                     }
                     let role = match item.role.as_deref() {
                         Some("user") => Role::User,
@@ -205,25 +328,10 @@ impl ResponsesRequest {
                         }
                     };
                     let content = match item.content {
-                        Some(ItemContent::Text(t)) => t,
-                        Some(ItemContent::Parts(parts)) => {
-                            let mut text = String::new();
-                            for (j, part) in parts.into_iter().enumerate() {
-                                match (part.kind.as_str(), part.text) {
-                                    ("input_text" | "output_text" | "text", Some(t)) => text.push_str(&t),
-                                    (kind, _) => {
-                                        return Err(ApiError::invalid_field(
-                                            format!("input[{i}].content[{j}]"),
-                                            format!("content part `{kind}` is not supported by this gateway; send input_text"),
-                                        ));
-                                    }
-                                }
-                            }
-                            text
-                        }
+                        Some(content) => item_text(content, &format!("input[{i}].content"))?,
                         None => return Err(ApiError::invalid_field(format!("input[{i}].content"), "content is required")),
                     };
-                    messages.push(Message { role, content });
+                    messages.push(Message::new(role, content));
                 }
             }
         }
@@ -248,6 +356,8 @@ impl ResponsesRequest {
             },
             stream: self.stream,
             metadata,
+            tools,
+            tool_choice,
         })
     }
 }
@@ -272,6 +382,9 @@ struct Envelope {
     temperature: Option<f32>,
     top_p: Option<f32>,
     metadata: serde_json::Map<String, Value>,
+    /// The request's `tools` and `tool_choice`, echoed as the API does.
+    tools: Value,
+    tool_choice: Value,
 }
 
 impl Envelope {
@@ -290,8 +403,8 @@ impl Envelope {
             "parallel_tool_calls": false,
             "temperature": self.temperature,
             "top_p": self.top_p,
-            "tool_choice": "none",
-            "tools": [],
+            "tool_choice": self.tool_choice,
+            "tools": self.tools,
             "text": {"format": {"type": "text"}},
             "store": false,
             "metadata": self.metadata,
@@ -317,7 +430,138 @@ fn status_of(reason: FinishReason) -> (&'static str, Value) {
     match reason {
         FinishReason::Length => ("incomplete", json!({"incomplete_details": {"reason": "max_output_tokens"}})),
         FinishReason::ContentFilter => ("incomplete", json!({"incomplete_details": {"reason": "content_filter"}})),
-        FinishReason::Stop | FinishReason::Other => ("completed", json!({})),
+        FinishReason::Stop | FinishReason::ToolCalls | FinishReason::Other => ("completed", json!({})),
+    }
+}
+
+/// A `function_call` output item.
+fn call_item(id: &str, status: &str, call: &ToolCall) -> Value {
+    json!({"type": "function_call", "id": id, "call_id": call.id, "name": call.name, "arguments": call.arguments, "status": status})
+}
+
+/// The output items of a streamed response as they are written: a message item while text
+/// comes, a `function_call` item per tool call; each is closed (its `.done` events) when the
+/// next one starts or the answer ends.
+struct OutputItems {
+    simple_id: String,
+    next_index: u32,
+    /// The message item being written: its output index and id, and its text so far.
+    message: Option<(u32, String)>,
+    text: String,
+    /// The call being written: its output index, item id and the call so far.
+    call: Option<(u32, String, u32, ToolCall)>,
+    /// Finished items, in output order.
+    done: Vec<Value>,
+}
+
+type Frame = (&'static str, Value);
+
+impl OutputItems {
+    fn new(simple_id: String) -> Self {
+        Self { simple_id, next_index: 0, message: None, text: String::new(), call: None, done: Vec::new() }
+    }
+
+    fn message_id(&self, index: u32) -> String {
+        if index == 0 { format!("msg_{}", self.simple_id) } else { format!("msg_{}_{index}", self.simple_id) }
+    }
+
+    fn text(&mut self, delta: String) -> Vec<Frame> {
+        let mut out = self.close_call();
+        let (index, id) = match &self.message {
+            Some((index, id)) => (*index, id.clone()),
+            None => {
+                let index = self.next_index;
+                self.next_index += 1;
+                let id = self.message_id(index);
+                out.push(("response.output_item.added", json!({"output_index": index, "item": message_item(&id, "in_progress", None)})));
+                out.push((
+                    "response.content_part.added",
+                    json!({
+                        "item_id": id, "output_index": index, "content_index": 0,
+                        "part": {"type": "output_text", "text": "", "annotations": []},
+                    }),
+                ));
+                self.message = Some((index, id.clone()));
+                (index, id)
+            }
+        };
+        self.text.push_str(&delta);
+        out.push((
+            "response.output_text.delta",
+            json!({
+                "item_id": id, "output_index": index, "content_index": 0, "delta": delta, "logprobs": [],
+            }),
+        ));
+        out
+    }
+
+    fn close_message(&mut self) -> Vec<Frame> {
+        let Some((index, id)) = self.message.take() else { return Vec::new() };
+        let text = std::mem::take(&mut self.text);
+        let item = message_item(&id, "completed", Some(&text));
+        self.done.push(item.clone());
+        vec![
+            ("response.output_text.done", json!({"item_id": id, "output_index": index, "content_index": 0, "text": text, "logprobs": []})),
+            (
+                "response.content_part.done",
+                json!({
+                    "item_id": id, "output_index": index, "content_index": 0,
+                    "part": {"type": "output_text", "text": text, "annotations": []},
+                }),
+            ),
+            ("response.output_item.done", json!({"output_index": index, "item": item})),
+        ]
+    }
+
+    fn start_call(&mut self, call_index: u32, call_id: String, name: String) -> Vec<Frame> {
+        let mut out = self.close_message();
+        out.extend(self.close_call());
+        let index = self.next_index;
+        self.next_index += 1;
+        let item_id = format!("fc_{}_{index}", self.simple_id);
+        let call = ToolCall { id: call_id, name, arguments: String::new() };
+        out.push(("response.output_item.added", json!({"output_index": index, "item": call_item(&item_id, "in_progress", &call)})));
+        self.call = Some((index, item_id, call_index, call));
+        out
+    }
+
+    fn arguments(&mut self, call_index: u32, delta: String) -> Vec<Frame> {
+        let Some((index, item_id, _, call)) = self.call.as_mut().filter(|(_, _, c, _)| *c == call_index) else { return Vec::new() };
+        call.arguments.push_str(&delta);
+        vec![("response.function_call_arguments.delta", json!({"item_id": item_id, "output_index": index, "delta": delta}))]
+    }
+
+    fn close_call(&mut self) -> Vec<Frame> {
+        let Some((index, item_id, _, call)) = self.call.take() else { return Vec::new() };
+        let item = call_item(&item_id, "completed", &call);
+        self.done.push(item.clone());
+        vec![
+            ("response.function_call_arguments.done", json!({"item_id": item_id, "output_index": index, "arguments": call.arguments})),
+            ("response.output_item.done", json!({"output_index": index, "item": item})),
+        ]
+    }
+
+    /// Closes what is open; an answer with neither text nor calls still has its (empty)
+    /// message item.
+    fn finish(&mut self) -> Vec<Frame> {
+        let mut out =
+            if self.done.is_empty() && self.message.is_none() && self.call.is_none() { self.text(String::new()) } else { Vec::new() };
+        // The empty delta is not news to the client.
+        out.retain(|(kind, _)| *kind != "response.output_text.delta");
+        out.extend(self.close_message());
+        out.extend(self.close_call());
+        out
+    }
+
+    /// What was written before a failure: the items done, and the text so far.
+    fn partial(&self) -> Value {
+        let mut items = self.done.clone();
+        if let Some((_, id)) = &self.message
+            && !self.text.is_empty()
+        {
+            items.push(message_item(id, "incomplete", Some(&self.text)));
+        }
+        Value::Array(items)
     }
 }
 
@@ -337,6 +581,12 @@ pub async fn create(
     let (instructions, max_output_tokens, temperature, top_p) =
         (body.instructions.clone(), body.max_output_tokens, body.temperature, body.top_p);
     let metadata = body.metadata.clone().unwrap_or_default();
+    let tools = Value::Array(body.tools.clone().unwrap_or_default());
+    let tool_choice = match &body.tool_choice {
+        Some(c) if !c.is_null() => c.clone(),
+        _ if tools.as_array().is_some_and(|t| !t.is_empty()) => json!("auto"),
+        _ => json!("none"),
+    };
     let req = body.into_inference()?;
     let model = req.model.clone().unwrap_or_else(|| "default".into());
     let created_at = unix_now();
@@ -345,8 +595,18 @@ pub async fn create(
         Err(response) => return Ok(response),
     };
     let simple_id = answered.request_id.replace('-', "");
-    let mut envelope =
-        Envelope { id: format!("resp_{simple_id}"), created_at, model, instructions, max_output_tokens, temperature, top_p, metadata };
+    let mut envelope = Envelope {
+        id: format!("resp_{simple_id}"),
+        created_at,
+        model,
+        instructions,
+        max_output_tokens,
+        temperature,
+        top_p,
+        metadata,
+        tools,
+        tool_choice,
+    };
     let item_id = format!("msg_{simple_id}");
     let (answer, cache_status, cancel_on_drop) = (answered.answer, answered.cache, answered.cancel_on_drop);
     let events = match answer {
@@ -355,7 +615,14 @@ pub async fn create(
             envelope.model = answer.model.clone();
             let (status, mut extra) = status_of(answer.finish_reason);
             extra["uag"] = super::uag_extension(&answer.provider, &answer.sources);
-            let output = json!([message_item(&item_id, "completed", Some(&answer.output))]);
+            let mut output = Vec::new();
+            if !answer.output.is_empty() || answer.tool_calls.is_empty() {
+                output.push(message_item(&item_id, "completed", Some(&answer.output)));
+            }
+            for (n, call) in answer.tool_calls.iter().enumerate() {
+                output.push(call_item(&format!("fc_{simple_id}_{n}"), "completed", call));
+            }
+            let output = Value::Array(output);
             let response = Json(envelope.response(status, output, Some(answer.usage), extra)).into_response();
             return Ok(super::with_cache_header(response, cache_status));
         }
@@ -365,7 +632,7 @@ pub async fn create(
         let _keep = cancel_on_drop;
         let mut events = events;
         let mut sources: Vec<Source> = Vec::new();
-        let mut text = String::new();
+        let mut items = OutputItems::new(simple_id);
         let mut seq = 0u64;
         let mut next = |kind: &'static str, mut data: Value| {
             data["type"] = json!(kind);
@@ -375,46 +642,41 @@ pub async fn create(
         };
         yield next("response.created", json!({"response": envelope.response("in_progress", json!([]), None, json!({}))}));
         yield next("response.in_progress", json!({"response": envelope.response("in_progress", json!([]), None, json!({}))}));
-        yield next("response.output_item.added", json!({"output_index": 0, "item": message_item(&item_id, "in_progress", None)}));
-        yield next("response.content_part.added", json!({
-            "item_id": item_id, "output_index": 0, "content_index": 0,
-            "part": {"type": "output_text", "text": "", "annotations": []},
-        }));
         while let Some(item) = events.next().await {
-            match into_event(item) {
-                Event::Status { stage, message } => yield Ok(sse::Event::default().comment(format!("status {stage}: {message}"))),
-                Event::Delta { text: delta } => {
-                    text.push_str(&delta);
-                    yield next("response.output_text.delta", json!({
-                        "item_id": item_id, "output_index": 0, "content_index": 0, "delta": delta, "logprobs": [],
-                    }));
+            let frames = match into_event(item) {
+                Event::Status { stage, message } => {
+                    yield Ok(sse::Event::default().comment(format!("status {stage}: {message}")));
+                    continue;
                 }
-                Event::Sources { sources: s } => sources = s,
+                Event::Delta { text } => items.text(text),
+                Event::ToolCallStart { index, id, name } => items.start_call(index, id, name),
+                Event::ToolCallDelta { index, arguments } => items.arguments(index, arguments),
+                Event::Sources { sources: s } => {
+                    sources = s;
+                    continue;
+                }
                 Event::Done { finish_reason: reason, usage, provider, model, .. } => {
                     if let Some(model) = model {
                         envelope.model = model;
                     }
-                    yield next("response.output_text.done", json!({
-                        "item_id": item_id, "output_index": 0, "content_index": 0, "text": text, "logprobs": [],
-                    }));
-                    yield next("response.content_part.done", json!({
-                        "item_id": item_id, "output_index": 0, "content_index": 0,
-                        "part": {"type": "output_text", "text": text, "annotations": []},
-                    }));
-                    let item = message_item(&item_id, "completed", Some(&text));
-                    yield next("response.output_item.done", json!({"output_index": 0, "item": item}));
+                    for (kind, data) in items.finish() {
+                        yield next(kind, data);
+                    }
                     let (status, mut extra) = status_of(reason);
                     extra["uag"] = super::uag_extension(provider.as_deref().unwrap_or_default(), &sources);
                     let kind = if status == "completed" { "response.completed" } else { "response.incomplete" };
-                    yield next(kind, json!({"response": envelope.response(status, json!([item]), Some(usage), extra)}));
+                    let output = Value::Array(items.done.clone());
+                    yield next(kind, json!({"response": envelope.response(status, output, Some(usage), extra)}));
                     return;
                 }
                 Event::Error { code, message } => {
-                    let partial = if text.is_empty() { json!([]) } else { json!([message_item(&item_id, "incomplete", Some(&text))]) };
                     let extra = json!({"error": {"code": code, "message": message}});
-                    yield next("response.failed", json!({"response": envelope.response("failed", partial, None, extra)}));
+                    yield next("response.failed", json!({"response": envelope.response("failed", items.partial(), None, extra)}));
                     return;
                 }
+            };
+            for (kind, data) in frames {
+                yield next(kind, data);
             }
         }
     };
@@ -459,15 +721,14 @@ mod tests {
         assert_eq!(with("previous_response_id", json!("resp_1")), Some((400, "previous_response_id".into())));
         assert_eq!(with("conversation", json!("conv_1")), Some((400, "conversation".into())));
         assert_eq!(with("background", json!(true)), Some((400, "background".into())));
-        assert_eq!(with("tools", json!([{"type": "function", "name": "f"}])), Some((400, "tools".into())));
+        assert!(with("tools", json!([{"type": "function", "name": "f"}])).is_none(), "function tools pass");
+        assert_eq!(with("tools", json!([{"type": "web_search"}])), Some((400, "tools[0]".into())));
         assert_eq!(with("text", json!({"format": {"type": "xml"}})), Some((400, "text.format".into())));
         assert_eq!(with("text", json!({"format": {"type": "json_schema", "schema": {}}})), Some((400, "text.format.name".into())));
         assert!(with("text", json!({"format": {"type": "json_schema", "name": "x", "schema": {}}})).is_none(), "carried, not refused");
         assert_eq!(with("top_logprobs", json!(3)), Some((400, "top_logprobs".into())));
-        assert_eq!(
-            with("input", json!([{"type": "function_call_output", "call_id": "c", "output": "{}"}])),
-            Some((400, "input[0]".into()))
-        );
+        assert_eq!(with("input", json!([{"type": "reasoning", "summary": []}])), Some((400, "input[0]".into())));
+        assert_eq!(with("input", json!([{"type": "function_call_output", "output": "{}"}])), Some((400, "input[0]".into())));
         assert_eq!(
             with("input", json!([{"role": "user", "content": [{"type": "input_image", "image_url": "data:"}]}])),
             Some((400, "input[0].content[0]".into()))

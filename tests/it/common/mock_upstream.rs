@@ -10,7 +10,9 @@
 //! - `cut`: a stream (or body) that stops half-way with a broken connection
 //! - `split`: the body in 3-byte network chunks, so lines and UTF-8 span chunks
 //! - `slowstream`: the stream paced at one event per 150 ms (cancellation tests)
-//! - anything else: the normal answer, "The capital of France is Paris."
+//! - anything else: the normal answer, "The capital of France is Paris.", or, when the request
+//!   offers `tools`, a call of `get_weather` with `{"city": "Paris", "unit": "celsius"}` (after
+//!   the text "I'll check the weather in Paris." from Anthropic)
 //!
 //! Routes: `POST /v1/chat/completions`, `GET /v1/models` (OpenAI; Anthropic when the
 //! `anthropic-version` header is present), `POST /v1/messages`, `POST /api/chat`, `GET /api/tags`.
@@ -33,6 +35,8 @@ use axum::routing::{get, post};
 pub mod fixtures {
     pub const OPENAI_CHAT: &str = include_str!("../../data/fixtures/openai/chat.json");
     pub const OPENAI_STREAM: &str = include_str!("../../data/fixtures/openai/chat_stream.sse");
+    pub const OPENAI_TOOLS: &str = include_str!("../../data/fixtures/openai/chat_tools.json");
+    pub const OPENAI_TOOLS_STREAM: &str = include_str!("../../data/fixtures/openai/chat_tools_stream.sse");
     pub const OPENAI_MODELS: &str = include_str!("../../data/fixtures/openai/models.json");
     pub const OPENAI_ERRORS: [(u16, &str); 5] = [
         (400, include_str!("../../data/fixtures/openai/error_400.json")),
@@ -43,6 +47,8 @@ pub mod fixtures {
     ];
     pub const ANTHROPIC_MESSAGE: &str = include_str!("../../data/fixtures/anthropic/messages.json");
     pub const ANTHROPIC_STREAM: &str = include_str!("../../data/fixtures/anthropic/messages_stream.sse");
+    pub const ANTHROPIC_TOOLS: &str = include_str!("../../data/fixtures/anthropic/messages_tools.json");
+    pub const ANTHROPIC_TOOLS_STREAM: &str = include_str!("../../data/fixtures/anthropic/messages_tools_stream.sse");
     pub const ANTHROPIC_MODELS: &str = include_str!("../../data/fixtures/anthropic/models.json");
     pub const ANTHROPIC_ERRORS: [(u16, &str); 5] = [
         (400, include_str!("../../data/fixtures/anthropic/error_400.json")),
@@ -53,6 +59,8 @@ pub mod fixtures {
     ];
     pub const OLLAMA_CHAT: &str = include_str!("../../data/fixtures/ollama/chat.json");
     pub const OLLAMA_STREAM: &str = include_str!("../../data/fixtures/ollama/chat_stream.ndjson");
+    pub const OLLAMA_TOOLS: &str = include_str!("../../data/fixtures/ollama/chat_tools.json");
+    pub const OLLAMA_TOOLS_STREAM: &str = include_str!("../../data/fixtures/ollama/chat_tools_stream.ndjson");
     pub const OLLAMA_TAGS: &str = include_str!("../../data/fixtures/ollama/tags.json");
     pub const OLLAMA_ERRORS: [(u16, &str); 5] = [
         (400, include_str!("../../data/fixtures/ollama/error_400.json")),
@@ -146,18 +154,25 @@ enum Wire {
 }
 
 impl Wire {
-    fn whole(self) -> &'static str {
-        match self {
-            Wire::OpenAi => fixtures::OPENAI_CHAT,
-            Wire::Anthropic => fixtures::ANTHROPIC_MESSAGE,
-            Wire::Ollama => fixtures::OLLAMA_CHAT,
+    /// The answer; with `tools` in the request, a call of `get_weather` for Paris.
+    fn whole(self, tools: bool) -> &'static str {
+        match (self, tools) {
+            (Wire::OpenAi, false) => fixtures::OPENAI_CHAT,
+            (Wire::OpenAi, true) => fixtures::OPENAI_TOOLS,
+            (Wire::Anthropic, false) => fixtures::ANTHROPIC_MESSAGE,
+            (Wire::Anthropic, true) => fixtures::ANTHROPIC_TOOLS,
+            (Wire::Ollama, false) => fixtures::OLLAMA_CHAT,
+            (Wire::Ollama, true) => fixtures::OLLAMA_TOOLS,
         }
     }
-    fn stream(self) -> &'static str {
-        match self {
-            Wire::OpenAi => fixtures::OPENAI_STREAM,
-            Wire::Anthropic => fixtures::ANTHROPIC_STREAM,
-            Wire::Ollama => fixtures::OLLAMA_STREAM,
+    fn stream(self, tools: bool) -> &'static str {
+        match (self, tools) {
+            (Wire::OpenAi, false) => fixtures::OPENAI_STREAM,
+            (Wire::OpenAi, true) => fixtures::OPENAI_TOOLS_STREAM,
+            (Wire::Anthropic, false) => fixtures::ANTHROPIC_STREAM,
+            (Wire::Anthropic, true) => fixtures::ANTHROPIC_TOOLS_STREAM,
+            (Wire::Ollama, false) => fixtures::OLLAMA_STREAM,
+            (Wire::Ollama, true) => fixtures::OLLAMA_TOOLS_STREAM,
         }
     }
     fn stream_type(self) -> &'static str {
@@ -215,6 +230,7 @@ async fn answer(wire: Wire, state: &Arc<MockState>, path: &str, headers: HeaderM
     let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let model = parsed.get("model").and_then(|m| m.as_str()).unwrap_or_default().to_owned();
     let stream = parsed.get("stream").and_then(|s| s.as_bool()).unwrap_or(false);
+    let tools = parsed.get("tools").and_then(|t| t.as_array()).is_some_and(|t| !t.is_empty());
     if state.record {
         *state.calls.lock().unwrap().entry(model.clone()).or_default() += 1;
         state.requests.lock().unwrap().push(Recorded { path: path.to_owned(), headers, body: parsed });
@@ -230,7 +246,7 @@ async fn answer(wire: Wire, state: &Arc<MockState>, path: &str, headers: HeaderM
     if model == "slow" {
         tokio::time::sleep(Duration::from_secs(30)).await;
     }
-    let (content_type, text) = if stream { (wire.stream_type(), wire.stream()) } else { ("application/json", wire.whole()) };
+    let (content_type, text) = if stream { (wire.stream_type(), wire.stream(tools)) } else { ("application/json", wire.whole(tools)) };
     let chunks: Vec<Result<Bytes, std::io::Error>> = match model.as_str() {
         "cut" => vec![
             Ok(Bytes::from_static(&text.as_bytes()[..text.len() / 2])),
