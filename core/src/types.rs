@@ -29,16 +29,72 @@ pub struct Message {
     /// A `tool` message: the id of the call whose result `content` is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
+    /// Images a user message shows the model, after its text.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<Image>,
 }
 
 impl Message {
     pub fn new(role: Role, content: impl Into<String>) -> Self {
-        Self { role, content: content.into(), tool_calls: Vec::new(), tool_call_id: None }
+        Self { role, content: content.into(), tool_calls: Vec::new(), tool_call_id: None, images: Vec::new() }
     }
 
     /// The result of the tool call `call_id`.
     pub fn tool_result(call_id: impl Into<String>, content: impl Into<String>) -> Self {
-        Self { role: Role::Tool, content: content.into(), tool_calls: Vec::new(), tool_call_id: Some(call_id.into()) }
+        Self { tool_call_id: Some(call_id.into()), ..Self::new(Role::Tool, content) }
+    }
+}
+
+/// An image for a vision model: a `data:` URI with base64 PNG, JPEG, GIF or WebP (up to
+/// [`Image::MAX_BYTES`]), or an `http(s)` URL that the upstream fetches (uag itself never does).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Image {
+    pub url: String,
+    /// OpenAI's `low`/`high`/`auto` hint; other providers ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl Image {
+    /// The largest image accepted, decoded (Anthropic's limit per image).
+    pub const MAX_BYTES: usize = 5 * 1024 * 1024;
+    const MEDIA_TYPES: [&'static str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
+
+    pub fn new(url: impl Into<String>) -> Self {
+        Self { url: url.into(), detail: None }
+    }
+
+    /// A `data:` URI's media type and base64 payload; `None` for a URL.
+    pub fn inline(&self) -> Option<(&str, &str)> {
+        let rest = self.url.strip_prefix("data:")?;
+        let (media_type, data) = rest.split_once(";base64,")?;
+        Some((media_type, data))
+    }
+
+    /// A base64 image as a `data:` URI.
+    pub fn from_base64(media_type: &str, data: &str) -> Self {
+        Self::new(format!("data:{media_type};base64,{data}"))
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.url.starts_with("https://") || self.url.starts_with("http://") {
+            return Ok(());
+        }
+        let Some((media_type, data)) = self.inline() else {
+            return Err("an image must be a `data:image/...;base64,` URI or an http(s) URL".into());
+        };
+        if !Self::MEDIA_TYPES.contains(&media_type) {
+            return Err(format!("image type `{media_type}` is not supported; send PNG, JPEG, GIF or WebP"));
+        }
+        if data.len() / 4 * 3 > Self::MAX_BYTES {
+            return Err(format!("an image may be at most {} MiB", Self::MAX_BYTES / (1024 * 1024)));
+        }
+        let base64 = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'=');
+        if data.is_empty() || !data.bytes().all(base64) {
+            return Err("the image's data is not base64".into());
+        }
+        Ok(())
     }
 }
 
@@ -307,7 +363,7 @@ impl InferenceRequest {
         if self.params.stop.len() > 4 {
             return invalid("params.stop", "at most 4 stop sequences are allowed");
         }
-        self.validate_tools()?;
+        self.validate_tools_and_images()?;
         // Metadata travels through logs, policy input and cache keys: keep it small.
         if self.metadata.len() > MAX_METADATA_KEYS || serde_json::to_vec(&self.metadata).map_or(true, |v| v.len() > MAX_METADATA_BYTES) {
             return invalid("metadata", "`metadata` may hold at most 64 keys and 16 KiB");
@@ -315,11 +371,12 @@ impl InferenceRequest {
         RequestOptions::parse(&self.metadata).map(drop)
     }
 
-    /// Tools: names every provider accepts, each once; a `tool_choice` that names one of them;
+    /// Tools and images. Tools: names every provider accepts, each once; a `tool_choice` that names one of them;
     /// tool calls only in assistant turns, with JSON-object arguments; tool results that say
     /// which call they answer.
-    fn validate_tools(&self) -> Result<(), InvalidRequest> {
+    fn validate_tools_and_images(&self) -> Result<(), InvalidRequest> {
         const MAX_TOOLS: usize = 128;
+        const MAX_IMAGES: usize = 20;
         let invalid = |field: &'static str, message: String| Err(InvalidRequest { field, message });
         if self.tools.len() > MAX_TOOLS {
             return invalid("tools", format!("at most {MAX_TOOLS} tools are allowed"));
@@ -347,6 +404,15 @@ impl InferenceRequest {
             _ => {}
         }
         for m in &self.messages {
+            if !m.images.is_empty() && m.role != Role::User {
+                return invalid("messages", "only user messages carry images".to_owned());
+            }
+            if m.images.len() > MAX_IMAGES {
+                return invalid("messages", format!("a message may carry at most {MAX_IMAGES} images"));
+            }
+            if let Some(e) = m.images.iter().find_map(|i| i.check().err()) {
+                return invalid("messages", e);
+            }
             if !m.tool_calls.is_empty() && m.role != Role::Assistant {
                 return invalid("messages", "only assistant messages carry `tool_calls`".to_owned());
             }
@@ -360,6 +426,11 @@ impl InferenceRequest {
             }
         }
         Ok(())
+    }
+
+    /// Whether a message shows the model an image (only vision models can answer it).
+    pub fn has_images(&self) -> bool {
+        self.messages.iter().any(|m| !m.images.is_empty())
     }
 
     /// Whether the request offers tools or carries a tool conversation (such answers are
@@ -636,6 +707,23 @@ mod tests {
         assert_eq!(ToolCall { id: "c".into(), name: "a".into(), arguments: " ".into() }.arguments_object(), Some(serde_json::json!({})));
         let events = Event::tool_call(1, ToolCall { id: "c".into(), name: "a".into(), arguments: "{}".into() });
         assert_eq!(serde_json::to_value(&events[0]).unwrap(), serde_json::json!({"type":"tool_call_start","index":1,"id":"c","name":"a"}));
+    }
+
+    #[test]
+    fn images_are_data_uris_of_known_types_or_urls_within_the_cap() {
+        let with = |url: &str| format!(r#"{{"messages":[{{"role":"user","content":"q","images":[{{"url":"{url}"}}]}}]}}"#);
+        req(&with("data:image/png;base64,iVBORw0KGgo=")).validate().unwrap();
+        req(&with("https://example.com/a.jpg")).validate().unwrap();
+        let big = format!("data:image/jpeg;base64,{}", "A".repeat(Image::MAX_BYTES / 3 * 4 + 8));
+        for url in ["data:image/svg+xml;base64,PHN2Zz4=", "data:image/png,raw", "ftp://x/a.png", "data:image/png;base64,a b", big.as_str()]
+        {
+            assert_eq!(req(&with(url)).validate().unwrap_err().field, "messages", "{}", &url[..url.len().min(40)]);
+        }
+        let assistant =
+            r#"{"messages":[{"role":"user","content":"q"},{"role":"assistant","content":"a","images":[{"url":"https://x/a.png"}]}]}"#;
+        assert_eq!(req(assistant).validate().unwrap_err().field, "messages");
+        assert_eq!(Image::from_base64("image/gif", "R0lG").inline(), Some(("image/gif", "R0lG")));
+        assert!(req(&with("https://example.com/a.jpg")).has_images());
     }
 
     #[test]

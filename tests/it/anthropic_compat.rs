@@ -101,18 +101,24 @@ async fn errors_come_in_anthropics_shape_and_nothing_is_dropped_silently() {
     assert_eq!((status, anthropic_error(&body).as_str()), (404, "not_found_error"));
     assert_eq!(body["error"]["code"], "model_not_found");
 
-    let mut tools = sdk_request("openai/gpt-4o-mini", false);
+    // Tools and images to the local models, which can neither call nor see: refused by name.
+    let mut tools = sdk_request("graphrag", false);
     tools["tools"] = json!([{"name": "get_weather", "description": "d", "input_schema": {"type": "object"}}]);
     let (status, body) = gw.post_json("/v1/messages", &tools).await;
     assert_eq!((status, anthropic_error(&body).as_str()), (400, "invalid_request_error"));
     assert_eq!(body["error"]["param"], "tools");
 
-    let mut image = sdk_request("openai/gpt-4o-mini", false);
+    let mut image = sdk_request("graphrag", false);
     image["messages"][0]["content"]
         .as_array_mut()
         .unwrap()
         .push(json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}));
     let (status, body) = gw.post_json("/v1/messages", &image).await;
+    assert_eq!((status, body["error"]["param"].as_str()), (400, Some("images")), "{body}");
+
+    let mut document = sdk_request("openai/gpt-4o-mini", false);
+    document["messages"][0]["content"].as_array_mut().unwrap().push(json!({"type": "document", "source": {"type": "text", "data": "x"}}));
+    let (status, body) = gw.post_json("/v1/messages", &document).await;
     assert_eq!((status, body["error"]["param"].as_str()), (400, Some("messages[0].content[1]")), "{body}");
 
     let mut hot = sdk_request("openai/gpt-4o-mini", false);

@@ -16,6 +16,7 @@ mod cache;
 mod cli;
 mod crash_ingest;
 mod hardening;
+mod images;
 mod kiosk_browser;
 mod knowledge_base;
 mod local_models;

@@ -107,12 +107,12 @@ async fn unsupported_features_are_refused_by_name() {
     let (status, body) = gw.post_json("/v1/chat/completions", &two).await;
     assert_eq!((status, body["error"]["param"].as_str()), (400, Some("n")), "{body}");
 
-    let image = json!({"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:"}}]}]});
-    let (status, body) = gw.post_json("/v1/chat/completions", &image).await;
+    let audio = json!({"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}]}]});
+    let (status, body) = gw.post_json("/v1/chat/completions", &audio).await;
     assert_eq!((status, body["error"]["param"].as_str()), (400, Some("messages[0].content[0]")), "{body}");
 
-    let tool = json!({"model": "openai/gpt-4o-mini", "messages": [{"role": "tool", "content": "x"}]});
-    let (status, body) = gw.post_json("/v1/chat/completions", &tool).await;
+    let function = json!({"model": "openai/gpt-4o-mini", "messages": [{"role": "function", "name": "f", "content": "x"}]});
+    let (status, body) = gw.post_json("/v1/chat/completions", &function).await;
     assert_eq!((status, body["error"]["param"].as_str()), (400, Some("messages[0].role")), "{body}");
 
     // Fields that change what comes back are refused, not dropped (response_format is carried
@@ -120,6 +120,7 @@ async fn unsupported_features_are_refused_by_name() {
     for (field, value) in [
         ("response_format", json!({"type": "xml"})),
         ("tool_choice", json!("required")),
+        ("functions", json!([{"name": "f"}])),
         ("logprobs", json!(true)),
         ("modalities", json!(["text", "audio"])),
         ("frequency_penalty", json!(0.5)),
@@ -249,7 +250,7 @@ async fn responses_refuse_what_a_stateless_gateway_cannot_honour() {
     let gw = Gateway::with_mock(&mock, "").await;
     for (field, value, param) in [
         ("previous_response_id", json!("resp_123"), "previous_response_id"),
-        ("tools", json!([{"type": "function", "name": "get_weather", "parameters": {}}]), "tools"),
+        ("tools", json!([{"type": "web_search"}]), "tools[0]"),
         ("text", json!({"format": {"type": "xml"}}), "text.format"),
     ] {
         let mut req = responses_request("openai/gpt-4o-mini", false);

@@ -59,7 +59,7 @@ except anthropic.NotFoundError as e:
     assert e.body["error"]["type"] == "not_found_error", e.body
 try:
     client.messages.create(
-        model="openai/gpt-4o-mini", max_tokens=8, messages=[{"role": "user", "content": "weather?"}],
+        model="graphrag", max_tokens=8, messages=[{"role": "user", "content": "weather?"}],
         tools=[{"name": "get_weather", "description": "Weather of a city", "input_schema": {"type": "object"}}],
     )
     raise AssertionError("expected BadRequestError")

@@ -6,7 +6,7 @@
 //! contents trimmed) and the sampling parameters (stop sequences sorted). Left out: the request
 //! id, `stream` (a streamed request is answered from a non-streamed entry and back: the stored
 //! value is wire-neutral) and `metadata`, except what changes the answer: the requested
-//! collections, the language and the channel. Keys are hashes, so neither prompts nor caller names
+//! collections, the language and the channel. Images count by their content's hash. Keys are hashes, so neither prompts nor caller names
 //! appear in the backend's key space.
 //!
 //! The semantic key is a partition (the same material without the last user message, plus the
@@ -33,6 +33,11 @@ struct KeyMaterial<'a> {
     provider: Option<&'a str>,
     model: Option<&'a str>,
     messages: Vec<(Role, &'a str)>,
+    /// The images of the conversation by message, each as the sha256 of its URI: the same
+    /// question about another picture is another request. Left out when there are none, so the
+    /// keys of requests without images are unchanged.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    images: Vec<(usize, String)>,
     params: Params,
     /// `metadata.collections`, sorted: a request narrowed to some collections gets another
     /// answer than one over all of them, and must never be served the other's.
@@ -94,6 +99,11 @@ pub(crate) fn request_keys(req: &InferenceRequest, scope: &str, single_turn_only
         provider: trimmed(req.provider.as_deref()),
         model: trimmed(req.model.as_deref()),
         messages,
+        images: conversation
+            .iter()
+            .enumerate()
+            .flat_map(|(i, m)| m.images.iter().map(move |image| (i, hex(&Sha256::digest(image.url.as_bytes())))))
+            .collect(),
         params,
         collections: {
             let mut c = options.collections;
@@ -187,6 +197,8 @@ mod tests {
             (r#"{"input":"q","model":"m","metadata":{"language":"de"}}"#, "user:a"),
             // A voice turn's two-sentence answer is not a text answer.
             (r#"{"input":"q","model":"m","metadata":{"channel":"voice"}}"#, "user:a"),
+            // The same question about a picture.
+            (r#"{"messages":[{"role":"user","content":"q","images":[{"url":"data:image/png;base64,AAAA"}]}],"model":"m"}"#, "user:a"),
         ] {
             assert_ne!(request_keys(&req(json), scope, true).exact, base, "{json} in {scope}");
         }

@@ -148,6 +148,23 @@ fn wire_messages(conversation: impl Iterator<Item = Message>) -> Vec<WireMessage
                 out.push(WireMessage { role: "assistant", content: WireContent::Blocks(blocks) });
             }
             Role::Assistant => out.push(WireMessage { role: "assistant", content: WireContent::Text(m.content) }),
+            Role::User if !m.images.is_empty() => {
+                // Images first: Anthropic's advice for questions about an image.
+                let mut blocks: Vec<serde_json::Value> = m
+                    .images
+                    .iter()
+                    .map(|image| match image.inline() {
+                        Some((media_type, data)) => {
+                            serde_json::json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}})
+                        }
+                        None => serde_json::json!({"type": "image", "source": {"type": "url", "url": image.url}}),
+                    })
+                    .collect();
+                if !m.content.is_empty() {
+                    blocks.push(serde_json::json!({"type": "text", "text": m.content}));
+                }
+                out.push(WireMessage { role: "user", content: WireContent::Blocks(blocks) });
+            }
             Role::User | Role::System => out.push(WireMessage { role: "user", content: WireContent::Text(m.content) }),
         }
     }

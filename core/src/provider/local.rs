@@ -636,6 +636,13 @@ impl Provider for LocalProvider {
                 hint: "the local models do not call tools; route the request to an OpenAI, OpenAI-compatible, Anthropic or Ollama provider (their models are listed by GET /v1/models)".into(),
             });
         }
+        if call.request.has_images() {
+            return Err(ProviderError::Unsupported {
+                provider: self.name.clone(),
+                param: "images",
+                hint: "the local models cannot see images; route the request to a vision model on an OpenAI, OpenAI-compatible, Anthropic or Ollama provider".into(),
+            });
+        }
         if call.model == LOCAL_MODEL { self.rag_stream(call) } else { self.chat_stream(call) }
     }
 

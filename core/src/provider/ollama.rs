@@ -43,8 +43,16 @@ impl OllamaProvider {
     }
 
     /// Ollama has no `tool_choice`: the model always decides. A request that needs a call is
-    /// refused rather than answered without one.
-    fn refuse_tool_choice(&self, call: &ProviderCall) -> Result<(), ProviderError> {
+    /// refused rather than answered without one. Ollama takes images as base64 only; uag does
+    /// not fetch URLs for it (an appliance's gateway reaching out to arbitrary hosts is a risk).
+    fn refuse_what_ollama_cannot_take(&self, call: &ProviderCall) -> Result<(), ProviderError> {
+        if call.request.messages.iter().flat_map(|m| &m.images).any(|i| i.inline().is_none()) {
+            return Err(ProviderError::Unsupported {
+                provider: self.name.clone(),
+                param: "images",
+                hint: "Ollama takes images as data (a `data:image/...;base64,` URI), not URLs; send the image itself".into(),
+            });
+        }
         match call.request.tool_choice {
             Some(ToolChoice::Required | ToolChoice::Tool { .. }) => Err(ProviderError::Unsupported {
                 provider: self.name.clone(),
@@ -116,6 +124,9 @@ struct WireMessage {
     tool_calls: Vec<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_name: Option<String>,
+    /// Base64 images (no `data:` prefix).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    images: Vec<String>,
 }
 
 impl WireMessage {
@@ -133,6 +144,7 @@ impl WireMessage {
             content: m.content.clone(),
             tool_calls,
             tool_name: m.tool_call_id.as_deref().and_then(tool_of),
+            images: m.images.iter().filter_map(|i| i.inline()).map(|(_, data)| data.to_owned()).collect(),
         }
     }
 }
@@ -245,7 +257,7 @@ impl Provider for OllamaProvider {
     }
 
     async fn infer(&self, call: ProviderCall) -> Result<InferenceResponse, ProviderError> {
-        self.refuse_tool_choice(&call)?;
+        self.refuse_what_ollama_cannot_take(&call)?;
         let request = self.chat(&call, false).timeout(call.timeout);
         let response = upstream::send(request, call.timeout, &call.ctx.cancel, &call.model).await?;
         let body: ChatChunk = upstream::read_json(response, &call.ctx.cancel).await?;
@@ -279,7 +291,7 @@ impl Provider for OllamaProvider {
     }
 
     async fn stream_infer(&self, call: ProviderCall) -> Result<EventStream, ProviderError> {
-        self.refuse_tool_choice(&call)?;
+        self.refuse_what_ollama_cannot_take(&call)?;
         let request = self.chat(&call, true);
         let response = upstream::send(request, call.timeout, &call.ctx.cancel, &call.model).await?;
         let name = self.name.clone();

@@ -193,8 +193,8 @@ struct ChatRequest<'a> {
 #[derive(Serialize)]
 struct WireMessage {
     role: &'static str,
-    /// `null` for an assistant turn that only calls tools.
-    content: Option<String>,
+    /// Text, or text and image parts; `null` for an assistant turn that only calls tools.
+    content: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tool_calls: Vec<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -208,7 +208,22 @@ impl From<Message> for WireMessage {
             .into_iter()
             .map(|c| serde_json::json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
             .collect();
-        let content = (tool_calls.is_empty() || !m.content.is_empty()).then_some(m.content);
+        let content = if m.images.is_empty() {
+            (tool_calls.is_empty() || !m.content.is_empty()).then_some(serde_json::Value::String(m.content))
+        } else {
+            let mut parts = Vec::new();
+            if !m.content.is_empty() {
+                parts.push(serde_json::json!({"type": "text", "text": m.content}));
+            }
+            for image in m.images {
+                let mut image_url = serde_json::json!({"url": image.url});
+                if let Some(detail) = image.detail {
+                    image_url["detail"] = detail.into();
+                }
+                parts.push(serde_json::json!({"type": "image_url", "image_url": image_url}));
+            }
+            Some(serde_json::Value::Array(parts))
+        };
         WireMessage { role: role_name(m.role), content, tool_calls, tool_call_id: m.tool_call_id }
     }
 }

@@ -7,8 +7,8 @@
 //!   `top_p` (older clients), `stream`, `metadata.user_id`, client `tools` (`name`,
 //!   `description`, `input_schema`) with `tool_choice` (`auto`, `any`, `tool`, `none`), and
 //!   `tool_use` / `tool_result` blocks, which become the native tool calls and results, so an
-//!   Anthropic client can use tools on an OpenAI or Ollama upstream. Other blocks (images,
-//!   documents), server tools (`web_search_...`), `top_k`, `thinking` (unless disabled),
+//!   Anthropic client can use tools on an OpenAI or Ollama upstream; `image` blocks (base64 or
+//!   URL sources) in user turns. Other blocks (documents, files), server tools (`web_search_...`), `top_k`, `thinking` (unless disabled),
 //!   `output_config.format` and `container` are refused with a 400 naming them: never dropped
 //!   silently. Hints that change no answer here (`cache_control`,
 //!   `output_config.effort`, `service_tier`, `speed`, `inference_geo`, `diagnostics`,
@@ -40,7 +40,7 @@ use super::inference::sse_response;
 use crate::error::ApiError;
 use crate::error::into_event;
 use crate::pipeline::Answer;
-use crate::types::{Event, FinishReason, InferenceRequest, Message, Params, Role, Source, Tool, ToolCall, ToolChoice, Usage};
+use crate::types::{Event, FinishReason, Image, InferenceRequest, Message, Params, Role, Source, Tool, ToolCall, ToolChoice, Usage};
 
 #[derive(Debug, Deserialize)]
 pub struct MessagesRequest {
@@ -126,6 +126,19 @@ pub struct Block {
     pub content: Option<MessageContent>,
     #[serde(default)]
     pub is_error: Option<bool>,
+    /// `image`: `{"type": "base64", "media_type", "data"}` or `{"type": "url", "url"}`.
+    #[serde(default)]
+    pub source: Option<Value>,
+}
+
+/// An image block's source as an image, or `None` when it is neither base64 nor a URL (files).
+fn image_of(source: Option<&Value>) -> Option<Image> {
+    let source = source?;
+    match source.get("type").and_then(Value::as_str)? {
+        "base64" => Some(Image::from_base64(source.get("media_type")?.as_str()?, source.get("data")?.as_str()?)),
+        "url" => Some(Image::new(source.get("url")?.as_str()?)),
+        _ => None,
+    }
 }
 
 /// `tools[]`: client tools (`name`, `description`, `input_schema`); server tools, which carry a
@@ -174,8 +187,18 @@ fn tool_choice_of(choice: &Value) -> Result<ToolChoice, ApiError> {
 fn messages_of(role: Role, blocks: Vec<Block>, field: &str, out: &mut Vec<Message>) -> Result<(), ApiError> {
     let mut text_blocks = Vec::new();
     let mut calls = Vec::new();
+    let mut images = Vec::new();
     for (j, block) in blocks.into_iter().enumerate() {
         match (role, block.kind.as_str()) {
+            (Role::User, "image") => match image_of(block.source.as_ref()) {
+                Some(image) => images.push(image),
+                None => {
+                    return Err(ApiError::invalid_field(
+                        format!("{field}[{j}].source"),
+                        "an image source must be base64 data or a URL (uag keeps no uploaded files)",
+                    ));
+                }
+            },
             (Role::Assistant, "tool_use") => {
                 let (Some(id), Some(name)) = (block.id, block.name) else {
                     return Err(ApiError::invalid_field(format!("{field}[{j}]"), "a tool_use block needs `id` and `name`"));
@@ -220,8 +243,8 @@ fn messages_of(role: Role, blocks: Vec<Block>, field: &str, out: &mut Vec<Messag
             }
         }
     }
-    if !calls.is_empty() || !text.is_empty() || out.last().is_none_or(|m| m.role != Role::Tool) {
-        out.push(Message { role, content: text, tool_calls: calls, tool_call_id: None });
+    if !calls.is_empty() || !text.is_empty() || !images.is_empty() || out.last().is_none_or(|m| m.role != Role::Tool) {
+        out.push(Message { role, content: text, tool_calls: calls, tool_call_id: None, images });
     }
     Ok(())
 }
@@ -586,8 +609,10 @@ mod tests {
         );
         assert!(with("output_config", json!({"effort": "low"})).is_none(), "effort is a hint");
         assert_eq!(with("container", json!("c-1")), Some((400, "container".into())));
-        let image = json!([{"role": "user", "content": [{"type": "text", "text": "what is this?"}, {"type": "image", "source": {}}]}]);
-        assert_eq!(with("messages", image), Some((400, "messages[0].content[1]".into())));
+        let image = json!([{"role": "user", "content": [{"type": "text", "text": "what is this?"}, {"type": "image", "source": {"type": "file", "file_id": "f"}}]}]);
+        assert_eq!(with("messages", image), Some((400, "messages[0].content[1].source".into())));
+        let document = json!([{"role": "user", "content": [{"type": "document", "source": {}}]}]);
+        assert_eq!(with("messages", document), Some((400, "messages[0].content[0]".into())));
         let mut no_max = base.clone();
         no_max.as_object_mut().unwrap().remove("max_tokens");
         assert_eq!(request(no_max).err().and_then(|e| e.param), Some("max_tokens".into()));

@@ -3,8 +3,10 @@
 //! `stream_options.include_usage`) and `GET /v1/models`.
 //!
 //! Requests are translated to [`InferenceRequest`] and answers back; fields the SDKs send that
-//! uag does not use are ignored, fields it cannot honour (`n > 1`, legacy `functions`, images,
-//! logprobs, audio output, penalties) are refused with a 400 naming them, never dropped silently.
+//! uag does not use are ignored, fields it cannot honour (`n > 1`, legacy `functions`, audio
+//! and file parts, logprobs, audio output, penalties) are refused with a 400 naming them, never
+//! dropped silently. `image_url` parts (URLs and `data:` URIs) go to vision upstreams: OpenAI as
+//! sent, Anthropic as image blocks, Ollama as `images` (data only).
 //! Tools (`tools`, `tool_choice`, assistant `tool_calls`, `tool` results) go to the provider in
 //! its own form; calls come back as `message.tool_calls`, or streamed as `tool_calls` deltas
 //! (`index`, then `id` and name, then argument fragments) with `finish_reason: "tool_calls"`.
@@ -31,7 +33,7 @@ use crate::error::ApiError;
 use crate::error::into_event;
 use crate::pipeline::Answer;
 use crate::types::{
-    Event, FinishReason, InferenceRequest, Message, Params, ResponseFormat, Role, Source, Tool, ToolCall, ToolChoice, Usage,
+    Event, FinishReason, Image, InferenceRequest, Message, Params, ResponseFormat, Role, Source, Tool, ToolCall, ToolChoice, Usage,
 };
 use crate::unix_now;
 
@@ -197,6 +199,29 @@ pub struct ContentPart {
     pub kind: String,
     #[serde(default)]
     pub text: Option<String>,
+    #[serde(default)]
+    pub image_url: Option<ImageUrl>,
+}
+
+/// `image_url`: `{"url", "detail"}` (older clients send the URL alone).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ImageUrl {
+    Url(String),
+    Object {
+        url: String,
+        #[serde(default)]
+        detail: Option<String>,
+    },
+}
+
+impl From<ImageUrl> for Image {
+    fn from(i: ImageUrl) -> Self {
+        match i {
+            ImageUrl::Url(url) => Image::new(url),
+            ImageUrl::Object { url, detail } => Image { url, detail },
+        }
+    }
 }
 
 impl ChatCompletionRequest {
@@ -259,17 +284,19 @@ impl ChatCompletionRequest {
                 .into_iter()
                 .map(|c| ToolCall { id: c.id, name: c.function.name, arguments: c.function.arguments })
                 .collect();
+            let mut images = Vec::new();
             let content = match m.content {
                 Some(Content::Text(t)) => t,
                 Some(Content::Parts(parts)) => {
                     let mut text = String::new();
                     for (j, part) in parts.into_iter().enumerate() {
-                        match (part.kind.as_str(), part.text) {
-                            ("text", Some(t)) => text.push_str(&t),
-                            (kind, _) => {
+                        match (part.kind.as_str(), part.text, part.image_url) {
+                            ("text", Some(t), _) => text.push_str(&t),
+                            ("image_url", _, Some(image)) => images.push(Image::from(image)),
+                            (kind, _, _) => {
                                 return Err(ApiError::invalid_field(
                                     format!("messages[{i}].content[{j}]"),
-                                    format!("content part `{kind}` is not supported; send text"),
+                                    format!("content part `{kind}` is not supported; send text or image_url"),
                                 ));
                             }
                         }
@@ -280,7 +307,7 @@ impl ChatCompletionRequest {
                 None if !tool_calls.is_empty() => String::new(),
                 None => return Err(ApiError::invalid_field(format!("messages[{i}].content"), "content is required")),
             };
-            messages.push(Message { role, content, tool_calls, tool_call_id: m.tool_call_id });
+            messages.push(Message { role, content, tool_calls, tool_call_id: m.tool_call_id, images });
         }
         let stop = match self.stop {
             None => Vec::new(),

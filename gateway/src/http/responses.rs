@@ -8,8 +8,9 @@
 //!   `metadata`, `user`/`safety_identifier`, function `tools` and `tool_choice`.
 //! - Nothing is stored: `store` is accepted and ignored, and what needs a stored response
 //!   (`previous_response_id`, `conversation`, `prompt`, `background`) is refused with a 400
-//!   naming it. So are hosted tools (`web_search`, `file_search`, ...), non-text input parts
-//!   and logprobs: never dropped silently.
+//!   naming it. So are hosted tools (`web_search`, `file_search`, ...), input parts other than
+//!   text and images (`input_image` with an `image_url`: a URL or a `data:` URI), and logprobs:
+//!   never dropped silently.
 //!   `text.format` `json_object`/`json_schema` goes to the provider as structured output
 //!   (honoured by OpenAI-style and Ollama upstreams, refused by name by the others). Hints (`reasoning`, `service_tier`, `truncation`, `prompt_cache_*`,
 //!   `parallel_tool_calls`) are accepted and ignored.
@@ -39,8 +40,8 @@ use crate::error::ApiError;
 use crate::error::into_event;
 use crate::pipeline::Answer;
 use crate::types::{
-    Event, FinishReason, InferenceRequest, JsonSchemaFormat, Message, Params, ResponseFormat, Role, Source, Tool, ToolCall, ToolChoice,
-    Usage,
+    Event, FinishReason, Image, InferenceRequest, JsonSchemaFormat, Message, Params, ResponseFormat, Role, Source, Tool, ToolCall,
+    ToolChoice, Usage,
 };
 use crate::unix_now;
 
@@ -161,19 +162,23 @@ fn tool_choice_of(choice: &Value) -> Result<Option<ToolChoice>, ApiError> {
     }))
 }
 
-/// The text of a message item's content or a call's output.
-fn item_text(content: ItemContent, field: &str) -> Result<String, ApiError> {
+/// The text and images of a message item's content, or a call's output (`images`: `None`
+/// where images cannot be).
+fn item_content(content: ItemContent, field: &str, mut images: Option<&mut Vec<Image>>) -> Result<String, ApiError> {
     match content {
         ItemContent::Text(t) => Ok(t),
         ItemContent::Parts(parts) => {
             let mut text = String::new();
             for (j, part) in parts.into_iter().enumerate() {
-                match (part.kind.as_str(), part.text) {
-                    ("input_text" | "output_text" | "text", Some(t)) => text.push_str(&t),
-                    (kind, _) => {
+                match (part.kind.as_str(), part.text, part.image_url, images.as_deref_mut()) {
+                    ("input_text" | "output_text" | "text", Some(t), _, _) => text.push_str(&t),
+                    ("input_image", _, Some(url), Some(images)) => images.push(Image { url, detail: part.detail }),
+                    (kind, _, _, _) => {
                         return Err(ApiError::invalid_field(
                             format!("{field}[{j}]"),
-                            format!("content part `{kind}` is not supported by this gateway; send input_text"),
+                            format!(
+                                "content part `{kind}` is not supported by this gateway here; send input_text, or input_image with an image_url"
+                            ),
                         ));
                     }
                 }
@@ -196,6 +201,11 @@ pub struct Part {
     pub kind: String,
     #[serde(default)]
     pub text: Option<String>,
+    /// `input_image`: a URL or a `data:` URI (`file_id` needs stored files: refused).
+    #[serde(default)]
+    pub image_url: Option<String>,
+    #[serde(default)]
+    pub detail: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -287,12 +297,7 @@ impl ResponsesRequest {
                             // Parallel calls are consecutive items: one assistant turn.
                             match messages.last_mut() {
                                 Some(m) if m.role == Role::Assistant => m.tool_calls.push(call),
-                                _ => messages.push(Message {
-                                    role: Role::Assistant,
-                                    content: String::new(),
-                                    tool_calls: vec![call],
-                                    tool_call_id: None,
-                                }),
+                                _ => messages.push(Message { tool_calls: vec![call], ..Message::new(Role::Assistant, "") }),
                             }
                             continue;
                         }
@@ -301,7 +306,7 @@ impl ResponsesRequest {
                                 return Err(ApiError::invalid_field(format!("input[{i}]"), "a function_call_output item needs `call_id`"));
                             };
                             let output = match item.output {
-                                Some(o) => item_text(o, &format!("input[{i}].output"))?,
+                                Some(o) => item_content(o, &format!("input[{i}].output"), None)?,
                                 None => String::new(),
                             };
                             messages.push(Message::tool_result(call_id, output));
@@ -327,11 +332,12 @@ impl ResponsesRequest {
                             ));
                         }
                     };
+                    let mut images = Vec::new();
                     let content = match item.content {
-                        Some(content) => item_text(content, &format!("input[{i}].content"))?,
+                        Some(content) => item_content(content, &format!("input[{i}].content"), Some(&mut images))?,
                         None => return Err(ApiError::invalid_field(format!("input[{i}].content"), "content is required")),
                     };
-                    messages.push(Message::new(role, content));
+                    messages.push(Message { images, ..Message::new(role, content) });
                 }
             }
         }
@@ -730,7 +736,11 @@ mod tests {
         assert_eq!(with("input", json!([{"type": "reasoning", "summary": []}])), Some((400, "input[0]".into())));
         assert_eq!(with("input", json!([{"type": "function_call_output", "output": "{}"}])), Some((400, "input[0]".into())));
         assert_eq!(
-            with("input", json!([{"role": "user", "content": [{"type": "input_image", "image_url": "data:"}]}])),
+            with("input", json!([{"role": "user", "content": [{"type": "input_image", "file_id": "file-1"}]}])),
+            Some((400, "input[0].content[0]".into()))
+        );
+        assert_eq!(
+            with("input", json!([{"role": "user", "content": [{"type": "input_file", "file_data": "..."}]}])),
             Some((400, "input[0].content[0]".into()))
         );
         assert!(with("text", json!({"format": {"type": "text"}})).is_none());
