@@ -263,9 +263,9 @@ async fn responses_refuse_what_a_stateless_gateway_cannot_honour() {
 }
 
 /// `response_format` reaches the providers that honour it, in their own shape (OpenAI and
-/// OpenAI-compatible: as sent; Ollama: `format`, "json" or the schema), and the others refuse
-/// the request by name with a 400 (Anthropic, the local models): never free text where the
-/// client asked for JSON.
+/// OpenAI-compatible: as sent; Ollama: `format`, "json" or the schema; Anthropic: the schema as
+/// `output_config.format`), and the others refuse the request by name with a 400 (the local
+/// models; Anthropic for schema-less JSON): never free text where the client asked for JSON.
 #[tokio::test]
 async fn structured_output_reaches_the_providers_that_honour_it_and_is_refused_by_the_others() {
     let mock = MockUpstream::start().await;
@@ -291,11 +291,26 @@ async fn structured_output_reaches_the_providers_that_honour_it_and_is_refused_b
     assert_eq!(status, 200, "{body}");
     assert_eq!(last_body("/api/chat")["format"], schema);
 
-    for model in ["anthropic/claude-3-5-haiku-20241022", "graphrag"] {
-        let (status, body) = gw.post_json("/v1/chat/completions", &ask(model, &json_schema)).await;
+    // Anthropic takes a schema as `output_config.format`, and has nothing for free JSON.
+    let (status, body) = gw.post_json("/v1/chat/completions", &ask("anthropic/claude-3-5-haiku-20241022", &json_schema)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(last_body("/v1/messages")["output_config"], json!({"format": {"type": "json_schema", "schema": schema}}));
+    for (model, format) in [("anthropic/claude-3-5-haiku-20241022", json!({"type": "json_object"})), ("graphrag", json_schema.clone())] {
+        let (status, body) = gw.post_json("/v1/chat/completions", &ask(model, &format)).await;
         assert_eq!((status, body["error"]["param"].as_str()), (400, Some("response_format")), "{model}: {body}");
         assert_eq!(error_code(&body), "unsupported_parameter", "{model}: {body}");
     }
+    // An Anthropic client's `output_config.format` is the same request, and an error names
+    // the field it sent.
+    let message = |model: &str| {
+        json!({"model": model, "max_tokens": 64, "messages": [{"role": "user", "content": "Capital of France as JSON?"}],
+               "output_config": {"format": {"type": "json_schema", "schema": schema}, "effort": "low"}})
+    };
+    let (status, body) = gw.post_json("/v1/messages", &message("openai/gpt-4o-mini")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(last_body("/v1/chat/completions")["response_format"]["json_schema"]["schema"], schema);
+    let (status, body) = gw.post_json("/v1/messages", &message("graphrag")).await;
+    assert_eq!((status, body["error"]["param"].as_str()), (400, Some("output_config.format")), "{body}");
     // The Responses API's flat `text.format` is the same request to the provider.
     let mut flat = responses_request("openai/gpt-4o-mini", false);
     flat["text"] = json!({"format": {"type": "json_schema", "name": "city", "schema": schema, "strict": true}});
@@ -305,6 +320,7 @@ async fn structured_output_reaches_the_providers_that_honour_it_and_is_refused_b
     flat["model"] = json!("graphrag");
     let (status, body) = gw.post_json("/v1/responses", &flat).await;
     assert_eq!((status, error_code(&body).as_str()), (400, "unsupported_parameter"), "{body}");
+    assert_eq!(body["error"]["param"], "text.format", "named as the Responses client sent it: {body}");
     // Without it, the same request is not refused: the refusal is the format's.
     let (status, body) = gw.post_json("/v1/chat/completions", &sdk_request("anthropic/claude-3-5-haiku-20241022", false)).await;
     assert_eq!(status, 200, "{body}");

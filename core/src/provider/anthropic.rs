@@ -45,17 +45,23 @@ impl AnthropicProvider {
         builder.header("x-api-key", self.api_key.expose()).header("anthropic-version", &self.version)
     }
 
-    /// The Messages API has no JSON mode this gateway maps to: refused rather than answered
-    /// in free text.
+    /// Structured output: a JSON schema goes as `output_config.format`; "any JSON object" has no
+    /// counterpart in the Messages API and is refused rather than answered in free text.
     fn refuse_response_format(&self, call: &ProviderCall) -> Result<(), ProviderError> {
-        match call.request.params.response_format {
-            None => Ok(()),
-            Some(_) => Err(ProviderError::Unsupported {
+        match &call.request.params.response_format {
+            Some(crate::types::ResponseFormat::JsonObject) => Err(ProviderError::Unsupported {
                 provider: self.name.clone(),
                 param: "response_format",
-                hint: "structured output is not mapped to Anthropic's Messages API; route the request to an OpenAI or Ollama provider"
-                    .into(),
+                hint: "Anthropic's Messages API takes a JSON schema, not free JSON; send `json_schema` with the schema".into(),
             }),
+            Some(crate::types::ResponseFormat::JsonSchema { json_schema }) if json_schema.schema.is_none() => {
+                Err(ProviderError::Unsupported {
+                    provider: self.name.clone(),
+                    param: "response_format",
+                    hint: "Anthropic's structured output needs the schema itself (`json_schema.schema`)".into(),
+                })
+            }
+            _ => Ok(()),
         }
     }
 
@@ -83,10 +89,17 @@ impl AnthropicProvider {
             ToolChoice::Required => serde_json::json!({"type": "any"}),
             ToolChoice::Tool { name } => serde_json::json!({"type": "tool", "name": name}),
         });
+        let output_config = match &p.response_format {
+            Some(crate::types::ResponseFormat::JsonSchema { json_schema }) => {
+                json_schema.schema.as_ref().map(|schema| serde_json::json!({"format": {"type": "json_schema", "schema": schema}}))
+            }
+            _ => None,
+        };
         MessagesRequest {
             model: &call.model,
             tools,
             tool_choice,
+            output_config,
             max_tokens: p.max_tokens.unwrap_or(self.default_max_tokens),
             system: (!system.is_empty()).then(|| system.join("\n\n")),
             messages,
@@ -178,6 +191,9 @@ struct MessagesRequest<'a> {
     tools: Vec<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_choice: Option<serde_json::Value>,
+    /// Structured output: `{"format": {"type": "json_schema", "schema"}}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_config: Option<serde_json::Value>,
     max_tokens: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     system: Option<String>,

@@ -624,7 +624,7 @@ impl Provider for LocalProvider {
             return Err(ProviderError::Unsupported {
                 provider: self.name.clone(),
                 param: "response_format",
-                hint: "the local models answer in free text; route the request to an OpenAI, OpenAI-compatible or Ollama provider".into(),
+                hint: "the local models answer in free text; route the request to an OpenAI, OpenAI-compatible, Anthropic (schemas) or Ollama provider".into(),
             });
         }
         if call.request.uses_tools() {

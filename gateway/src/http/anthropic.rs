@@ -8,8 +8,10 @@
 //!   `description`, `input_schema`) with `tool_choice` (`auto`, `any`, `tool`, `none`), and
 //!   `tool_use` / `tool_result` blocks, which become the native tool calls and results, so an
 //!   Anthropic client can use tools on an OpenAI or Ollama upstream; `image` blocks (base64 or
-//!   URL sources) in user turns. Other blocks (documents, files), server tools (`web_search_...`), `top_k`, `thinking` (unless disabled),
-//!   `output_config.format` and `container` are refused with a 400 naming them: never dropped
+//!   URL sources) in user turns; `output_config.format` (a JSON schema) as structured output,
+//!   carried to every provider that can honour it and refused by name by the local models.
+//!   Other blocks (documents, files), server tools (`web_search_...`), `top_k`, `thinking`
+//!   (unless disabled) and `container` are refused with a 400 naming them: never dropped
 //!   silently. Hints that change no answer here (`cache_control`,
 //!   `output_config.effort`, `service_tier`, `speed`, `inference_geo`, `diagnostics`,
 //!   `workspace_id`, `user_profile_id`) are accepted and ignored.
@@ -40,7 +42,10 @@ use super::inference::sse_response;
 use crate::error::ApiError;
 use crate::error::into_event;
 use crate::pipeline::Answer;
-use crate::types::{Event, FinishReason, Image, InferenceRequest, Message, Params, Role, Source, Tool, ToolCall, ToolChoice, Usage};
+use crate::types::{
+    Event, FinishReason, Image, InferenceRequest, JsonSchemaFormat, Message, Params, ResponseFormat, Role, Source, Tool, ToolCall,
+    ToolChoice, Usage,
+};
 
 #[derive(Debug, Deserialize)]
 pub struct MessagesRequest {
@@ -164,6 +169,27 @@ fn tools_of(tools: Vec<Value>) -> Result<Vec<Tool>, ApiError> {
             })
         })
         .collect()
+}
+
+/// `output_config.format` (`{"type": "json_schema", "schema"}`) as structured output, which
+/// every provider that can honours in its own form (OpenAI as a `json_schema` response format,
+/// Ollama as `format`, Anthropic as sent).
+fn output_format(format: &Value) -> Result<ResponseFormat, ApiError> {
+    let field = "output_config.format";
+    if format.get("type").and_then(Value::as_str) != Some("json_schema") {
+        return Err(ApiError::invalid_field(field, "output_config.format.type must be `json_schema`"));
+    }
+    let Some(schema) = format.get("schema").filter(|s| s.is_object()) else {
+        return Err(ApiError::invalid_field(field, "a json_schema format needs its `schema` (an object)"));
+    };
+    Ok(ResponseFormat::JsonSchema {
+        json_schema: Box::new(JsonSchemaFormat {
+            name: "output".into(),
+            description: None,
+            schema: Some(schema.clone()),
+            strict: Some(true),
+        }),
+    })
 }
 
 /// `tool_choice`: `{"type": "auto" | "any" | "none"}` or `{"type": "tool", "name"}`.
@@ -295,9 +321,10 @@ impl MessagesRequest {
         if self.thinking.as_ref().is_some_and(|t| t.get("type").and_then(Value::as_str) != Some("disabled")) {
             return Err(ApiError::invalid_field("thinking", "extended thinking is not supported by this gateway"));
         }
-        if self.output_config.as_ref().is_some_and(|c| c.format.as_ref().is_some_and(|f| !f.is_null())) {
-            return Err(ApiError::invalid_field("output_config.format", "structured output is not supported by this gateway yet"));
-        }
+        let response_format = match self.output_config.as_ref().and_then(|c| c.format.as_ref()).filter(|f| !f.is_null()) {
+            None => None,
+            Some(format) => Some(output_format(format)?),
+        };
         if self.container.is_some() {
             return Err(ApiError::invalid_field("container", "code execution containers are not supported by this gateway"));
         }
@@ -347,8 +374,7 @@ impl MessagesRequest {
                 top_p: self.top_p,
                 stop: self.stop_sequences.unwrap_or_default(),
                 seed: None,
-                // Structured output is refused by name above; nothing to carry.
-                response_format: None,
+                response_format,
             },
             stream: self.stream,
             metadata,
@@ -379,6 +405,16 @@ fn usage_json(u: Usage) -> Value {
 
 const ROUTE: crate::policy::Route = crate::policy::Route { path: "/v1/messages", method: "POST" };
 
+/// Native field names in errors as an Anthropic client sent them: `messages` for `input`,
+/// `output_config.format` for `response_format`.
+fn in_anthropics_words(e: &mut ApiError) {
+    super::input_is_messages(e);
+    if e.param.as_deref() == Some("response_format") {
+        e.param = Some("output_config.format".into());
+        e.message = e.message.replace("`response_format`", "`output_config.format`");
+    }
+}
+
 pub async fn messages(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -387,7 +423,7 @@ pub async fn messages(
 ) -> Result<Response, ApiError> {
     let req = body.into_inference()?;
     let requested_model = req.model.clone().unwrap_or_default();
-    let answered = match super::answer_compat(&state, &headers, &extensions, ROUTE, req, super::input_is_messages).await {
+    let answered = match super::answer_compat(&state, &headers, &extensions, ROUTE, req, in_anthropics_words).await {
         Ok(answered) => answered,
         Err(response) => return Ok(response),
     };
@@ -603,10 +639,9 @@ mod tests {
         assert_eq!(with("top_k", json!(5)), Some((400, "top_k".into())));
         assert_eq!(with("thinking", json!({"type": "enabled", "budget_tokens": 1024})), Some((400, "thinking".into())));
         assert!(with("thinking", json!({"type": "disabled"})).is_none());
-        assert_eq!(
-            with("output_config", json!({"format": {"type": "json_schema", "schema": {}}})),
-            Some((400, "output_config.format".into()))
-        );
+        assert!(with("output_config", json!({"format": {"type": "json_schema", "schema": {"type": "object"}}})).is_none(), "carried");
+        assert_eq!(with("output_config", json!({"format": {"type": "json_object"}})), Some((400, "output_config.format".into())));
+        assert_eq!(with("output_config", json!({"format": {"type": "json_schema"}})), Some((400, "output_config.format".into())));
         assert!(with("output_config", json!({"effort": "low"})).is_none(), "effort is a hint");
         assert_eq!(with("container", json!("c-1")), Some((400, "container".into())));
         let image = json!([{"role": "user", "content": [{"type": "text", "text": "what is this?"}, {"type": "image", "source": {"type": "file", "file_id": "f"}}]}]);

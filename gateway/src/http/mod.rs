@@ -518,8 +518,9 @@ pub(crate) struct CompatAnswer {
 }
 
 /// Runs `req` for a compatibility route. A pipeline error comes back as the route's error
-/// response (with `x-uag-cache`); validation errors name the route's own fields: the native
-/// `params.` prefix dropped, then `rename` for what else the route calls differently.
+/// response (with `x-uag-cache`); validation errors and a provider's refusal of a field name
+/// the route's own fields: the native `params.` prefix dropped, then `rename` for what else the
+/// route calls differently.
 pub(crate) async fn answer_compat(
     state: &AppState,
     headers: &axum::http::HeaderMap,
@@ -536,7 +537,11 @@ pub(crate) async fn answer_compat(
     match answered.answer {
         Ok(answer) => Ok(CompatAnswer { request_id, answer, cache: answered.cache, cancel_on_drop }),
         Err(e) => {
-            let invalid = matches!(e, crate::pipeline::PipelineError::Invalid { .. });
+            let invalid = matches!(
+                e,
+                crate::pipeline::PipelineError::Invalid { .. }
+                    | crate::pipeline::PipelineError::Provider(crate::error::ProviderError::Unsupported { .. })
+            );
             let mut e = ApiError::from(e);
             if invalid {
                 e.param = e.param.map(|p| p.trim_start_matches("params.").to_owned());

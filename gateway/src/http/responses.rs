@@ -571,9 +571,11 @@ impl OutputItems {
     }
 }
 
-/// Native validation errors say `max_tokens`; Responses clients know `max_output_tokens`.
-fn max_tokens_is_max_output_tokens(e: &mut ApiError) {
-    e.param = e.param.take().map(|p| p.replace("max_tokens", "max_output_tokens"));
+/// Native errors say `max_tokens` and `response_format`; Responses clients know
+/// `max_output_tokens` and `text.format`.
+fn in_responses_words(e: &mut ApiError) {
+    e.param = e.param.take().map(|p| p.replace("max_tokens", "max_output_tokens").replace("response_format", "text.format"));
+    e.message = e.message.replace("`response_format`", "`text.format`");
 }
 
 const ROUTE: crate::policy::Route = crate::policy::Route { path: "/v1/responses", method: "POST" };
@@ -596,7 +598,7 @@ pub async fn create(
     let req = body.into_inference()?;
     let model = req.model.clone().unwrap_or_else(|| "default".into());
     let created_at = unix_now();
-    let answered = match super::answer_compat(&state, &headers, &extensions, ROUTE, req, max_tokens_is_max_output_tokens).await {
+    let answered = match super::answer_compat(&state, &headers, &extensions, ROUTE, req, in_responses_words).await {
         Ok(answered) => answered,
         Err(response) => return Ok(response),
     };
