@@ -136,6 +136,37 @@ async fn models_are_discovered_or_configured(provider: &str, model: &str) {
     assert!(!body.to_string().contains(TEST_KEY));
 }
 
+/// A call of the client's tool, whole and streamed, with the upstream's bytes in 3-byte network
+/// chunks: the same `get_weather(Paris)` from every wire format.
+async fn tool_call_in_split_chunks(provider: &str) {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::with_mock(&mock, "").await;
+    let paris = json!({"city": "Paris", "unit": "celsius"});
+    let with_tools = |stream: bool| {
+        let mut req = ask(provider, "split", stream);
+        req["tools"] = json!([{"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]);
+        req
+    };
+    let (status, body) = gw.post_json("/v1/inference", &with_tools(false)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["finish_reason"], "tool_calls", "{body}");
+    let call = &body["tool_calls"][0];
+    assert_eq!(call["name"], "get_weather", "{body}");
+    assert_eq!(serde_json::from_str::<Value>(call["arguments"].as_str().unwrap()).unwrap(), paris);
+    let (status, _, text) = gw.post("/v1/inference", &with_tools(true)).await;
+    assert_eq!(status, 200, "{text}");
+    let events = sse_events(&text);
+    let starts: Vec<&Value> = events.iter().filter(|e| e["type"] == "tool_call_start").collect();
+    assert_eq!(starts.len(), 1, "{text}");
+    assert_eq!((starts[0]["index"].as_u64(), starts[0]["name"].as_str()), (Some(0), Some("get_weather")));
+    // Ollama gives no call ids: uag makes one per request, so only its presence is checked.
+    assert!(starts[0]["id"].as_str().is_some_and(|id| !id.is_empty()) && call["id"].as_str().is_some_and(|id| !id.is_empty()), "{text}");
+    let arguments: String = events.iter().filter(|e| e["type"] == "tool_call_delta").map(|e| e["arguments"].as_str().unwrap()).collect();
+    assert_eq!(serde_json::from_str::<Value>(&arguments).unwrap(), paris, "{text}");
+    assert_eq!(events.last().unwrap()["finish_reason"], "tool_calls", "{text}");
+    gw.stop().await.unwrap();
+}
+
 macro_rules! provider_suite {
     ($module:ident, $provider:literal, $model:literal, $usage:expr) => {
         mod $module {
@@ -164,6 +195,10 @@ macro_rules! provider_suite {
             #[tokio::test]
             async fn stream_cut_midway_ends_with_an_error_event() {
                 stream_cut_midway($provider).await;
+            }
+            #[tokio::test]
+            async fn tool_call_whole_and_streamed_in_split_chunks() {
+                tool_call_in_split_chunks($provider).await;
             }
             #[tokio::test]
             async fn models_and_health() {
