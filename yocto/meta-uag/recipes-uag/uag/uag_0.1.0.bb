@@ -24,6 +24,14 @@ DEPENDS += "cmake-native clang-native"
 export GGML_NATIVE = "OFF"
 
 CARGO_BUILD_FLAGS += "--bin uag"
+# The release artifact's profile (Cargo.toml `[profile.dist]`: size-optimised, fat LTO, the
+# inference crates at opt-level 3; under 20 MiB on aarch64), as scripts/release.sh builds it.
+# cargo.bbclass builds `--release` into `release/`; DEBUG_BUILD keeps its debug build.
+BUILD_MODE = "${@['--profile dist', ''][d.getVar('DEBUG_BUILD') == '1']}"
+BUILD_DIR = "${@['dist', 'debug'][d.getVar('DEBUG_BUILD') == '1']}"
+# `[profile.dist]` strips the binary (release.sh's size gate counts the stripped file), so
+# there is nothing left for the -dbg package.
+INSANE_SKIP:${PN} += "already-stripped"
 # Cortex-A76 (Pi 5) / Cortex-A78AE (Orin) tuning comes from the machine's TUNE_FEATURES.
 
 SYSTEMD_SERVICE:${PN} = "uag.service"
