@@ -231,7 +231,28 @@ impl Pipeline {
         // A stored answer refused to this caller, or none: what is served is a miss.
         let cache = status.map(|s| if matches!(s, CacheStatus::Served(_)) { CacheStatus::Served(CacheOutcome::Miss) } else { s });
         let answer = self.route(req, &options.collections, caller, &mut ctx, slot.as_ref()).await;
-        Answered { answer, cache }
+        Answered { answer: answer.map_err(|e| self.name_who_can(e)), cache }
+    }
+
+    /// A local model's refusal of tools or images names the configured providers that can take
+    /// them, so the client knows which `provider/model` to ask instead.
+    fn name_who_can(&self, e: PipelineError) -> PipelineError {
+        match e {
+            PipelineError::Provider(ProviderError::Unsupported { provider, param: param @ ("tools" | "images"), hint })
+                if self.provider_kind(&provider) == Some(ProviderKind::Local) =>
+            {
+                let mut remote: Vec<&str> =
+                    self.provider_kinds.iter().filter(|(_, kind)| **kind != ProviderKind::Local).map(|(name, _)| name.as_str()).collect();
+                remote.sort_unstable();
+                let hint = if remote.is_empty() {
+                    format!("{hint}; none is configured here")
+                } else {
+                    format!("{hint}; configured here: {}", remote.join(", "))
+                };
+                PipelineError::Provider(ProviderError::Unsupported { provider, param, hint })
+            }
+            other => other,
+        }
     }
 
     /// Steps 3-6: plan, authorize each target of the chain, route, and store what comes back
