@@ -4,6 +4,8 @@
 //! `cargo run --release -p uag-graphrag --example evidence_eval -- DATA/graphrag MODELS/all-minilm-l6-v2 QUESTIONS.jsonl [OUT.jsonl]`
 //! (the knowledge base ingested with `uag ingest`; the first build of this example alone takes
 //! minutes, later ones seconds). `CAPS=sentences,words` changes the answer's caps (default 4,120).
+//! `OUT.jsonl` gets each answer with its recall, the passages' ceiling and the passages
+//! themselves, so a miss can be placed: not retrieved, or retrieved and not picked.
 
 use std::sync::Arc;
 
@@ -65,7 +67,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         if let Some(f) = out.as_mut() {
             use std::io::Write;
-            writeln!(f, "{}", serde_json::json!({"id": q["id"], "recall": recall, "ceiling": ceiling, "answer": answer.text}))?;
+            let passages: Vec<serde_json::Value> =
+                retrieval.passages.iter().map(|p| serde_json::json!({"section": p.chunk.section, "text": p.chunk.text})).collect();
+            writeln!(
+                f,
+                "{}",
+                serde_json::json!({"id": q["id"], "recall": recall, "ceiling": ceiling, "answer": answer.text, "passages": passages})
+            )?;
         }
     }
     let mean = |v: &[f64]| if v.is_empty() { 0.0 } else { 100.0 * v.iter().sum::<f64>() / v.len() as f64 };
