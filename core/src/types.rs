@@ -171,8 +171,9 @@ pub struct Params {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
     /// Structured output: JSON, or JSON valid for a schema. Providers that can honour it get it
-    /// (OpenAI as is, Ollama as `format`, Anthropic a schema as `output_config.format`); the
-    /// others refuse the request rather than answer in free text.
+    /// (OpenAI as is, Ollama as `format`, Anthropic a schema as `output_config.format`, the
+    /// local chat models `json_object` by constrained decoding); the others refuse the request
+    /// rather than answer in free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_format: Option<ResponseFormat>,
 }

@@ -14,6 +14,7 @@
 //! [`LlmModel::set_prompt_cache`]): chat clients resend the whole conversation every turn, and
 //! the system prompt is the same for every conversation.
 
+mod json;
 mod stream;
 mod template;
 mod tokenizer;
@@ -78,11 +79,23 @@ pub struct GenerationParams {
     /// without it; only generated tokens count, or the chat markers of the prompt would be
     /// penalised and the model would not end its turn.
     pub repeat_penalty: f32,
+    /// JSON mode: only tokens that keep the reply a prefix of one JSON object are sampled, and
+    /// the turn ends when the object closes (`json.rs`). Cut short by `max_tokens`, the reply is
+    /// a prefix (finish reason `Length`), as with OpenAI.
+    pub json_object: bool,
 }
 
 impl Default for GenerationParams {
     fn default() -> Self {
-        GenerationParams { max_tokens: 256, temperature: 0.7, top_p: Some(0.9), seed: 299792458, stop: Vec::new(), repeat_penalty: 1.1 }
+        GenerationParams {
+            max_tokens: 256,
+            temperature: 0.7,
+            top_p: Some(0.9),
+            seed: 299792458,
+            stop: Vec::new(),
+            repeat_penalty: 1.1,
+            json_object: false,
+        }
     }
 }
 
@@ -240,6 +253,8 @@ pub struct LlmModel {
     system_snapshot: Option<Snapshot>,
     prompt_snapshot: Option<Snapshot>,
     device: Device,
+    /// Each token's text alone (`None`: special tokens), for JSON mode; built on first use.
+    token_texts: std::sync::OnceLock<Vec<Option<String>>>,
 }
 
 impl LlmModel {
@@ -312,6 +327,7 @@ impl LlmModel {
             system_snapshot: None,
             prompt_snapshot: None,
             device,
+            token_texts: std::sync::OnceLock::new(),
         })
     }
 
@@ -460,11 +476,22 @@ impl LlmModel {
         let mut pending: Vec<u32> = Vec::new();
         let mut finish = FinishReason::Length;
         let mut stop_string_seen = false;
+        let mut json = params.json_object.then(json::JsonPrefix::new);
         while generated.len() < plan.max_new_tokens {
-            let next = self.sample(&mut sampler, &logits, &generated, params.repeat_penalty)?;
+            let allowed = json.as_ref().map(|state| json::allowed_tokens(state, self.token_texts(), |id| self.tokenizer.is_stop(id)));
+            if allowed.as_ref().is_some_and(|a| !a.contains(&true)) {
+                // No token continues the object (a vocabulary without `{`): stop rather than
+                // break the promise.
+                break;
+            }
+            let next = self.sample(&mut sampler, &logits, &generated, params.repeat_penalty, allowed.as_deref())?;
             if self.tokenizer.is_stop(next) {
                 finish = FinishReason::Stop;
                 break;
+            }
+            if let Some(state) = json.as_mut() {
+                let text = self.token_texts().get(next as usize).and_then(Option::as_deref).unwrap_or_default();
+                state.push_str(text);
             }
             generated.push(next);
             pending.push(next);
@@ -691,7 +718,22 @@ impl LlmModel {
         Ok(logits)
     }
 
-    fn sample(&self, sampler: &mut LogitsProcessor, logits: &Tensor, generated: &[u32], repeat_penalty: f32) -> Result<u32> {
+    /// Each token's text alone; a token that ends inside a multi-byte character reads U+FFFD.
+    fn token_texts(&self) -> &[Option<String>] {
+        self.token_texts.get_or_init(|| {
+            (0..self.tokenizer.vocab_size() as u32).map(|id| self.tokenizer.decode(&[id], true).ok().filter(|t| !t.is_empty())).collect()
+        })
+    }
+
+    /// Samples the next token; with `allowed` (JSON mode), only among the allowed ones.
+    fn sample(
+        &self,
+        sampler: &mut LogitsProcessor,
+        logits: &Tensor,
+        generated: &[u32],
+        repeat_penalty: f32,
+        allowed: Option<&[bool]>,
+    ) -> Result<u32> {
         let inference = |e: candle_core::Error| ModelError::Inference(e.to_string());
         let penalised;
         let logits = if repeat_penalty != 1.0 && !generated.is_empty() {
@@ -700,6 +742,21 @@ impl LlmModel {
             &penalised
         } else {
             logits
+        };
+        let masked;
+        let logits = match allowed {
+            Some(allowed) => {
+                let mut values = logits.to_dtype(candle_core::DType::F32).and_then(|l| l.to_vec1::<f32>()).map_err(inference)?;
+                for (i, v) in values.iter_mut().enumerate() {
+                    if !allowed.get(i).copied().unwrap_or(false) {
+                        *v = f32::NEG_INFINITY;
+                    }
+                }
+                let len = values.len();
+                masked = Tensor::from_vec(values, len, logits.device()).map_err(inference)?;
+                &masked
+            }
+            None => logits,
         };
         sampler.sample(logits).map_err(inference)
     }
@@ -789,6 +846,31 @@ mod tests {
             generation.text
         );
         generation
+    }
+
+    /// JSON mode: SmolLM2, asked in plain words, answers with one JSON object that parses,
+    /// greedy and sampled, and stops when the object closes; without it, it writes prose.
+    #[test]
+    fn json_mode_answers_with_one_object_that_parses() {
+        let mut model = model();
+        let ask = user("What is the capital of France? Answer in JSON, like {\"capital\": \"...\"}.");
+        for temperature in [0.0, 0.8] {
+            let params = GenerationParams { max_tokens: 120, temperature, json_object: true, ..GenerationParams::default() };
+            let g = generate(&mut model, &ask, &params);
+            let value: serde_json::Value =
+                serde_json::from_str(&g.text).unwrap_or_else(|e| panic!("not JSON ({e}) at temperature {temperature}: {:?}", g.text));
+            assert!(value.is_object(), "{value}");
+            assert_eq!(g.finish_reason, FinishReason::Stop, "ended when the object closed: {:?}", g.text);
+        }
+        // Cut short by max_tokens, the reply is a prefix of an object, said by the finish reason.
+        let short = generate(
+            &mut model,
+            &ask,
+            &GenerationParams { max_tokens: 3, temperature: 0.0, json_object: true, ..GenerationParams::default() },
+        );
+        assert!(short.text.starts_with('{') && short.finish_reason == FinishReason::Length, "{short:?}");
+        let prose = generate(&mut model, &user("Say hello."), &greedy(12));
+        assert!(serde_json::from_str::<serde_json::Value>(&prose.text).is_err(), "{:?}", prose.text);
     }
 
     #[test]

@@ -140,6 +140,33 @@ async fn the_local_llm_answers_chat_and_writes_grounded_answers() {
     let (_, models) = gw.get_json("/v1/models").await;
     assert!(models["data"].as_array().unwrap().iter().any(|m| m["id"] == "local/smollm2-135m-instruct"), "{models}");
 
+    // JSON mode: constrained decoding makes the reply one JSON object, streamed or whole; a
+    // schema is refused by name, and so is JSON from the knowledge base's cited answers.
+    let json_mode = |stream: bool, format: Value, model: &str| {
+        json!({"model": model, "temperature": 0, "max_tokens": 40, "stream": stream, "response_format": format,
+               "messages": [{"role": "user", "content": "What is the capital of France? Answer in JSON, like {\"capital\": \"...\"}."}]})
+    };
+    let (status, body) =
+        gw.post_json("/v1/chat/completions", &json_mode(false, json!({"type": "json_object"}), "smollm2-135m-instruct")).await;
+    assert_eq!(status, 200, "{body}");
+    let content = body["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(serde_json::from_str::<Value>(content).is_ok_and(|v| v.is_object()), "{content}");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop", "{body}");
+    let (status, _, text) =
+        gw.post("/v1/chat/completions", &json_mode(true, json!({"type": "json_object"}), "smollm2-135m-instruct")).await;
+    assert_eq!(status, 200, "{text}");
+    let streamed: String = common::sse(&text)
+        .into_iter()
+        .filter(|(_, d)| d != "[DONE]")
+        .filter_map(|(_, d)| serde_json::from_str::<Value>(&d).ok()?["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(streamed, content, "the same object streamed");
+    let schema = json!({"type": "json_schema", "json_schema": {"name": "c", "schema": {"type": "object"}}});
+    for (format, model) in [(schema, "smollm2-135m-instruct"), (json!({"type": "json_object"}), "graphrag")] {
+        let (status, body) = gw.post_json("/v1/chat/completions", &json_mode(false, format, model)).await;
+        assert_eq!((status, body["error"]["param"].as_str()), (400, Some("response_format")), "{model}: {body}");
+    }
+
     // GraphRAG: the LLM writes from the retrieved passages and the sources come along.
     let doc = "# Greenhouse\n\nThe greenhouse controller is called Fernwood. Fernwood opens the roof vents when the \
                temperature passes 28 degrees Celsius. Fernwood waters the tomatoes every morning at six.\n";

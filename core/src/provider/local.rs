@@ -31,7 +31,7 @@ use uag_models::runtime::{LlmEvent, ModelRuntimes};
 use super::{Capabilities, EventStream, Health, HealthStatus, Provider, ProviderCall};
 use crate::config::{AnswerWriter, GraphRagConfig, ModelsConfig, ProviderKind};
 use crate::error::ProviderError;
-use crate::types::{Event, FinishReason, InferenceRequest, InferenceResponse, Role, Source, Timings, Usage};
+use crate::types::{Event, FinishReason, InferenceRequest, InferenceResponse, ResponseFormat, Role, Source, Timings, Usage};
 
 /// The model name the local engine answers to.
 pub const LOCAL_MODEL: &str = "graphrag";
@@ -215,7 +215,8 @@ impl LocalProvider {
         if messages.is_empty() {
             return Err(ProviderError::Rejected { status: 400, message: "no messages to answer".into() });
         }
-        let params = self.generation_params(&call.request, 0.7);
+        let mut params = self.generation_params(&call.request, 0.7);
+        params.json_object = call.request.params.response_format == Some(ResponseFormat::JsonObject);
         let mut events = models.chat_stream(&entry, messages, params)?;
         let (tx, rx) = mpsc::channel::<Result<Event, ProviderError>>(64);
         let started = Instant::now();
@@ -619,13 +620,21 @@ impl Provider for LocalProvider {
     }
 
     async fn stream_infer(&self, call: ProviderCall) -> Result<EventStream, ProviderError> {
-        if call.request.params.response_format.is_some() {
-            // Candle samples freely: the answer could not be promised to be JSON.
-            return Err(ProviderError::Unsupported {
-                provider: self.name.clone(),
-                param: "response_format",
-                hint: "the local models answer in free text; route the request to an OpenAI, OpenAI-compatible, Anthropic (schemas) or Ollama provider".into(),
-            });
+        // JSON mode is constrained decoding on the local chat models (only tokens that keep
+        // the reply a JSON object are sampled); a schema is not enforced, and knowledge-base
+        // answers are cited prose: refused rather than answered in free text.
+        let refused_format = match &call.request.params.response_format {
+            None => None,
+            Some(_) if call.model == LOCAL_MODEL => Some(
+                "knowledge-base answers are prose with citations; ask a local chat model (`local/<model>`) for a JSON object, or route the request to an OpenAI, OpenAI-compatible, Anthropic (schemas) or Ollama provider",
+            ),
+            Some(ResponseFormat::JsonObject) => None,
+            Some(ResponseFormat::JsonSchema { .. }) => Some(
+                "the local models can promise a JSON object (`json_object`), not a schema; route the request to an OpenAI, OpenAI-compatible, Anthropic or Ollama provider",
+            ),
+        };
+        if let Some(hint) = refused_format {
+            return Err(ProviderError::Unsupported { provider: self.name.clone(), param: "response_format", hint: hint.into() });
         }
         if call.request.uses_tools() {
             // The local models have no tool-calling template wired in: refused, never answered

@@ -11,8 +11,9 @@
 //! its own form; calls come back as `message.tool_calls`, or streamed as `tool_calls` deltas
 //! (`index`, then `id` and name, then argument fragments) with `finish_reason: "tool_calls"`.
 //! `response_format` JSON and JSON schemas go to the provider, which honours them (OpenAI and
-//! compatible servers as sent, Ollama as `format`, Anthropic a schema as `output_config.format`)
-//! or refuses the request by name (the local models; Anthropic for schema-less JSON). Status events travel as SSE comments, which SDKs skip.
+//! compatible servers as sent, Ollama as `format`, Anthropic a schema as `output_config.format`,
+//! the local chat models `json_object` by constrained decoding) or refuses the request by name
+//! (schemas on the local models, JSON from the knowledge base; Anthropic for schema-less JSON). Status events travel as SSE comments, which SDKs skip.
 
 use std::convert::Infallible;
 use std::time::Duration;

@@ -150,7 +150,6 @@ impl GgufTokenizer {
         self.stop_ids.contains(&id)
     }
 
-    #[cfg(test)]
     pub(super) fn vocab_size(&self) -> usize {
         self.tokens.len()
     }
