@@ -56,7 +56,9 @@ impl Registry {
         engine: Option<Arc<uag_graphrag::Engine>>,
         models: Option<Arc<uag_models::runtime::ModelRuntimes>>,
     ) -> Result<Self, RegistryError> {
-        let client = upstream::http_client().map_err(|e| RegistryError::Client(e.to_string()))?;
+        // Built with the first remote provider: it loads the system's CA certificates, which a
+        // gateway with only the local provider never needs (memory and start-up on a Pi).
+        let mut shared_client: Option<reqwest::Client> = None;
         let breaker = config.circuit_breaker;
         let cooldown = Duration::from_millis(breaker.cooldown_ms);
         let mut entries = Vec::with_capacity(config.providers.len());
@@ -73,14 +75,21 @@ impl Registry {
                 | ProviderConfig::OpenAiCompatible(c) => {
                     let kind = pc.kind();
                     let base = c.effective_base_url(kind).ok_or_else(|| fail("base_url is required".into()))?;
+                    let client = match &shared_client {
+                        Some(client) => client.clone(),
+                        None => {
+                            let client = upstream::http_client().map_err(|e| RegistryError::Client(e.to_string()))?;
+                            shared_client.insert(client).clone()
+                        }
+                    };
                     let key = c.api_key.as_ref().map(|k| k.resolve()).transpose().map_err(|m| fail(format!("api_key: {m}")))?;
                     let provider: Arc<dyn Provider> = match kind {
                         ProviderKind::Anthropic => {
                             let key = key.ok_or_else(|| fail("api_key is required".into()))?;
-                            Arc::new(AnthropicProvider::new(c, base, key, client.clone()))
+                            Arc::new(AnthropicProvider::new(c, base, key, client))
                         }
-                        ProviderKind::Ollama => Arc::new(OllamaProvider::new(c, base, key, client.clone())),
-                        _ => Arc::new(OpenAiProvider::new(kind, c, base, key, client.clone())),
+                        ProviderKind::Ollama => Arc::new(OllamaProvider::new(c, base, key, client)),
+                        _ => Arc::new(OpenAiProvider::new(kind, c, base, key, client)),
                     };
                     (provider, c.timeout())
                 }
