@@ -145,7 +145,8 @@ fn wire_tool_choice(choice: &ToolChoice) -> serde_json::Value {
     }
 }
 
-/// Tool calls made whole by `finish`: id, name and arguments as the upstream sent them.
+/// The calls of a whole response (`message.tool_calls`) as the upstream sent them, with an id
+/// made up where it gave none.
 fn calls_of(wire: Vec<WireToolCallIn>) -> Vec<ToolCall> {
     wire.into_iter()
         .enumerate()
