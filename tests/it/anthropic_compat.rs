@@ -3,8 +3,6 @@
 
 use crate::common;
 
-use std::path::PathBuf;
-
 use common::{Gateway, MockUpstream, sse};
 use serde_json::{Value, json};
 use sha2::Digest;
@@ -170,19 +168,9 @@ async fn anthropic_clients_authenticate_with_x_api_key() {
 
 #[tokio::test]
 async fn official_anthropic_python_sdk_works_unchanged() {
-    let python = common::sdk_python();
-    assert!(
-        python.exists(),
-        "{} is missing: run `scripts/setup.sh --test` to install the anthropic SDK used by this test",
-        python.display()
-    );
     let mock = MockUpstream::start().await;
     let gw = Gateway::with_mock(&mock, "").await;
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/anthropic_sdk_check.py");
     // The SDK appends `/v1/messages` to its base URL.
-    let out = tokio::process::Command::new(&python).arg(&script).arg(gw.url("")).output().await.unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "SDK check failed:\n{stdout}\n{stderr}");
+    let stdout = common::run_sdk_script("anthropic_sdk_check.py", &[&gw.url("")]).await;
     assert!(stdout.contains("sdk check passed"), "{stdout}");
 }

@@ -322,14 +322,8 @@ async fn the_models_list_names_every_installed_local_model_and_its_openai_aliase
 
 #[tokio::test]
 async fn official_openai_python_sdk_uses_the_local_models_unchanged() {
-    let python = common::sdk_python();
-    assert!(python.exists(), "{} is missing: run `scripts/setup.sh --test`", python.display());
     let (_mock, gw) = gateway("").await;
-    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/openai_sdk_models_check.py");
-    let out = tokio::process::Command::new(&python).arg(&script).arg(gw.url("/v1")).output().await.unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "SDK check failed:\n{stdout}\n{stderr}");
+    let stdout = common::run_sdk_script("openai_sdk_models_check.py", &[&gw.url("/v1")]).await;
     assert!(stdout.contains("sdk models check passed"), "{stdout}");
 }
 

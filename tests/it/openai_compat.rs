@@ -3,8 +3,6 @@
 
 use crate::common;
 
-use std::path::PathBuf;
-
 use common::{Gateway, MockUpstream, error_code, sse};
 use serde_json::{Value, json};
 
@@ -160,15 +158,9 @@ async fn unsupported_features_are_refused_by_name() {
 
 #[tokio::test]
 async fn official_openai_python_sdk_works_unchanged() {
-    let python = common::sdk_python();
-    assert!(python.exists(), "{} is missing: run `scripts/setup.sh --test` to install the openai SDK used by this test", python.display());
     let mock = MockUpstream::start().await;
     let gw = Gateway::with_mock(&mock, "").await;
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/openai_sdk_check.py");
-    let out = tokio::process::Command::new(&python).arg(&script).arg(gw.url("/v1")).output().await.unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "SDK check failed:\n{stdout}\n{stderr}");
+    let stdout = common::run_sdk_script("openai_sdk_check.py", &[&gw.url("/v1")]).await;
     assert!(stdout.contains("sdk check passed"), "{stdout}");
 }
 

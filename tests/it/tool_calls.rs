@@ -4,8 +4,6 @@
 //! calls come back whole and streamed in the client's form; the official SDKs assemble them;
 //! the local models and bad tool input get a 400 naming the field.
 
-use std::path::PathBuf;
-
 use serde_json::{Value, json};
 
 use crate::common::{self, Gateway, MockUpstream, error_code, sse};
@@ -225,15 +223,9 @@ async fn the_local_models_and_bad_tool_input_are_refused_by_name() {
 
 #[tokio::test]
 async fn the_official_sdks_call_tools_across_upstream_types() {
-    let python = common::sdk_python();
-    assert!(python.exists(), "{} is missing: run `scripts/setup.sh --test` to install the SDKs used by this test", python.display());
     let mock = MockUpstream::start().await;
     let gw = Gateway::with_mock(&mock, "").await;
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/tools_sdk_check.py");
-    let out = tokio::process::Command::new(&python).arg(&script).arg(gw.url("")).output().await.unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "SDK check failed:\n{stdout}\n{stderr}");
+    let stdout = common::run_sdk_script("tools_sdk_check.py", &[&gw.url("")]).await;
     assert!(stdout.contains("sdk check passed"), "{stdout}");
 }
 

@@ -490,8 +490,6 @@ async fn voice_turns_count_against_the_callers_limit() {
 /// client gets a typed question answered in text with the beta event names.
 #[tokio::test]
 async fn the_openai_sdk_realtime_client_hears_a_question_and_gets_a_spoken_answer() {
-    let python = common::sdk_python();
-    assert!(python.exists(), "{} is missing: run `scripts/setup.sh --test` (openai SDK with websockets)", python.display());
     let (_mock, gw) = gateway(SPEECH_MODELS, "").await;
     ingest(&gw, "greenhouse.md", GREENHOUSE).await;
     let pcm = piper_pcm(&gw, "When does the greenhouse open the roof vents?").await;
@@ -500,11 +498,8 @@ async fn the_openai_sdk_realtime_client_hears_a_question_and_gets_a_spoken_answe
     let dir = tempfile::tempdir().unwrap();
     let question = dir.path().join("question.pcm");
     std::fs::write(&question, at_24k).unwrap();
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/realtime_sdk_check.py");
-    let out = tokio::process::Command::new(&python).arg(&script).arg(gw.url("")).arg(&question).output().await.unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let stdout = common::run_sdk_script("realtime_sdk_check.py", &[&gw.url(""), &question.to_string_lossy()]).await;
     eprintln!("{stdout}");
-    assert!(out.status.success(), "Realtime SDK check failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("sdk check passed"), "{stdout}");
     // Every turn ran as a voice turn: counted like the kiosk's.
     let metrics = client().get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();

@@ -28,17 +28,11 @@ async fn gateway() -> (MockUpstream, Gateway, std::net::SocketAddr) {
 
 #[tokio::test]
 async fn home_assistants_wyoming_client_transcribes_speaks_and_asks() {
-    let python = common::sdk_python();
-    assert!(python.exists(), "{} is missing: run `scripts/setup.sh --test`", python.display());
     let (_mock, gw, addr) = gateway().await;
     let form = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::text(GREENHOUSE).file_name("greenhouse.md"));
     assert!(client().post(gw.url("/v1/documents")).multipart(form).send().await.unwrap().status().is_success());
 
-    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/wyoming_check.py");
-    let out =
-        tokio::process::Command::new(&python).arg(&script).arg(addr.ip().to_string()).arg(addr.port().to_string()).output().await.unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "wyoming client failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = common::run_sdk_script("wyoming_check.py", &[&addr.ip().to_string(), &addr.port().to_string()]).await;
     let got: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
     eprintln!("{got}");
 

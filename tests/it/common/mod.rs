@@ -217,6 +217,18 @@ pub fn sdk_python() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-sdk/bin/python")
 }
 
+/// Runs `tests/sdk/SCRIPT` with the official SDKs' Python (`.venv-sdk`, from
+/// `scripts/setup.sh --test`) and `args`; fails the test unless it exits 0. Returns its stdout.
+pub async fn run_sdk_script(script: &str, args: &[&str]) -> String {
+    let python = sdk_python();
+    assert!(python.exists(), "{} is missing: run `scripts/setup.sh --test` to install the SDKs the tests drive uag with", python.display());
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk").join(script);
+    let out = tokio::process::Command::new(&python).arg(&path).args(args).output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{script} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
 pub fn client() -> reqwest::Client {
     // Generous: local inference on a busy 2-core CI machine can take many seconds.
     reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
