@@ -155,18 +155,9 @@ fn tools_of(tools: Vec<Value>) -> Result<Vec<Tool>, ApiError> {
         .map(|(i, t)| {
             let field = format!("tools[{i}]");
             match t.get("type").and_then(Value::as_str) {
-                None | Some("custom") => {}
-                Some(kind) => {
-                    return Err(ApiError::invalid_field(field, format!("server tool `{kind}` is not supported; send client tools")));
-                }
+                None | Some("custom") => super::tool_from(&t, field, "input_schema"),
+                Some(kind) => Err(ApiError::invalid_field(field, format!("server tool `{kind}` is not supported; send client tools"))),
             }
-            let name =
-                t.get("name").and_then(Value::as_str).ok_or_else(|| ApiError::invalid_field(field.clone(), "a tool needs `name`"))?;
-            Ok(Tool {
-                name: name.to_owned(),
-                description: t.get("description").and_then(Value::as_str).map(str::to_owned),
-                parameters: t.get("input_schema").filter(|p| !p.is_null()).cloned(),
-            })
         })
         .collect()
 }
@@ -239,7 +230,9 @@ fn messages_of(role: Role, blocks: Vec<Block>, field: &str, out: &mut Vec<Messag
                 let mut content = match block.content {
                     None => String::new(),
                     Some(MessageContent::Text(t)) => t,
-                    Some(MessageContent::Blocks(inner)) => text_of(inner, &format!("{field}[{j}].content"))?,
+                    Some(MessageContent::Blocks(inner)) => {
+                        text_of(inner.into_iter().enumerate(), &format!("{field}[{j}].content"), "send text blocks")?
+                    }
                 };
                 if block.is_error == Some(true) {
                     content = format!("Error: {content}");
@@ -249,26 +242,7 @@ fn messages_of(role: Role, blocks: Vec<Block>, field: &str, out: &mut Vec<Messag
             _ => text_blocks.push((j, block)),
         }
     }
-    let mut text = String::new();
-    for (j, block) in text_blocks {
-        match (block.kind.as_str(), block.text) {
-            ("text", Some(t)) => {
-                if !text.is_empty() {
-                    text.push('\n');
-                }
-                text.push_str(&t);
-            }
-            ("text", None) => return Err(ApiError::invalid_field(format!("{field}[{j}].text"), "a text block needs `text`")),
-            (kind, _) => {
-                return Err(ApiError::invalid_field(
-                    format!("{field}[{j}]"),
-                    format!(
-                        "content block `{kind}` is not supported by this gateway here; send text, tool_use (assistant) or tool_result (user) blocks"
-                    ),
-                ));
-            }
-        }
-    }
+    let text = text_of(text_blocks, field, "send text, image and tool_result blocks (user) or text and tool_use blocks (assistant)")?;
     if !calls.is_empty() || !text.is_empty() || !images.is_empty() || out.last().is_none_or(|m| m.role != Role::Tool) {
         out.push(Message { role, content: text, tool_calls: calls, tool_call_id: None, images });
     }
@@ -281,10 +255,11 @@ pub struct RequestMetadata {
     pub user_id: Option<String>,
 }
 
-/// The text of `blocks`, or a 400 naming the first block that is not text.
-fn text_of(blocks: Vec<Block>, field: &str) -> Result<String, ApiError> {
+/// The text of `blocks` (each with its index in the message, for errors), or a 400 naming the
+/// first block that is not text; `accepted` says what the field takes instead.
+fn text_of(blocks: impl IntoIterator<Item = (usize, Block)>, field: &str, accepted: &str) -> Result<String, ApiError> {
     let mut text = String::new();
-    for (j, block) in blocks.into_iter().enumerate() {
+    for (j, block) in blocks {
         match (block.kind.as_str(), block.text) {
             ("text", Some(t)) => {
                 if !text.is_empty() {
@@ -296,7 +271,7 @@ fn text_of(blocks: Vec<Block>, field: &str) -> Result<String, ApiError> {
             (kind, _) => {
                 return Err(ApiError::invalid_field(
                     format!("{field}[{j}]"),
-                    format!("content block `{kind}` is not supported by this gateway; send text blocks"),
+                    format!("content block `{kind}` is not supported by this gateway here; {accepted}"),
                 ));
             }
         }
@@ -335,7 +310,7 @@ impl MessagesRequest {
         match self.system {
             Some(SystemField::Text(t)) if !t.trim().is_empty() => messages.push(Message::new(Role::System, t)),
             Some(SystemField::Blocks(blocks)) => {
-                let t = text_of(blocks, "system")?;
+                let t = text_of(blocks.into_iter().enumerate(), "system", "send text blocks")?;
                 if !t.trim().is_empty() {
                     messages.push(Message::new(Role::System, t));
                 }

@@ -552,6 +552,19 @@ pub(crate) async fn answer_compat(
     }
 }
 
+/// A tool the client offers, read from its route's wire object: `name`, `description` and the
+/// arguments' schema under `parameters_key` (`parameters`, Anthropic's `input_schema`).
+/// `field` names the tool in an error (`tools[2]`).
+pub(crate) fn tool_from(object: &serde_json::Value, field: String, parameters_key: &str) -> Result<crate::types::Tool, ApiError> {
+    use serde_json::Value;
+    let name = object.get("name").and_then(Value::as_str).ok_or_else(|| ApiError::invalid_field(field, "a tool needs `name`"))?;
+    Ok(crate::types::Tool {
+        name: name.to_owned(),
+        description: object.get("description").and_then(Value::as_str).map(str::to_owned),
+        parameters: object.get(parameters_key).filter(|p| !p.is_null()).cloned(),
+    })
+}
+
 /// The chat-shaped routes' own name for the native `input`: `messages`.
 pub(crate) fn input_is_messages(e: &mut ApiError) {
     e.message = e.message.replace("`input`", "`messages`");

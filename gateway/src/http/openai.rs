@@ -150,28 +150,18 @@ fn tools_of(tools: Vec<Value>) -> Result<Vec<Tool>, ApiError> {
                 return Err(ApiError::invalid_field(field, "only tools of type `function` are supported"));
             }
             let f = t.get("function").ok_or_else(|| ApiError::invalid_field(field.clone(), "a function tool needs `function`"))?;
-            let name = f
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| ApiError::invalid_field(field.clone(), "`function.name` is required"))?;
-            Ok(Tool {
-                name: name.to_owned(),
-                description: f.get("description").and_then(Value::as_str).map(str::to_owned),
-                parameters: f.get("parameters").filter(|p| !p.is_null()).cloned(),
-            })
+            super::tool_from(f, field, "parameters")
         })
         .collect()
 }
 
-/// `tool_choice`: `"none" | "auto" | "required" | {"type": "function", "function": {"name"}}`.
-fn tool_choice_of(choice: Value) -> Result<Option<ToolChoice>, ApiError> {
-    let bad = || {
-        ApiError::invalid_field(
-            "tool_choice",
-            "tool_choice must be none, auto, required or {\"type\": \"function\", \"function\": {\"name\": ...}}",
-        )
-    };
-    Ok(Some(match &choice {
+/// OpenAI's `tool_choice`: `"none" | "auto" | "required"`, or one function by name, nested on
+/// Chat Completions (`{"type": "function", "function": {"name"}}`) and flat on Responses
+/// (`{"type": "function", "name"}`).
+pub(crate) fn tool_choice_of(choice: &Value, nested: bool) -> Result<Option<ToolChoice>, ApiError> {
+    let shape = if nested { r#"{"type": "function", "function": {"name": ...}}"# } else { r#"{"type": "function", "name": ...}"# };
+    let bad = || ApiError::invalid_field("tool_choice", format!("tool_choice must be none, auto, required or {shape}"));
+    Ok(Some(match choice {
         Value::Null => return Ok(None),
         Value::String(s) => match s.as_str() {
             "none" => ToolChoice::None,
@@ -179,9 +169,12 @@ fn tool_choice_of(choice: Value) -> Result<Option<ToolChoice>, ApiError> {
             "required" => ToolChoice::Required,
             _ => return Err(bad()),
         },
-        Value::Object(o) => {
+        Value::Object(o) if nested => {
             let name = o.get("function").and_then(|f| f.get("name")).and_then(Value::as_str).ok_or_else(bad)?;
             ToolChoice::Tool { name: name.to_owned() }
+        }
+        Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("function") => {
+            ToolChoice::Tool { name: o.get("name").and_then(Value::as_str).ok_or_else(bad)?.to_owned() }
         }
         _ => return Err(bad()),
     }))
@@ -262,7 +255,7 @@ impl ChatCompletionRequest {
         self.refuse_what_would_be_dropped()?;
         let tools = tools_of(self.tools.unwrap_or_default())?;
         let tool_choice = match self.tool_choice {
-            Some(choice) => tool_choice_of(choice)?,
+            Some(choice) => tool_choice_of(&choice, true)?,
             None => None,
         };
         let mut messages = Vec::with_capacity(self.messages.len());

@@ -40,8 +40,7 @@ use crate::error::ApiError;
 use crate::error::into_event;
 use crate::pipeline::Answer;
 use crate::types::{
-    Event, FinishReason, Image, InferenceRequest, JsonSchemaFormat, Message, Params, ResponseFormat, Role, Source, Tool, ToolCall,
-    ToolChoice, Usage,
+    Event, FinishReason, Image, InferenceRequest, JsonSchemaFormat, Message, Params, ResponseFormat, Role, Source, Tool, ToolCall, Usage,
 };
 use crate::unix_now;
 
@@ -122,44 +121,14 @@ fn tools_of(tools: Vec<Value>) -> Result<Vec<Tool>, ApiError> {
         .map(|(i, t)| {
             let field = format!("tools[{i}]");
             match t.get("type").and_then(Value::as_str) {
-                Some("function") => {}
-                other => {
-                    return Err(ApiError::invalid_field(
-                        field,
-                        format!("tool type `{}` is not supported; send function tools", other.unwrap_or("?")),
-                    ));
-                }
+                Some("function") => super::tool_from(&t, field, "parameters"),
+                other => Err(ApiError::invalid_field(
+                    field,
+                    format!("tool type `{}` is not supported; send function tools", other.unwrap_or("?")),
+                )),
             }
-            let name = t
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| ApiError::invalid_field(field.clone(), "a function tool needs `name`"))?;
-            Ok(Tool {
-                name: name.to_owned(),
-                description: t.get("description").and_then(Value::as_str).map(str::to_owned),
-                parameters: t.get("parameters").filter(|p| !p.is_null()).cloned(),
-            })
         })
         .collect()
-}
-
-/// `tool_choice`: `"none" | "auto" | "required" | {"type": "function", "name"}`.
-fn tool_choice_of(choice: &Value) -> Result<Option<ToolChoice>, ApiError> {
-    let bad =
-        || ApiError::invalid_field("tool_choice", "tool_choice must be none, auto, required or {\"type\": \"function\", \"name\": ...}");
-    Ok(Some(match choice {
-        Value::Null => return Ok(None),
-        Value::String(s) => match s.as_str() {
-            "none" => ToolChoice::None,
-            "auto" => ToolChoice::Auto,
-            "required" => ToolChoice::Required,
-            _ => return Err(bad()),
-        },
-        Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("function") => {
-            ToolChoice::Tool { name: o.get("name").and_then(Value::as_str).ok_or_else(bad)?.to_owned() }
-        }
-        _ => return Err(bad()),
-    }))
 }
 
 /// The text and images of a message item's content, or a call's output (`images`: `None`
@@ -272,7 +241,7 @@ impl ResponsesRequest {
         self.refuse_what_needs_state_or_would_be_dropped()?;
         let tools = tools_of(self.tools.unwrap_or_default())?;
         let tool_choice = match &self.tool_choice {
-            Some(choice) => tool_choice_of(choice)?,
+            Some(choice) => super::openai::tool_choice_of(choice, false)?,
             None => None,
         };
         let mut messages = Vec::new();
@@ -471,26 +440,29 @@ impl OutputItems {
         if index == 0 { format!("msg_{}", self.simple_id) } else { format!("msg_{}_{index}", self.simple_id) }
     }
 
+    /// Opens a message item (its `added` events) unless one is open; its index and id.
+    fn open_message(&mut self, out: &mut Vec<Frame>) -> (u32, String) {
+        if let Some((index, id)) = &self.message {
+            return (*index, id.clone());
+        }
+        let index = self.next_index;
+        self.next_index += 1;
+        let id = self.message_id(index);
+        out.push(("response.output_item.added", json!({"output_index": index, "item": message_item(&id, "in_progress", None)})));
+        out.push((
+            "response.content_part.added",
+            json!({
+                "item_id": id, "output_index": index, "content_index": 0,
+                "part": {"type": "output_text", "text": "", "annotations": []},
+            }),
+        ));
+        self.message = Some((index, id.clone()));
+        (index, id)
+    }
+
     fn text(&mut self, delta: String) -> Vec<Frame> {
         let mut out = self.close_call();
-        let (index, id) = match &self.message {
-            Some((index, id)) => (*index, id.clone()),
-            None => {
-                let index = self.next_index;
-                self.next_index += 1;
-                let id = self.message_id(index);
-                out.push(("response.output_item.added", json!({"output_index": index, "item": message_item(&id, "in_progress", None)})));
-                out.push((
-                    "response.content_part.added",
-                    json!({
-                        "item_id": id, "output_index": index, "content_index": 0,
-                        "part": {"type": "output_text", "text": "", "annotations": []},
-                    }),
-                ));
-                self.message = Some((index, id.clone()));
-                (index, id)
-            }
-        };
+        let (index, id) = self.open_message(&mut out);
         self.text.push_str(&delta);
         out.push((
             "response.output_text.delta",
@@ -550,10 +522,10 @@ impl OutputItems {
     /// Closes what is open; an answer with neither text nor calls still has its (empty)
     /// message item.
     fn finish(&mut self) -> Vec<Frame> {
-        let mut out =
-            if self.done.is_empty() && self.message.is_none() && self.call.is_none() { self.text(String::new()) } else { Vec::new() };
-        // The empty delta is not news to the client.
-        out.retain(|(kind, _)| *kind != "response.output_text.delta");
+        let mut out = Vec::new();
+        if self.done.is_empty() && self.call.is_none() {
+            self.open_message(&mut out);
+        }
         out.extend(self.close_message());
         out.extend(self.close_call());
         out

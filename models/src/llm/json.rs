@@ -30,7 +30,7 @@ enum Mode {
     Str { key: bool },
     /// After a backslash in a string.
     Escape { key: bool },
-    /// Inside `\uXXXX`, with this many hex digits still to come.
+    /// Inside a `\u` escape, with this many of its four hex digits still to come.
     Unicode { key: bool, left: u8 },
     /// Inside a number.
     Number(Num),
