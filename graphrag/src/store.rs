@@ -76,6 +76,9 @@ pub struct Contents {
     pub generation: u64,
 }
 
+/// How long opening waits for a lock that a store just dropped in this process still holds.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Debug)]
 pub struct Store {
     db: sled::Db,
@@ -90,14 +93,25 @@ impl Store {
         // sled's flusher thread kept the file lock for up to its 500 ms period after the store was
         // dropped, so reopening a knowledge base in the same process could fail as "locked".
         let config = sled::Config::new().path(path).mode(sled::Mode::LowSpace).cache_capacity(CACHE_BYTES).flush_every_ms(None);
-        let db = config.open().map_err(|e| match e {
-            // sled reports a held file lock as an I/O error mentioning the lock.
-            sled::Error::Io(io) if io.to_string().to_lowercase().contains("lock") || io.kind() == std::io::ErrorKind::WouldBlock => {
-                EngineError::Locked { path: path.to_path_buf() }
+        // sled reports a held file lock as an I/O error mentioning the lock.
+        let locked = |e: &sled::Error| matches!(e, sled::Error::Io(io) if io.to_string().to_lowercase().contains("lock") || io.kind() == std::io::ErrorKind::WouldBlock);
+        // A store dropped in this process lets go of its lock only once sled's I/O pool has
+        // finished the last buffer writes it queued (moments later), so reopening right after a
+        // drop waits for that; a lock another process holds is reported after the wait.
+        let started = std::time::Instant::now();
+        loop {
+            match config.open() {
+                Ok(db) => return Ok(Self { db }),
+                Err(e) if locked(&e) && started.elapsed() < LOCK_WAIT => {
+                    // Opening is blocking by nature (sled reads the store from disk) and happens at
+                    // start-up or in a CLI command, never on a serving worker.
+                    #[allow(clippy::disallowed_methods)]
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) if locked(&e) => return Err(EngineError::Locked { path: path.to_path_buf() }),
+                Err(e) => return Err(EngineError::from(e)),
             }
-            other => EngineError::from(other),
-        })?;
-        Ok(Self { db })
+        }
     }
 
     pub fn generation(&self) -> Result<u64> {
