@@ -101,7 +101,7 @@ async fn run(args: &Args) -> serde_json::Value {
         let (name, value) = h.split_once(':').unwrap_or_else(|| panic!("--header `{h}` is not `Name: value`"));
         headers.insert(HeaderName::from_bytes(name.trim().as_bytes()).unwrap(), HeaderValue::from_str(value.trim()).unwrap());
     }
-    let client = reqwest::Client::builder()
+    let client = uag_gateway::crypto::http_client_builder()
         .http1_only()
         .default_headers(headers)
         .pool_max_idle_per_host(args.connections)

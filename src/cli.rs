@@ -153,7 +153,7 @@ fn healthcheck(base: &str) -> Result<(), CliError> {
     let url = format!("{}/readyz", base.trim_end_matches('/'));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let status = runtime.block_on(async {
-        let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(3)).build()?;
+        let client = uag_gateway::crypto::http_client_builder().timeout(std::time::Duration::from_secs(3)).build()?;
         client.get(&url).send().await.map(|r| r.status())
     });
     match status {

@@ -447,7 +447,7 @@ fn upload(server: &str, args: &IngestArgs) -> Result<(), CliError> {
     let base = server.trim_end_matches('/').to_owned();
     let walk = uag_graphrag::engine::walk(&args.paths);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let client = reqwest::Client::builder()
+    let client = uag_gateway::crypto::http_client_builder()
         .timeout(std::time::Duration::from_secs(300))
         .build()
         .map_err(|e| CliError::Startup(format!("cannot build an HTTP client: {e}")))?;

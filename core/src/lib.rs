@@ -24,11 +24,13 @@
 //! - [`pipeline`]: the one inference path, `Pipeline::answer`
 //! - [`metrics`]: the Prometheus registry behind `GET /metrics`
 //! - [`memo`]: recent results by key with deadlines (policy decisions, verified JWTs)
+//! - [`crypto`]: the process's one TLS crypto provider (ring) and the HTTP client builder
 
 pub mod cache;
 pub mod circuit;
 pub mod codec;
 pub mod config;
+pub mod crypto;
 pub mod error;
 pub mod memo;
 pub mod metrics;

@@ -448,6 +448,7 @@ pub struct AuthSetupError {
 impl Authenticator {
     /// Reads the keys `config` names; `client` fetches `jwks_url`.
     pub fn from_config(config: &AuthConfig, client: reqwest::Client) -> Result<Self, AuthSetupError> {
+        crate::jwt_ring::install();
         let jwt = match &config.jwt {
             None => None,
             Some(j) => {
@@ -757,7 +758,7 @@ mod tests {
         let toml = format!("[[api_keys]]\nname = \"admin\"\nkey_file = \"{}\"\ngenerate = true\nroles = [\"admin\"]\n", path.display());
         let config: AuthConfig = toml::from_str(&toml).unwrap();
         config.validate().unwrap();
-        let first = Authenticator::from_config(&config, reqwest::Client::new()).unwrap();
+        let first = Authenticator::from_config(&config, crate::crypto::http_client_builder().build().unwrap()).unwrap();
         let key = std::fs::read_to_string(&path).unwrap().trim().to_owned();
         assert!(key.starts_with("uag_") && key.len() > 40, "{key}");
         #[cfg(unix)]
@@ -769,14 +770,15 @@ mod tests {
         assert_eq!(first.match_api_key(&key).map(|i| i.subject), Some("admin".to_owned()));
         assert!(first.match_api_key("uag_not-the-key-at-all-0000000000").is_none());
         // A restart reads the same key: nothing is regenerated.
-        let second = Authenticator::from_config(&config, reqwest::Client::new()).unwrap();
+        let second = Authenticator::from_config(&config, crate::crypto::http_client_builder().build().unwrap()).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), key);
         assert!(second.match_api_key(&key).is_some());
         assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1, "no temporary file is left");
 
         // Without `generate`, a missing file stops start-up and says what to do.
         let toml = format!("[[api_keys]]\nname = \"ci\"\nkey_file = \"{}\"\n", dir.path().join("nope.key").display());
-        let err = Authenticator::from_config(&toml::from_str(&toml).unwrap(), reqwest::Client::new()).unwrap_err();
+        let err =
+            Authenticator::from_config(&toml::from_str(&toml).unwrap(), crate::crypto::http_client_builder().build().unwrap()).unwrap_err();
         assert_eq!(err.key, "auth.api_keys[0].key_file");
         assert!(err.message.contains("generate = true"), "{}", err.message);
 
@@ -797,7 +799,7 @@ mod tests {
         let path = dir.path().join("jwt-secret");
         std::fs::write(&path, secret).unwrap();
         let config: AuthConfig = toml::from_str(&format!("[jwt]\nhs256_secret = \"file::{}\"\n", path.display())).unwrap();
-        let auth = Authenticator::from_config(&config, reqwest::Client::new()).unwrap();
+        let auth = Authenticator::from_config(&config, crate::crypto::http_client_builder().build().unwrap()).unwrap();
         let jwt = auth.jwt.as_ref().unwrap();
         let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
         let sign = |claims: serde_json::Value| jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap();

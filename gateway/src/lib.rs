@@ -10,7 +10,8 @@
 //! - [`config`]: `uag.toml` composed from uag-core's sections and the server's own, environment
 //!   overrides, validation
 //! - [`error`]: the one table from error categories to HTTP statuses and OpenAI-shaped bodies
-//! - [`auth`]: API keys, JWTs (HS256/RS256/ES256, JWKS) and client certificates
+//! - [`auth`]: API keys, JWTs (HS256/RS256/ES256, JWKS) and client certificates; [`jwt_ring`]:
+//!   the JWT signatures on ring, the one crypto library of the binary
 //! - [`http`]: the state built once, the layer stack, the routes
 //! - [`telemetry`]: logging set-up (text or JSON)
 //! - [`tls`]: HTTPS termination with certificate reload and client certificates
@@ -28,12 +29,13 @@ pub mod device;
 pub mod embedder;
 pub mod error;
 pub mod http;
+pub mod jwt_ring;
 mod listener;
 pub mod telemetry;
 pub mod tls;
 pub mod wyoming;
 
-pub use uag_core::{cache, circuit, codec, memo, metrics, pipeline, policy, provider, ratelimit, registry, routing, types};
+pub use uag_core::{cache, circuit, codec, crypto, memo, metrics, pipeline, policy, provider, ratelimit, registry, routing, types};
 
 pub use uag_voice as voice;
 

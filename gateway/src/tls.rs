@@ -104,7 +104,7 @@ pub fn build_server_config(config: &TlsConfig) -> Result<Arc<ServerConfig>, TlsE
     let key_pem = read(&config.key)?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|e| TlsError::Invalid { path: config.key.clone(), message: format!("no usable private key ({e})") })?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?;

@@ -56,6 +56,8 @@ struct Keys {
 fn keys() -> &'static Keys {
     static KEYS: OnceLock<Keys> = OnceLock::new();
     KEYS.get_or_init(|| {
+        // Jwk::from_encoding_key below takes the key apart through the provider.
+        uag_gateway::jwt_ring::install();
         let dir = tempfile::tempdir().unwrap();
         let rsa = key_pair(dir.path(), "rsa", &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"]);
         let ec = key_pair(dir.path(), "ec", &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]);
@@ -125,7 +127,7 @@ fn sign_with(header: Header, claims: &Value) -> String {
         Algorithm::EdDSA => EncodingKey::from_ed_pem(&k.ed.private_pem).unwrap(),
         other => panic!("no test key for {other:?}"),
     };
-    jsonwebtoken::encode(&header, claims, &key).unwrap()
+    common::jwt(&header, claims, &key).unwrap()
 }
 
 fn b64(value: &Value) -> String {
@@ -195,8 +197,7 @@ async fn bad_tokens_are_401_with_the_json_error_shape() {
     let bad_signature = format!("{head}.{payload}.{}", String::from_utf8(flipped).unwrap());
     let alg_none = format!("{}.{}.", b64(&json!({"alg": "none", "typ": "JWT"})), b64(&claims("mallory")));
     // The classic confusion attack: HMAC with the server's RSA public key as the secret.
-    let confused =
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims("mallory"), &EncodingKey::from_secret(&k.rsa.public_pem)).unwrap();
+    let confused = common::jwt(&Header::new(Algorithm::HS256), &claims("mallory"), &EncodingKey::from_secret(&k.rsa.public_pem)).unwrap();
     let mut unknown_kid = Header::new(Algorithm::RS256);
     unknown_kid.kid = Some("no-such-key".into());
     let oversized = format!("{head}.{}.{signature}", "A".repeat(64 * 1024));

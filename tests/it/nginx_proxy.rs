@@ -117,7 +117,7 @@ async fn start_nginx(upstream: std::net::SocketAddr) -> Nginx {
 
 fn tls_client(cert: &Path) -> reqwest::Client {
     let pem = std::fs::read(cert).unwrap();
-    reqwest::Client::builder()
+    uag_gateway::crypto::http_client_builder()
         .tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()])
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(20))
@@ -178,7 +178,7 @@ async fn prod_nginx_config_proxies_http_sse_and_websocket() {
     for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
         roots.add(cert.unwrap()).unwrap();
     }
-    let tls = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let tls = common::rustls_client().with_root_certificates(roots).with_no_client_auth();
     let tls = Arc::new(tls);
     let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(
         format!("wss://localhost:{}/v1/inference/stream", nginx.https),

@@ -74,7 +74,7 @@ const DATA_OPENAI: &str = r#"{"roles": {
 fn token(sub: &str, roles: &[&str]) -> String {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
     let claims = json!({"sub": sub, "iss": "https://idp.test", "aud": "uag", "exp": now + 600, "roles": roles});
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+    common::jwt(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
 }
 
 /// Writes the secret, the policy and its data under `dir`; the `[auth]` + `[policy]` config.

@@ -193,7 +193,7 @@ async fn callers_of_one_name_but_different_methods_have_their_own_budgets() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::with_mock(&mock, &toml).await;
     let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
-    let jwt = jsonwebtoken::encode(
+    let jwt = common::jwt(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &json!({"sub": "alice", "iss": "idp", "aud": "uag", "exp": exp}),
         &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),

@@ -22,7 +22,7 @@ const WRONG_KEY: &str = "uag-wrong-key-do-not-log-42b8e1";
 fn jwt(secret: &str, exp_offset: i64) -> String {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
     let claims = json!({"sub": "ada", "iss": "https://idp.test", "aud": "uag", "exp": now + exp_offset, "iat": now});
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+    common::jwt(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

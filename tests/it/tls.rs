@@ -94,7 +94,7 @@ fn tls_config(dir: &Path, client_ca: Option<&str>) -> String {
 fn client_config(dir: &Path, client: Option<&str>) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from_pem_file(dir.join("ca.pem")).unwrap()).unwrap();
-    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let builder = common::rustls_client().with_root_certificates(roots);
     match client {
         None => builder.with_no_client_auth(),
         Some(name) => {
@@ -129,7 +129,7 @@ async fn handshake(
 }
 
 fn https_client(dir: &Path, client: Option<&str>) -> reqwest::Client {
-    let mut builder = reqwest::Client::builder()
+    let mut builder = uag_gateway::crypto::http_client_builder()
         .tls_certs_only([reqwest::Certificate::from_pem(&std::fs::read(dir.join("ca.pem")).unwrap()).unwrap()])
         .timeout(Duration::from_secs(10));
     if let Some(name) = client {

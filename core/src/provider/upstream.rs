@@ -18,7 +18,7 @@ const MAX_DETAIL_CHARS: usize = 500;
 
 /// The HTTP client every remote provider shares: one connection pool, rustls, no proxy lookups.
 pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
+    crate::crypto::http_client_builder()
         .connect_timeout(Duration::from_secs(5))
         .pool_idle_timeout(Duration::from_secs(60))
         .tcp_nodelay(true)

@@ -231,7 +231,24 @@ pub async fn run_sdk_script(script: &str, args: &[&str]) -> String {
 
 pub fn client() -> reqwest::Client {
     // Generous: local inference on a busy 2-core CI machine can take many seconds.
-    reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
+    uag_gateway::crypto::http_client_builder().timeout(Duration::from_secs(60)).build().unwrap()
+}
+
+/// Signs a test token through the gateway's own JWT provider (ring), installed first: the
+/// binary links no other, and jsonwebtoken fixes its provider at first use.
+pub fn jwt<T: serde::Serialize>(
+    header: &jsonwebtoken::Header,
+    claims: &T,
+    key: &jsonwebtoken::EncodingKey,
+) -> jsonwebtoken::errors::Result<String> {
+    uag_gateway::jwt_ring::install();
+    jsonwebtoken::encode(header, claims, key)
+}
+
+/// A rustls client config builder on the process's provider (ring), installed first.
+pub fn rustls_client() -> rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier> {
+    uag_gateway::crypto::install_crypto_provider();
+    rustls::ClientConfig::builder()
 }
 
 /// Parses an SSE body into (event name, data) pairs.
