@@ -361,7 +361,8 @@ impl Engine {
         let mut batch = self.begin();
         let doc = batch.docs.get(id).cloned().ok_or_else(|| EngineError::NotFound(id.to_owned()))?;
         let generation = self.store.delete(&doc)?;
-        self.index.stage_delete(&doc.id);
+        // The store is ahead now; should this fail, start-up rebuilds the index from it.
+        self.index.stage_delete(&doc.id)?;
         for c in &doc.chunk_ids {
             batch.chunks.remove(c);
         }
@@ -590,7 +591,7 @@ impl IngestBatch<'_> {
         let generation = self.engine.store.put(&doc, &records, &graph, previous.as_ref())?;
         if let Some(old) = previous.as_ref().filter(|p| p.id != id) {
             tracing::info!(old = %old.id, new = %id, source = %old.source, "document re-keyed by collection");
-            self.engine.index.stage_delete(&old.id);
+            self.engine.index.stage_delete(&old.id)?;
             self.docs.remove(&old.id);
         }
         self.engine.index.stage_document(&doc, &records)?;

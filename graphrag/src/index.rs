@@ -34,7 +34,10 @@ struct ChunkFields {
 pub struct ChunkIndex {
     index: Index,
     reader: IndexReader,
-    writer: Mutex<IndexWriter>,
+    /// Started with the first change, not at open: a kiosk that only answers never runs
+    /// tantivy's indexing, segment-updater and merge threads, nor pages in their code (idle
+    /// memory, issue 19). Once started it stays for the next ingest.
+    writer: Mutex<Option<IndexWriter>>,
     fields: ChunkFields,
     parser: QueryParser,
 }
@@ -65,18 +68,12 @@ impl ChunkIndex {
         };
         let dir = MmapDirectory::open(path).map_err(|e| EngineError::Index(e.to_string()))?;
         let index = Index::open_or_create(dir, schema.build())?;
-        // One indexing thread and one merge thread (tantivy starts four merge threads by
-        // default): merges are rare on an appliance's knowledge base, and every idle thread is
-        // memory a Pi keeps for nothing.
-        let options =
-            IndexWriterOptions::builder().memory_budget_per_thread(WRITER_HEAP).num_worker_threads(1).num_merge_threads(1).build();
-        let writer = index.writer_with_options(options)?;
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
         let mut parser = QueryParser::for_index(&index, vec![fields.title, fields.headings, fields.text, fields.source]);
         parser.set_field_boost(fields.headings, 2.0);
         parser.set_field_boost(fields.title, 1.5);
         parser.set_field_boost(fields.source, 0.5);
-        Ok(Self { index, reader, writer: Mutex::new(writer), fields, parser })
+        Ok(Self { index, reader, writer: Mutex::new(None), fields, parser })
     }
 
     /// Reads what start-up relies on: the commit payload and every file's checksum (tantivy
@@ -96,8 +93,21 @@ impl ChunkIndex {
         Ok(self.index.load_metas()?.payload.and_then(|p| p.parse().ok()).unwrap_or(0))
     }
 
-    fn writer(&self) -> std::sync::MutexGuard<'_, IndexWriter> {
-        self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Runs `change` with the index writer, started on first use.
+    fn with_writer<T>(&self, change: impl FnOnce(&mut IndexWriter) -> Result<T>) -> Result<T> {
+        let mut slot = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let writer = match &mut *slot {
+            Some(writer) => writer,
+            empty @ None => {
+                // One indexing thread and one merge thread (tantivy starts four merge threads
+                // by default): merges are rare on an appliance's knowledge base, and every idle
+                // thread is memory a Pi keeps for nothing.
+                let options =
+                    IndexWriterOptions::builder().memory_budget_per_thread(WRITER_HEAP).num_worker_threads(1).num_merge_threads(1).build();
+                empty.insert(self.index.writer_with_options(options)?)
+            }
+        };
+        change(writer)
     }
 
     fn add(&self, writer: &IndexWriter, doc: &DocRecord, chunk: &ChunkRecord) -> Result<()> {
@@ -115,38 +125,43 @@ impl ChunkIndex {
 
     /// Stages the replacement of a document's chunks; visible after [`ChunkIndex::commit`].
     pub fn stage_document(&self, doc: &DocRecord, chunks: &[ChunkRecord]) -> Result<()> {
-        let writer = self.writer();
-        writer.delete_term(Term::from_field_text(self.fields.doc_id, &doc.id));
-        for chunk in chunks {
-            self.add(&writer, doc, chunk)?;
-        }
-        Ok(())
+        self.with_writer(|writer| {
+            writer.delete_term(Term::from_field_text(self.fields.doc_id, &doc.id));
+            for chunk in chunks {
+                self.add(writer, doc, chunk)?;
+            }
+            Ok(())
+        })
     }
 
-    pub fn stage_delete(&self, doc_id: &str) {
-        self.writer().delete_term(Term::from_field_text(self.fields.doc_id, doc_id));
+    pub fn stage_delete(&self, doc_id: &str) -> Result<()> {
+        self.with_writer(|writer| {
+            writer.delete_term(Term::from_field_text(self.fields.doc_id, doc_id));
+            Ok(())
+        })
     }
 
     /// Commits staged changes as reflecting store `generation`.
     pub fn commit(&self, generation: u64) -> Result<()> {
-        let mut writer = self.writer();
-        let mut prepared = writer.prepare_commit()?;
-        prepared.set_payload(&generation.to_string());
-        prepared.commit()?;
-        drop(writer);
+        self.with_writer(|writer| {
+            let mut prepared = writer.prepare_commit()?;
+            prepared.set_payload(&generation.to_string());
+            prepared.commit()?;
+            Ok(())
+        })?;
         self.reader.reload()?;
         Ok(())
     }
 
     /// Replaces the whole index with `chunks` (start-up found it behind the store).
     pub fn rebuild<'a>(&self, items: impl Iterator<Item = (&'a DocRecord, &'a ChunkRecord)>, generation: u64) -> Result<()> {
-        {
-            let writer = self.writer();
+        self.with_writer(|writer| {
             writer.delete_all_documents()?;
             for (doc, chunk) in items {
-                self.add(&writer, doc, chunk)?;
+                self.add(writer, doc, chunk)?;
             }
-        }
+            Ok(())
+        })?;
         self.commit(generation)
     }
 
@@ -233,5 +248,54 @@ impl EntityIndex {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writer_started(index: &ChunkIndex) -> bool {
+        index.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_some()
+    }
+
+    #[test]
+    fn the_writer_starts_with_the_first_change_and_a_reopened_index_answers_without_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let doc = DocRecord {
+            id: "d1".into(),
+            source: "greenhouse.md".into(),
+            title: "Greenhouse".into(),
+            content_hash: String::new(),
+            collection: "default".into(),
+            chunk_ids: vec![7],
+            bytes: 0,
+            ingested_at: 0,
+        };
+        let chunk = ChunkRecord {
+            id: 7,
+            doc_id: "d1".into(),
+            ordinal: 0,
+            section: vec!["Roof".into()],
+            text: "The roof fence opens at dawn.".into(),
+            code_terms: vec![],
+        };
+        {
+            let index = ChunkIndex::open(dir.path()).unwrap();
+            assert!(!writer_started(&index), "opening the index started its writer");
+            assert!(index.search("roof fence", 5, None).unwrap().is_empty());
+            assert!(!writer_started(&index), "a search started the writer");
+            index.stage_document(&doc, std::slice::from_ref(&chunk)).unwrap();
+            assert!(writer_started(&index));
+            index.commit(1).unwrap();
+        }
+        // The first index (and its writer's lock) is gone; the reopened one reads without one.
+        let index = ChunkIndex::open(dir.path()).unwrap();
+        assert_eq!(index.generation().unwrap(), 1);
+        assert_eq!(index.search("roof fence", 5, None).unwrap().first().map(|(id, _)| *id), Some(7));
+        assert!(!writer_started(&index));
+        index.stage_delete("d1").unwrap();
+        index.commit(2).unwrap();
+        assert!(index.search("roof fence", 5, None).unwrap().is_empty());
     }
 }

@@ -236,7 +236,11 @@ impl KnowledgeGraph {
             kg.entities.iter().enumerate().flat_map(|(i, e)| {
                 std::iter::once((i as u32, e.name.as_str())).chain(e.aliases.iter().map(move |a| (i as u32, a.as_str())))
             });
-        kg.entity_index = EntityIndex::build(names).ok();
+        // An empty graph needs no name index (and an empty knowledge base's start-up then runs
+        // no tantivy writer at all).
+        if !kg.entities.is_empty() {
+            kg.entity_index = EntityIndex::build(names).ok();
+        }
         Ok(kg)
     }
 
