@@ -41,7 +41,14 @@ export AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar
 export BINDGEN_EXTRA_CLANG_ARGS_aarch64_unknown_linux_gnu="--sysroot=/usr/aarch64-linux-gnu"
 
 start=$SECONDS
-cargo build --locked --target "$TARGET" --profile "$profile" --bin uag
+if [ "$profile" = dist ]; then
+  # The release artifact: linked by lld with its start-up code laid out together
+  # (scripts/startup-order.sh); `cargo rustc` passes the flags to the final link only.
+  # shellcheck disable=SC2046 # the flags are words
+  cargo rustc --locked --target "$TARGET" --profile "$profile" --bin uag -- $(scripts/startup-order.sh --link-args aarch64)
+else
+  cargo build --locked --target "$TARGET" --profile "$profile" --bin uag
+fi
 dir=$([ "$profile" = dev ] && echo debug || echo "$profile")
 bin="target/$TARGET/$dir/uag"
 echo "cross-build: $bin ($(du -h "$bin" | cut -f1), cpu $cpu) in $((SECONDS - start))s"

@@ -41,6 +41,9 @@ version="$(cargo metadata --format-version 1 --no-deps --locked | python3 -c 'im
 if [ "$build" = 1 ]; then
   if [ "$arch" = aarch64 ]; then
     scripts/cross-build.sh --profile "$profile"
+  elif [ "$profile" = dist ]; then
+    # shellcheck disable=SC2046 # the flags are words (scripts/startup-order.sh)
+    cargo rustc --locked --target "$target" --profile "$profile" --bin uag -- $(scripts/startup-order.sh --link-args "$arch")
   else
     cargo build --locked --target "$target" --profile "$profile" --bin uag
   fi
@@ -52,6 +55,18 @@ name="uag-$version-$arch-linux-gnu"
 stage="dist/$name"
 rm -rf "$stage" && mkdir -p "$stage"
 install -D -m 0755 "$bin" "$stage/usr/bin/uag"
+# The dist build keeps its symbols (they name the start-up order); the packed copy has none.
+strip_tool=strip
+[ "$arch" = aarch64 ] && strip_tool=aarch64-linux-gnu-strip
+"$strip_tool" "$stage/usr/bin/uag"
+if [ "$profile" = dist ] && [ -s "cross/startup-order/$arch.txt" ]; then
+  listed=$(wc -l <"cross/startup-order/$arch.txt")
+  found=$(nm --defined-only "$bin" | awk 'NR == FNR { want[$1] = 1; next } ($3 in want) { n++ } END { print n + 0 }' "cross/startup-order/$arch.txt" -)
+  echo "release: start-up order: $found of $listed functions of cross/startup-order/$arch.txt are in this build"
+  if [ $((found * 10)) -lt $((listed * 9)) ]; then
+    echo "release: the start-up order is stale (a toolchain or dependency update renames functions); idle memory grows until it is regenerated: scripts/startup-order.sh --arch $arch" >&2
+  fi
+fi
 install -D -m 0640 deploy/uag.toml "$stage/etc/uag/uag.toml"
 install -D -m 0640 deploy/policy/uag.rego "$stage/etc/uag/policy/uag.rego"
 install -D -m 0640 deploy/policy/policy-data.json "$stage/etc/uag/policy/policy-data.json"
