@@ -1,7 +1,7 @@
 //! One crypto library for every TLS connection uag makes or accepts: ring.
 //!
 //! reqwest is built without a crypto provider of its own (`rustls-no-provider`), so that the
-//! binary links ring alone instead of ring and aws-lc-rs side by side (about 0.3 MB of an
+//! binary links ring alone instead of ring and aws-lc-rs side by side (576 KiB of an
 //! aarch64 binary that must fit 20 MiB). A reqwest client then takes rustls's process default,
 //! which [`install_crypto_provider`] sets; [`http_client_builder`] does that first, so every
 //! client in uag is built through it.

@@ -32,7 +32,7 @@ BUILD_DIR = "${@['dist', 'debug'][d.getVar('DEBUG_BUILD') == '1']}"
 # `[profile.dist]` keeps the symbols (scripts/release.sh strips its copy); do_package strips
 # this one and puts them in uag-dbg. The start-up code layout of release.sh's build
 # (scripts/startup-order.sh) needs rustup's lld and is not applied here: an image's idle memory
-# is then about 7 MiB higher (docs/BENCHMARKS.md, "Start-up code laid out together").
+# is then about 6-7 MiB higher (docs/BENCHMARKS.md, "Start-up code laid out together").
 # Cortex-A76 (Pi 5) / Cortex-A78AE (Orin) tuning comes from the machine's TUNE_FEATURES.
 
 SYSTEMD_SERVICE:${PN} = "uag.service"
