@@ -15,8 +15,8 @@
 # dependency update (release.sh prints how much of it a build still matched). The linker skips a
 # name that no longer exists; nothing breaks, the layout only loses its effect.
 #
-# Regenerating builds the dist binary as release.sh does (with its symbols: release.sh strips the
-# copy it packs), runs `uag serve` on an empty knowledge base under qemu-user with `-d in_asm`
+# Regenerating builds the dist binary with release.sh (it keeps its symbols; release.sh strips
+# only the copy it packs), runs `uag serve` on an empty knowledge base under qemu-user with `-d in_asm`
 # (qemu logs each block of code the first time it runs, with its function's symbol) until
 # /readyz, /healthz and /metrics have answered, and writes the functions in the order they
 # first ran. About 5-10 minutes, most of it the build.
@@ -53,14 +53,9 @@ link_args() {
 
 generate() {
   local arch="$1"
-  local target="$arch-unknown-linux-gnu"
-  if [ "$arch" = aarch64 ]; then
-    scripts/cross-build.sh --profile dist
-  else
-    # shellcheck disable=SC2046 # the flags are words
-    cargo rustc --locked --target "$target" --profile dist --bin uag -- $(link_args "$arch")
-  fi
-  local bin="target/$target/dist/uag"
+  # The very build release.sh packs (its tarball is a by-product).
+  scripts/release.sh --arch "$arch"
+  local bin="target/$arch-unknown-linux-gnu/dist/uag"
   local qemu=(qemu-x86_64)
   [ "$arch" = aarch64 ] && qemu=(qemu-aarch64 -L /usr/aarch64-linux-gnu)
   command -v "${qemu[0]}" >/dev/null || { echo "startup-order.sh: ${qemu[0]} is missing (scripts/setup.sh --cross installs qemu-user)" >&2; exit 1; }

@@ -43,44 +43,44 @@ fn hmac_of(alg: Algorithm) -> Option<hmac::Algorithm> {
     }
 }
 
-fn rsa_encoding_of(alg: Algorithm) -> Option<&'static dyn sig::RsaEncoding> {
+/// An RSA algorithm as ring signs (padding and hash) and verifies (the same, key sizes 2048-8192).
+fn rsa_of(alg: Algorithm) -> Option<(&'static dyn sig::RsaEncoding, &'static sig::RsaParameters)> {
     Some(match alg {
-        Algorithm::RS256 => &sig::RSA_PKCS1_SHA256,
-        Algorithm::RS384 => &sig::RSA_PKCS1_SHA384,
-        Algorithm::RS512 => &sig::RSA_PKCS1_SHA512,
-        Algorithm::PS256 => &sig::RSA_PSS_SHA256,
-        Algorithm::PS384 => &sig::RSA_PSS_SHA384,
-        Algorithm::PS512 => &sig::RSA_PSS_SHA512,
+        Algorithm::RS256 => (&sig::RSA_PKCS1_SHA256, &sig::RSA_PKCS1_2048_8192_SHA256),
+        Algorithm::RS384 => (&sig::RSA_PKCS1_SHA384, &sig::RSA_PKCS1_2048_8192_SHA384),
+        Algorithm::RS512 => (&sig::RSA_PKCS1_SHA512, &sig::RSA_PKCS1_2048_8192_SHA512),
+        Algorithm::PS256 => (&sig::RSA_PSS_SHA256, &sig::RSA_PSS_2048_8192_SHA256),
+        Algorithm::PS384 => (&sig::RSA_PSS_SHA384, &sig::RSA_PSS_2048_8192_SHA384),
+        Algorithm::PS512 => (&sig::RSA_PSS_SHA512, &sig::RSA_PSS_2048_8192_SHA512),
         _ => return None,
     })
 }
 
-fn rsa_parameters_of(alg: Algorithm) -> Option<&'static sig::RsaParameters> {
+/// An ECDSA algorithm: ring's signing and verification algorithms, its curve, and the length
+/// of one coordinate of a public point.
+struct Ecdsa {
+    signing: &'static sig::EcdsaSigningAlgorithm,
+    verification: &'static sig::EcdsaVerificationAlgorithm,
+    curve: EllipticCurve,
+    coordinate_len: usize,
+}
+
+fn ecdsa_of(alg: Algorithm) -> Option<Ecdsa> {
     Some(match alg {
-        Algorithm::RS256 => &sig::RSA_PKCS1_2048_8192_SHA256,
-        Algorithm::RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
-        Algorithm::RS512 => &sig::RSA_PKCS1_2048_8192_SHA512,
-        Algorithm::PS256 => &sig::RSA_PSS_2048_8192_SHA256,
-        Algorithm::PS384 => &sig::RSA_PSS_2048_8192_SHA384,
-        Algorithm::PS512 => &sig::RSA_PSS_2048_8192_SHA512,
+        Algorithm::ES256 => Ecdsa {
+            signing: &sig::ECDSA_P256_SHA256_FIXED_SIGNING,
+            verification: &sig::ECDSA_P256_SHA256_FIXED,
+            curve: EllipticCurve::P256,
+            coordinate_len: 32,
+        },
+        Algorithm::ES384 => Ecdsa {
+            signing: &sig::ECDSA_P384_SHA384_FIXED_SIGNING,
+            verification: &sig::ECDSA_P384_SHA384_FIXED,
+            curve: EllipticCurve::P384,
+            coordinate_len: 48,
+        },
         _ => return None,
     })
-}
-
-fn ecdsa_signing_of(alg: Algorithm) -> Option<&'static sig::EcdsaSigningAlgorithm> {
-    match alg {
-        Algorithm::ES256 => Some(&sig::ECDSA_P256_SHA256_FIXED_SIGNING),
-        Algorithm::ES384 => Some(&sig::ECDSA_P384_SHA384_FIXED_SIGNING),
-        _ => None,
-    }
-}
-
-fn ecdsa_verification_of(alg: Algorithm) -> Option<&'static sig::EcdsaVerificationAlgorithm> {
-    match alg {
-        Algorithm::ES256 => Some(&sig::ECDSA_P256_SHA256_FIXED),
-        Algorithm::ES384 => Some(&sig::ECDSA_P384_SHA384_FIXED),
-        _ => None,
-    }
 }
 
 /// A key of another family than the algorithm's is refused here, before any signature is
@@ -111,14 +111,14 @@ fn sign(alg: Algorithm, key: &[u8], msg: &[u8]) -> Result<Vec<u8>, ring::error::
     if let Some(h) = hmac_of(alg) {
         return Ok(hmac::sign(&hmac::Key::new(h, key), msg).as_ref().to_vec());
     }
-    if let Some(encoding) = rsa_encoding_of(alg) {
+    if let Some((encoding, _)) = rsa_of(alg) {
         let pair = sig::RsaKeyPair::from_der(key).map_err(|_| ring::error::Unspecified)?;
         let mut out = vec![0; pair.public().modulus_len()];
         pair.sign(encoding, &rng, msg, &mut out)?;
         return Ok(out);
     }
-    if let Some(signing) = ecdsa_signing_of(alg) {
-        let pair = sig::EcdsaKeyPair::from_pkcs8(signing, key, &rng).map_err(|_| ring::error::Unspecified)?;
+    if let Some(ecdsa) = ecdsa_of(alg) {
+        let pair = sig::EcdsaKeyPair::from_pkcs8(ecdsa.signing, key, &rng).map_err(|_| ring::error::Unspecified)?;
         return Ok(pair.sign(&rng, msg)?.as_ref().to_vec());
     }
     // EdDSA: PKCS#8 v1 files (what `openssl genpkey` writes) carry no public key.
@@ -149,7 +149,7 @@ impl JwtVerifier for Verifier {
 }
 
 fn verify(alg: Algorithm, key: &DecodingKey, msg: &[u8], signature: &[u8]) -> Result<(), ring::error::Unspecified> {
-    if let Some(params) = rsa_parameters_of(alg) {
+    if let Some((_, params)) = rsa_of(alg) {
         return match key.kind() {
             DecodingKeyKind::SecretOrDer(der) => sig::UnparsedPublicKey::new(params, der).verify(msg, signature),
             DecodingKeyKind::RsaModulusExponent { n, e } => sig::RsaPublicKeyComponents { n, e }.verify(params, msg, signature),
@@ -159,8 +159,8 @@ fn verify(alg: Algorithm, key: &DecodingKey, msg: &[u8], signature: &[u8]) -> Re
     if let Some(h) = hmac_of(alg) {
         return hmac::verify(&hmac::Key::new(h, bytes), msg, signature);
     }
-    if let Some(verification) = ecdsa_verification_of(alg) {
-        return sig::UnparsedPublicKey::new(verification, bytes).verify(msg, signature);
+    if let Some(ecdsa) = ecdsa_of(alg) {
+        return sig::UnparsedPublicKey::new(ecdsa.verification, bytes).verify(msg, signature);
     }
     sig::UnparsedPublicKey::new(&sig::ED25519, bytes).verify(msg, signature)
 }
@@ -211,11 +211,7 @@ fn der_element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
 }
 
 fn ec_components_from_private_key(der: &[u8], alg: Algorithm) -> Result<(EllipticCurve, Vec<u8>, Vec<u8>), Error> {
-    let (signing, curve, half) = match alg {
-        Algorithm::ES256 => (&sig::ECDSA_P256_SHA256_FIXED_SIGNING, EllipticCurve::P256, 32),
-        Algorithm::ES384 => (&sig::ECDSA_P384_SHA384_FIXED_SIGNING, EllipticCurve::P384, 48),
-        _ => return Err(ErrorKind::InvalidEcdsaKey.into()),
-    };
+    let Ecdsa { signing, curve, coordinate_len: half, .. } = ecdsa_of(alg).ok_or(ErrorKind::InvalidEcdsaKey)?;
     let pair = sig::EcdsaKeyPair::from_pkcs8(signing, der, &rand::SystemRandom::new()).map_err(|_| ErrorKind::InvalidEcdsaKey)?;
     // An uncompressed point: 0x04, then x and y.
     match pair.public_key().as_ref() {
@@ -274,7 +270,7 @@ mod tests {
     fn ecdsa_and_eddsa_keys_made_by_ring_sign_and_verify() {
         let rng = rand::SystemRandom::new();
         for alg in [Algorithm::ES256, Algorithm::ES384] {
-            let pkcs8 = sig::EcdsaKeyPair::generate_pkcs8(ecdsa_signing_of(alg).unwrap(), &rng).unwrap();
+            let pkcs8 = sig::EcdsaKeyPair::generate_pkcs8(ecdsa_of(alg).unwrap().signing, &rng).unwrap();
             let (_, x, y) = ec_components_from_private_key(pkcs8.as_ref(), alg).unwrap();
             let mut point = vec![4];
             point.extend_from_slice(&x);
