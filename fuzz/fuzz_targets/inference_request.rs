@@ -35,7 +35,8 @@ fn providers() -> &'static Providers {
     static P: OnceLock<Providers> = OnceLock::new();
     P.get_or_init(|| {
         let config: RemoteProviderConfig = toml::from_str("name = \"fuzz\"\nmodels = [\"fuzz-model\"]").expect("provider config");
-        let client = reqwest::Client::new();
+        // Through uag's builder: reqwest has no TLS crypto provider of its own (ring is installed there).
+        let client = uag_gateway::crypto::http_client_builder().build().expect("http client");
         let url = "http://127.0.0.1:9".to_owned();
         Providers {
             openai: OpenAiProvider::new(ProviderKind::OpenAi, &config, url.clone(), Some(SecretString::new("k")), client.clone()),
