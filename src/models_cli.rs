@@ -96,12 +96,14 @@ pub(crate) fn run(config: &Config, command: ModelsCommand) -> Result<(), CliErro
     match command {
         ModelsCommand::List => {
             println!("model directory: {}", models_dir.display());
-            println!("{:<26} {:<8} {:>9} {:<11} {:<9} description", "id", "kind", "size", "license", "installed");
+            // The id column fits the longest id, so the other columns line up.
+            let w = manifest.models.iter().map(|m| m.id.len()).max().unwrap_or(2);
+            println!("{:<w$} {:<8} {:>9} {:<11} {:<9} description", "id", "kind", "size", "license", "installed");
             for m in &manifest.models {
                 let installed = if fetch::is_installed(m, &models_dir) { "yes" } else { "no" };
                 let default = if m.default { "*" } else { " " };
                 println!(
-                    "{:<26} {:<8} {:>9} {:<11} {:<9} {default}{}",
+                    "{:<w$} {:<8} {:>9} {:<11} {:<9} {default}{}",
                     m.id,
                     m.kind.as_str(),
                     human_size(m.installed_size()),

@@ -248,11 +248,20 @@ fn append_bytes<W: Write>(tar: &mut tar::Builder<W>, name: &str, bytes: &[u8]) -
 fn licenses_text(entries: &[&ModelEntry]) -> String {
     let mut text = String::from(
         "Licenses of the models in this bundle (SPDX identifiers; each model's upstream project holds\n\
-         the full text and its copyright notice):\n\n",
+         its copyright notice; the full texts uag ships follow the list):\n\n",
     );
+    let mut full: Vec<&str> = Vec::new();
     for entry in entries {
-        let upstream = entry.files.iter().find_map(|f| f.url.as_deref()).unwrap_or("see `uag models list`");
+        let upstream = crate::license::upstream(entry);
         text.push_str(&format!("{}: {}\n  {}\n  upstream: {upstream}\n", entry.id, entry.license, entry.description));
+        if crate::license::full_text(&entry.license).is_some() && !full.contains(&entry.license.as_str()) {
+            full.push(&entry.license);
+        }
+    }
+    for spdx in full {
+        if let Some(license) = crate::license::full_text(spdx) {
+            text.push_str(&format!("\n---- {spdx} ----\n{license}"));
+        }
     }
     text
 }
@@ -377,6 +386,10 @@ pub fn import(manifest: &Manifest, bundle: &Path, models_dir: &Path, show_progre
         let sums: BTreeMap<String, String> =
             model.files.iter().map(|f| (f.name.clone(), expected[&format!("{}/{}", model.id, f.name)].sha256.clone())).collect();
         write_checksums(&staging.dir.join(&model.id), &sums)?;
+        // The license comes from this uag, as `fetch` writes it, not from the bundle.
+        if let Some(entry) = manifest.get(&model.id) {
+            crate::license::write_license(entry, &staging.dir.join(&model.id))?;
+        }
     }
 
     let outcomes = swap_in(&staging.dir, models_dir, &index)?;
@@ -616,6 +629,20 @@ url = "https://e.invalid/lib-other.so"
             assert!(target.join(&entry.id).join(CHECKSUMS_FILE).is_file());
         }
         assert!(!target.join("alpha/a.src").exists());
+        // Apache-2.0 asks for its text beside every copy: alpha gets it, the MIT library does
+        // not (its text is its upstream's, with their copyright line); the bundle's list has it once.
+        let license = fs::read_to_string(target.join("alpha").join(crate::license::LICENSE_FILE)).expect("alpha's license");
+        assert!(license.starts_with("alpha: ") && license.contains("TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION"));
+        assert!(!target.join("runtime").join(crate::license::LICENSE_FILE).exists());
+        let mut archive = tar::Archive::new(File::open(&bundle).expect("open"));
+        let mut licenses = String::new();
+        for entry in archive.entries().expect("entries") {
+            let mut entry = entry.expect("entry");
+            if entry.path().expect("path").to_str() == Some(LICENSES_NAME) {
+                entry.read_to_string(&mut licenses).expect("read licenses");
+            }
+        }
+        assert_eq!(licenses.matches("TERMS AND CONDITIONS FOR USE").count(), 1, "{licenses}");
         // A fetch on the device finds the model complete: the input is not needed, nothing is
         // downloaded (there is no python and no network here).
         let mut options = crate::fetch::FetchOptions::new(&target);

@@ -151,6 +151,7 @@ pub fn fetch(entry: &ModelEntry, models_dir: &Path, options: &FetchOptions) -> R
             report.files.push((conversion.output.clone(), FileOutcome::Converted));
         }
     }
+    crate::license::write_license(entry, &dir)?;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }

@@ -23,6 +23,7 @@ pub mod error;
 pub mod espeak;
 pub mod fetch;
 pub mod gguf_convert;
+pub mod license;
 pub mod llm;
 pub mod manifest;
 pub mod runtime;

@@ -267,6 +267,7 @@ mod tests {
             "smollm2-135m-instruct",
             "qwen2.5-0.5b-instruct",
             "qwen2.5-coder-0.5b-instruct",
+            "qwen2.5-coder-1.5b-instruct",
             "piper-en_US-joe-medium",
             "all-minilm-l6-v2",
             "onnxruntime",
