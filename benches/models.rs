@@ -1,5 +1,6 @@
 //! Local model benchmark: whisper real-time factor (tiny.en, base), candle LLM prompt and decode
-//! tokens/s (SmolLM2 Q8_0 as installed and the shipped Q4_1), Piper real-time factor and time to
+//! tokens/s (SmolLM2 Q8_0 as installed and the shipped Q4_1; the Qwen2.5-Coder 0.5B and 1.5B
+//! Q4_K_M files where installed), Piper real-time factor and time to
 //! first audio, MiniLM embeddings per second. Each measurement is the median of `REPS` runs
 //! after one warm-up, with the thread count printed beside it.
 //!
@@ -112,8 +113,19 @@ fn main() {
         );
     }
 
-    for (label, name) in [("q8_0", "SmolLM2-135M-Instruct.Q8_0.gguf"), ("q4_1", "SmolLM2-135M-Instruct.Q4_1.gguf")] {
-        let mut model = LlmModel::load(&file("smollm2-135m-instruct", name)).unwrap();
+    // SmolLM2 (the default, always fetched), then the larger packaged LLMs where installed
+    // (`uag models fetch qwen2.5-coder-0.5b-instruct qwen2.5-coder-1.5b-instruct`).
+    for (id, label, name) in [
+        ("smollm2-135m-instruct", "q8_0", "SmolLM2-135M-Instruct.Q8_0.gguf"),
+        ("smollm2-135m-instruct", "q4_1", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+        ("qwen2.5-coder-0.5b-instruct", "q4_k_m", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"),
+        ("qwen2.5-coder-1.5b-instruct", "q4_k_m", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"),
+    ] {
+        if id != "smollm2-135m-instruct" && !dir.join(id).join(name).is_file() {
+            eprintln!("skipping {id}: not installed");
+            continue;
+        }
+        let mut model = LlmModel::load(&file(id, name)).unwrap();
         model.set_prompt_cache(false);
         let messages = [ChatMessage { role: Role::User, content: LLM_PROMPT.into() }];
         // A fixed number of decoded tokens: greedy, no stop, like llama.cpp's run.
@@ -130,7 +142,7 @@ fn main() {
             tokens = (g.prompt_tokens, g.completion_tokens);
         }
         println!(
-            "{{\"bench\":\"llm\",\"engine\":\"candle\",\"file\":\"{name}\",\"quant\":\"{label}\",\"threads\":{threads},\"prompt_tokens\":{},\"decode_tokens\":{},\"prompt_tps\":{:.1},\"decode_tps\":{:.1},\"prompt_text\":{}}}",
+            "{{\"bench\":\"llm\",\"engine\":\"candle\",\"model\":\"{id}\",\"file\":\"{name}\",\"quant\":\"{label}\",\"threads\":{threads},\"prompt_tokens\":{},\"decode_tokens\":{},\"prompt_tps\":{:.1},\"decode_tps\":{:.1},\"prompt_text\":{}}}",
             tokens.0,
             tokens.1,
             median(prompt),

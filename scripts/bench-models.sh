@@ -47,7 +47,7 @@ for r in rows:
     if r["bench"] == "asr":
         goal = "≤ 0.15" if r["model"] == "whisper-tiny.en" else ""
         out.append(f"| {r['model']} | {r['audio_s']} s of Piper speech | {r['rtf']:.3f} | {goal} |")
-out += ["", "| LLM: SmolLM2-135M-Instruct | engine | prompt tokens/s | decode tokens/s | decode vs llama.cpp (same file) |",
+out += ["", "| LLM (file as installed) | engine | prompt tokens/s | decode tokens/s | decode vs llama.cpp (same file) |",
         "| --- | --- | --- | --- | --- |"]
 llama = {r["file"]: r for r in rows if r["bench"] == "llm" and r["engine"] == "llama.cpp"}
 for r in rows:

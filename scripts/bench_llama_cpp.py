@@ -16,7 +16,7 @@ from llama_cpp import Llama
 models_dir, threads, reps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 runs = [json.loads(line) for line in sys.stdin if line.strip()]
 for run in (r for r in runs if r.get("bench") == "llm"):
-    path = f"{models_dir}/smollm2-135m-instruct/{run['file']}"
+    path = f"{models_dir}/{run.get('model', 'smollm2-135m-instruct')}/{run['file']}"
     llm = Llama(model_path=path, n_threads=threads, n_threads_batch=threads, n_ctx=2048, n_batch=512, verbose=False)
     tokens = llm.tokenize(run["prompt_text"].encode(), add_bos=False, special=True)
     decode_n = run["decode_tokens"]

@@ -16,10 +16,10 @@ use clap::{Args, ValueEnum};
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
-use uag_gateway::config::Config;
+use uag_gateway::config::{AnswerWriter, Config};
 use uag_gateway::provider::local::{LOCAL_MODEL, LocalProvider};
 use uag_gateway::provider::{Provider, ProviderCall, RequestContext};
-use uag_gateway::types::{Event, InferenceRequest, Source};
+use uag_gateway::types::{Event, InferenceRequest, Source, Usage};
 use uag_graphrag::eval::{KeyFact, key_fact_recall};
 use uag_graphrag::verify::{Evidence, split_finished};
 use uag_graphrag::{Engine, QueryOptions};
@@ -32,7 +32,7 @@ use crate::cli::CliError;
 pub(crate) enum AnswerMode {
     /// Extracted sentences only (no LLM), as without a local LLM installed.
     Extractive,
-    /// The installed local LLM writes from the evidence (what `uag serve` does by default).
+    /// The installed local LLM writes from the evidence (`[graphrag] answers = "llm"`).
     Llm,
 }
 
@@ -45,8 +45,10 @@ pub(crate) struct AnswersArgs {
     /// (the configured knowledge base is not opened).
     #[arg(long, num_args = 1..)]
     corpus: Vec<PathBuf>,
-    #[arg(long, value_enum, default_value_t = AnswerMode::Llm)]
-    mode: AnswerMode,
+    /// Who writes the answers; default: the configuration's `[graphrag] answers` (extractive
+    /// unless set), or the LLM when `--llm` names one.
+    #[arg(long, value_enum)]
+    mode: Option<AnswerMode>,
     /// The LLM to write with (a model id of `uag models list`); default: the preferred one.
     #[arg(long)]
     llm: Option<String>,
@@ -93,6 +95,9 @@ struct Scored {
     first_text: Option<Duration>,
     done: Duration,
     answer: String,
+    /// Prompt and answer tokens of the LLM call (none for an extractive answer): what a
+    /// device's prefill and decode rates turn into seconds.
+    usage: Option<Usage>,
 }
 
 fn read(path: &Path) -> Result<Vec<(String, Line)>, CliError> {
@@ -165,7 +170,16 @@ pub(crate) fn answers(config: &Config, args: AnswersArgs) -> Result<(), CliError
     }
     let engine = Arc::new(engine);
     let mut config = config.clone();
-    let models = match args.mode {
+    let mode = args.mode.unwrap_or(match (&args.llm, config.graphrag.answers) {
+        (Some(_), _) | (None, AnswerWriter::Llm) => AnswerMode::Llm,
+        (None, AnswerWriter::Extractive) => AnswerMode::Extractive,
+    });
+    // The provider reads who writes from the configuration: the mode asked for is set there.
+    config.graphrag.answers = match mode {
+        AnswerMode::Extractive => AnswerWriter::Extractive,
+        AnswerMode::Llm => AnswerWriter::Llm,
+    };
+    let models = match mode {
         AnswerMode::Extractive => None,
         AnswerMode::Llm => {
             if let Some(id) = &args.llm {
@@ -207,6 +221,7 @@ pub(crate) fn answers(config: &Config, args: AnswersArgs) -> Result<(), CliError
                 "id": s.id, "question": q.question, "answer": s.answer, "key_fact_recall": s.recall, "passage_recall": s.passage_recall, "all_facts": s.all_facts,
                 "unsupported": s.unsupported, "technical_tokens": s.technical, "cited": s.cited, "cited_right": s.cited_right,
                 "first_text_ms": s.first_text.map(|d| d.as_millis() as u64), "done_ms": s.done.as_millis() as u64,
+                "prompt_tokens": s.usage.map(|u| u.input_tokens), "answer_tokens": s.usage.map(|u| u.output_tokens),
             });
             writeln!(f, "{line}")?;
         }
@@ -228,6 +243,9 @@ pub(crate) fn answers(config: &Config, args: AnswersArgs) -> Result<(), CliError
         println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         for (label, s) in [("all", &all), ("single-hop", &single), ("multi-hop", &multi)] {
             println!("| {label} | {} | {} |", s.n, s.row());
+        }
+        if let Some((prompt, answer)) = all.tokens {
+            println!("\nLLM tokens per answer (mean): {prompt:.0} prompt, {answer:.0} answer");
         }
     }
     if let Some(min) = args.min_recall
@@ -260,7 +278,7 @@ async fn answer_one(provider: &LocalProvider, engine: &Arc<Engine>, config: &Con
     let call = ProviderCall { model: LOCAL_MODEL.into(), request, ctx, timeout: Duration::from_secs(600) };
     let started = Instant::now();
     let mut stream = provider.stream_infer(call).await.map_err(|e| CliError::Startup(format!("{id}: {e}")))?;
-    let (mut answer, mut sources, mut first_text) = (String::new(), Vec::<Source>::new(), None);
+    let (mut answer, mut sources, mut first_text, mut usage) = (String::new(), Vec::<Source>::new(), None, None);
     while let Some(event) = stream.next().await {
         match event.map_err(|e| CliError::Startup(format!("{id}: {e}")))? {
             Event::Delta { text } => {
@@ -268,6 +286,7 @@ async fn answer_one(provider: &LocalProvider, engine: &Arc<Engine>, config: &Con
                 answer.push_str(&text);
             }
             Event::Sources { sources: s } => sources = s,
+            Event::Done { usage: u, .. } if u.total() > 0 => usage = Some(u),
             _ => {}
         }
     }
@@ -322,6 +341,7 @@ async fn answer_one(provider: &LocalProvider, engine: &Arc<Engine>, config: &Con
         first_text,
         done,
         answer,
+        usage,
     })
 }
 
@@ -335,6 +355,8 @@ struct Summary {
     first_text_p50: f64,
     done_p50: f64,
     done_p90: f64,
+    /// Mean prompt and answer tokens over the answers an LLM wrote.
+    tokens: Option<(f64, f64)>,
 }
 
 fn percentile(values: &mut [f64], p: f64) -> f64 {
@@ -364,6 +386,11 @@ fn summarize(scored: Vec<&Scored>) -> Summary {
         first_text_p50: percentile(&mut first, 0.5),
         done_p50: percentile(&mut done, 0.5),
         done_p90: percentile(&mut done, 0.9),
+        tokens: {
+            let written: Vec<Usage> = scored.iter().filter_map(|s| s.usage).collect();
+            let mean = |f: fn(&Usage) -> u32| written.iter().map(|u| f64::from(f(u))).sum::<f64>() / written.len().max(1) as f64;
+            (!written.is_empty()).then(|| (mean(|u| u.input_tokens), mean(|u| u.output_tokens)))
+        },
     }
 }
 
@@ -388,6 +415,7 @@ impl Summary {
             "questions": self.n, "key_fact_recall": self.recall, "passage_key_fact_recall": self.passage_recall, "all_facts": self.all_facts,
             "unsupported_technical_tokens": self.unsupported, "citation_accuracy": self.citation_accuracy,
             "first_text_p50_s": self.first_text_p50, "done_p50_s": self.done_p50, "done_p90_s": self.done_p90,
+            "mean_prompt_tokens": self.tokens.map(|t| t.0), "mean_answer_tokens": self.tokens.map(|t| t.1),
         })
     }
 }

@@ -233,6 +233,33 @@ fn held_out_answers_keep_their_key_facts_and_invent_nothing() {
     assert!(lines.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["answer"].as_str().is_some_and(|a| !a.is_empty())));
 }
 
+/// `--llm ID` (or `--mode llm`) has the named LLM write the answers, whatever the configuration
+/// says (its default writer is extractive), and the summary reports its tokens per answer.
+#[test]
+fn eval_answers_with_an_llm_has_it_write_and_counts_its_tokens() {
+    let state = tempfile::tempdir().unwrap();
+    let doc = state.path().join("pump.md");
+    std::fs::write(&doc, "# Delta Pump\n\nThe Delta Pump needs a 48 V supply. It draws 2 A at full speed.\n").unwrap();
+    let questions = state.path().join("q.jsonl");
+    std::fs::write(&questions, r#"{"id":"p1","question":"What supply does the Delta Pump need?","key_facts":[["48 V"]]}"#).unwrap();
+    let run = uag()
+        .env("UAG__STORAGE__DATA_DIR", state.path().join("data"))
+        .env("UAG__MODELS__DIR", common::models_dir())
+        .args(["eval", "answers", "--llm", "smollm2-135m-instruct", "--json", "--questions"])
+        .arg(&questions)
+        .arg("--corpus")
+        .arg(&doc)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    assert!(run.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("answering with smollm2-135m-instruct"), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(summary["all"]["questions"], 1, "{summary}");
+    assert!(summary["all"]["mean_prompt_tokens"].as_f64().is_some_and(|t| t > 20.0), "the LLM was given a prompt: {summary}");
+    assert!(summary["all"]["mean_answer_tokens"].as_f64().is_some_and(|t| t >= 1.0), "{summary}");
+}
+
 /// `uag ingest` embeds the chunks with the installed MiniLM (through the model runtime, as the
 /// server does), keeps the vectors, and `uag ask` then finds a document that shares no word
 /// with the question.
