@@ -98,6 +98,25 @@ struct Scored {
     /// Prompt and answer tokens of the LLM call (none for an extractive answer): what a
     /// device's prefill and decode rates turn into seconds.
     usage: Option<Usage>,
+    /// Where the time went, from the provider's status events: see [`STAGES`].
+    stages: Option<[f64; 5]>,
+}
+
+/// The stages of an answer, each from one event to the next: `searching` -> `expanding` (BM25,
+/// the question's embedding and the dense scan) -> `ranking` (graph expansion) -> `synthesizing`
+/// (fusion, evidence selection, the LLM prompt) -> the first text (the LLM's prefill and first
+/// sentence with its check) -> done (the rest of the decode and the checks).
+const STAGES: [&str; 5] = ["search", "graph", "evidence", "first text", "rest"];
+
+/// Seconds spent in each of [`STAGES`], when every boundary was seen.
+fn stage_times(marks: &[(String, Duration)], first_text: Option<Duration>, done: Duration) -> Option<[f64; 5]> {
+    let at = |stage: &str| marks.iter().find(|(s, _)| s == stage).map(|(_, t)| *t);
+    let bounds = [at("searching")?, at("expanding")?, at("ranking")?, at("synthesizing")?, first_text?, done];
+    let mut out = [0.0; 5];
+    for (i, pair) in bounds.windows(2).enumerate() {
+        out[i] = pair[1].saturating_sub(pair[0]).as_secs_f64();
+    }
+    Some(out)
 }
 
 fn read(path: &Path) -> Result<Vec<(String, Line)>, CliError> {
@@ -221,6 +240,7 @@ pub(crate) fn answers(config: &Config, args: AnswersArgs) -> Result<(), CliError
                 "id": s.id, "question": q.question, "answer": s.answer, "key_fact_recall": s.recall, "passage_recall": s.passage_recall, "all_facts": s.all_facts,
                 "unsupported": s.unsupported, "technical_tokens": s.technical, "cited": s.cited, "cited_right": s.cited_right,
                 "first_text_ms": s.first_text.map(|d| d.as_millis() as u64), "done_ms": s.done.as_millis() as u64,
+                "stages_ms": s.stages.map(|t| t.map(|v| (v * 1000.0).round())),
                 "prompt_tokens": s.usage.map(|u| u.input_tokens), "answer_tokens": s.usage.map(|u| u.output_tokens),
             });
             writeln!(f, "{line}")?;
@@ -246,6 +266,10 @@ pub(crate) fn answers(config: &Config, args: AnswersArgs) -> Result<(), CliError
         }
         if let Some((prompt, answer)) = all.tokens {
             println!("\nLLM tokens per answer (mean): {prompt:.0} prompt, {answer:.0} answer");
+        }
+        if let Some(stages) = all.stages_p50 {
+            let parts: Vec<String> = STAGES.iter().zip(stages).map(|(n, v)| format!("{n} {:.1} ms", v * 1000.0)).collect();
+            println!("\nStages, p50 of each: {}", parts.join(", "));
         }
     }
     if let Some(min) = args.min_recall
@@ -279,6 +303,7 @@ async fn answer_one(provider: &LocalProvider, engine: &Arc<Engine>, config: &Con
     let started = Instant::now();
     let mut stream = provider.stream_infer(call).await.map_err(|e| CliError::Startup(format!("{id}: {e}")))?;
     let (mut answer, mut sources, mut first_text, mut usage) = (String::new(), Vec::<Source>::new(), None, None);
+    let mut marks: Vec<(String, Duration)> = Vec::new();
     while let Some(event) = stream.next().await {
         match event.map_err(|e| CliError::Startup(format!("{id}: {e}")))? {
             Event::Delta { text } => {
@@ -287,6 +312,7 @@ async fn answer_one(provider: &LocalProvider, engine: &Arc<Engine>, config: &Con
             }
             Event::Sources { sources: s } => sources = s,
             Event::Done { usage: u, .. } if u.total() > 0 => usage = Some(u),
+            Event::Status { stage, .. } if !marks.iter().any(|(s, _)| *s == stage) => marks.push((stage, started.elapsed())),
             _ => {}
         }
     }
@@ -342,6 +368,7 @@ async fn answer_one(provider: &LocalProvider, engine: &Arc<Engine>, config: &Con
         done,
         answer,
         usage,
+        stages: stage_times(&marks, first_text, done),
     })
 }
 
@@ -357,6 +384,8 @@ struct Summary {
     done_p90: f64,
     /// Mean prompt and answer tokens over the answers an LLM wrote.
     tokens: Option<(f64, f64)>,
+    /// Median seconds of each of [`STAGES`].
+    stages_p50: Option<[f64; 5]>,
 }
 
 fn percentile(values: &mut [f64], p: f64) -> f64 {
@@ -391,6 +420,10 @@ fn summarize(scored: Vec<&Scored>) -> Summary {
             let mean = |f: fn(&Usage) -> u32| written.iter().map(|u| f64::from(f(u))).sum::<f64>() / written.len().max(1) as f64;
             (!written.is_empty()).then(|| (mean(|u| u.input_tokens), mean(|u| u.output_tokens)))
         },
+        stages_p50: {
+            let timed: Vec<[f64; 5]> = scored.iter().filter_map(|s| s.stages).collect();
+            (!timed.is_empty()).then(|| std::array::from_fn(|i| percentile(&mut timed.iter().map(|t| t[i]).collect::<Vec<f64>>(), 0.5)))
+        },
     }
 }
 
@@ -416,6 +449,7 @@ impl Summary {
             "unsupported_technical_tokens": self.unsupported, "citation_accuracy": self.citation_accuracy,
             "first_text_p50_s": self.first_text_p50, "done_p50_s": self.done_p50, "done_p90_s": self.done_p90,
             "mean_prompt_tokens": self.tokens.map(|t| t.0), "mean_answer_tokens": self.tokens.map(|t| t.1),
+            "stages_p50_ms": self.stages_p50.map(|t| STAGES.iter().zip(t).map(|(n, v)| ((*n).to_owned(), json!(v * 1000.0))).collect::<serde_json::Map<_, _>>()),
         })
     }
 }

@@ -258,6 +258,14 @@ fn eval_answers_with_an_llm_has_it_write_and_counts_its_tokens() {
     assert_eq!(summary["all"]["questions"], 1, "{summary}");
     assert!(summary["all"]["mean_prompt_tokens"].as_f64().is_some_and(|t| t > 20.0), "the LLM was given a prompt: {summary}");
     assert!(summary["all"]["mean_answer_tokens"].as_f64().is_some_and(|t| t >= 1.0), "{summary}");
+    // Where the time went, stage by stage; the LLM's stages take time, the stages add up to
+    // no more than the whole answer.
+    let stages = summary["all"]["stages_p50_ms"].as_object().unwrap_or_else(|| panic!("no stage times: {summary}"));
+    let names: Vec<&str> = stages.keys().map(String::as_str).collect();
+    assert_eq!(names.len(), 5, "{names:?}");
+    assert!(stages["first text"].as_f64().is_some_and(|ms| ms > 0.0), "{summary}");
+    let sum: f64 = stages.values().filter_map(serde_json::Value::as_f64).sum();
+    assert!(sum <= summary["all"]["done_p90_s"].as_f64().unwrap() * 1000.0 * 1.5 + 1.0, "{summary}");
 }
 
 /// `uag ingest` embeds the chunks with the installed MiniLM (through the model runtime, as the
