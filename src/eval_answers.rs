@@ -189,18 +189,15 @@ pub(crate) fn answers(config: &Config, args: AnswersArgs) -> Result<(), CliError
     }
     let engine = Arc::new(engine);
     let mut config = config.clone();
-    let mode = args.mode.unwrap_or(match (&args.llm, config.graphrag.answers) {
-        (Some(_), _) | (None, AnswerWriter::Llm) => AnswerMode::Llm,
-        (None, AnswerWriter::Extractive) => AnswerMode::Extractive,
-    });
     // The provider reads who writes from the configuration: the mode asked for is set there.
-    config.graphrag.answers = match mode {
-        AnswerMode::Extractive => AnswerWriter::Extractive,
-        AnswerMode::Llm => AnswerWriter::Llm,
+    config.graphrag.answers = match (args.mode, &args.llm) {
+        (Some(AnswerMode::Extractive), _) => AnswerWriter::Extractive,
+        (Some(AnswerMode::Llm), _) | (None, Some(_)) => AnswerWriter::Llm,
+        (None, None) => config.graphrag.answers,
     };
-    let models = match mode {
-        AnswerMode::Extractive => None,
-        AnswerMode::Llm => {
+    let models = match config.graphrag.answers {
+        AnswerWriter::Extractive => None,
+        AnswerWriter::Llm => {
             if let Some(id) = &args.llm {
                 config.models.prefer.insert(0, id.clone());
             }

@@ -250,18 +250,15 @@ fn licenses_text(entries: &[&ModelEntry]) -> String {
         "Licenses of the models in this bundle (SPDX identifiers; each model's upstream project holds\n\
          its copyright notice; the full texts uag ships follow the list):\n\n",
     );
-    let mut full: Vec<&str> = Vec::new();
     for entry in entries {
         let upstream = crate::license::upstream(entry);
         text.push_str(&format!("{}: {}\n  {}\n  upstream: {upstream}\n", entry.id, entry.license, entry.description));
-        if crate::license::full_text(&entry.license).is_some() && !full.contains(&entry.license.as_str()) {
-            full.push(&entry.license);
-        }
     }
-    for spdx in full {
-        if let Some(license) = crate::license::full_text(spdx) {
-            text.push_str(&format!("\n---- {spdx} ----\n{license}"));
-        }
+    // Each license's text once, however many models share it.
+    let shipped: BTreeMap<&str, &str> =
+        entries.iter().filter_map(|e| Some((e.license.as_str(), crate::license::full_text(&e.license)?))).collect();
+    for (spdx, license) in shipped {
+        text.push_str(&format!("\n---- {spdx} ----\n{license}"));
     }
     text
 }
